@@ -1,0 +1,62 @@
+"""The ``smalltune`` command: one module per verb, each a thin adapter over the Python API.
+
+A verb module defines ``NAME``, ``HELP``, ``configure(parser)`` and ``run(args) -> int``; the
+list below is the one place verbs are registered. User errors (:class:`SmalltuneError`) print one
+line and exit with their code; ``--debug`` shows tracebacks for anything unexpected.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from .. import __version__
+from ..errors import SmalltuneError
+from . import demo, models, recipe, train
+
+VERBS = [train, demo, recipe, models]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="smalltune",
+        description="Fine-tune language models on small datasets: audit -> plan -> train -> evaluate -> report.",
+    )
+    parser.add_argument("--version", action="version", version=f"smalltune {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on unexpected errors")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB")
+    for verb in VERBS:
+        p = sub.add_parser(verb.NAME, help=verb.HELP, description=verb.HELP,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        verb.configure(p)
+        p.set_defaults(_run=verb.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    # Quiet the libraries' own chatter; our progress bars and summaries say what happens.
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        return int(args._run(args) or 0)
+    except SmalltuneError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted; a training run continues with `smalltune train RECIPE --resume`", file=sys.stderr)
+        return 130
+    except Exception as e:  # a bug, not a user error: one line by default, the trace with --debug
+        if args.debug:
+            raise
+        print(f"error: unexpected {type(e).__name__}: {e} (rerun with --debug for the traceback)", file=sys.stderr)
+        return 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())

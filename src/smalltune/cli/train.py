@@ -1,0 +1,21 @@
+"""smalltune train RECIPE [key=value ...] [--resume]"""
+
+NAME = "train"
+HELP = "fine-tune a model as a recipe describes; writes a run directory"
+
+
+def configure(p):
+    p.add_argument("recipe", help="recipe YAML file (write one with `smalltune plan`)")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="dotted recipe overrides, e.g. train.lr=1e-4 output_dir=runs/x")
+    p.add_argument("--resume", action="store_true", help="continue the run in output_dir from its latest checkpoint")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args) -> int:
+    from .. import load_recipe, train
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    result = train(recipe, resume=args.resume, progress=not args.no_progress)
+    print(result.run_dir)
+    return 0

@@ -1,0 +1,112 @@
+"""Read JSONL, JSON and CSV files into raw records, each with its 1-based line number.
+
+Line numbers are what make an error actionable ("data.jsonl:17: ..."), so every reader keeps them:
+JSONL per line, JSON by decoding the array element by element, CSV from the reader's position.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from ..errors import DataError
+from ..registry import Registry
+
+
+@dataclass
+class RawRecord:
+    value: Any  # what the file holds at that position (normally a dict)
+    line: int
+    error: str | None = None  # set when the record itself could not be parsed
+
+
+Reader = Callable[[str], list[RawRecord]]
+READERS: Registry[Reader] = Registry("data format")
+
+
+def read_text(path: Path) -> str:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(path, None, "file not found") from None
+    except IsADirectoryError:
+        raise DataError(path, None, "is a folder, expected a data file") from None
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise DataError(path, line, f"not valid UTF-8 (byte {raw[e.start]:#x}); save the file as UTF-8") from None
+
+
+@READERS.register("jsonl")
+def read_jsonl(text: str) -> list[RawRecord]:
+    records = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(RawRecord(json.loads(line), n))
+        except json.JSONDecodeError as e:
+            records.append(RawRecord(None, n, f"malformed JSON ({e.msg} at column {e.colno})"))
+    return records
+
+
+@READERS.register("json")
+def read_json(text: str) -> list[RawRecord]:
+    decoder = json.JSONDecoder()
+    try:
+        whole = json.loads(text)
+    except json.JSONDecodeError as e:
+        return [RawRecord(None, e.lineno, f"malformed JSON ({e.msg} at column {e.colno})")]
+    if isinstance(whole, dict):  # {"data": [...]} or similar: the single list inside
+        lists = [v for v in whole.values() if isinstance(v, list)]
+        if len(lists) != 1:
+            return [RawRecord(None, 1, "expected a JSON array of records (or an object holding one array)")]
+    elif not isinstance(whole, list):
+        return [RawRecord(None, 1, "expected a JSON array of records")]
+    # Decode element by element to recover each record's starting line.
+    start = text.index("[", 0 if isinstance(whole, list) else text.index(":") + 1) + 1
+    records, pos = [], start
+    while True:
+        while pos < len(text) and text[pos] in " \t\r\n,":
+            pos += 1
+        if pos >= len(text) or text[pos] == "]":
+            break
+        value, end = decoder.raw_decode(text, pos)
+        records.append(RawRecord(value, text.count("\n", 0, pos) + 1))
+        pos = end
+    return records
+
+
+@READERS.register("csv")
+def read_csv(text: str) -> list[RawRecord]:
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    records, prev = [], 1  # the header ends on line 1
+    try:
+        for row in reader:
+            line = prev + 1
+            prev = reader.line_num
+            if None in row:
+                records.append(RawRecord(None, line, f"{len(row[None])} more fields than the header has"))
+                continue
+            records.append(RawRecord({k: v for k, v in row.items() if v not in (None, "")}, line))
+    except csv.Error as e:
+        records.append(RawRecord(None, prev + 1, f"malformed CSV ({e})"))
+    if reader.fieldnames is None:
+        return []
+    return records
+
+
+def read_records(path: str | Path) -> list[RawRecord]:
+    """Raw records of a data file, chosen by extension (.jsonl, .json, .csv)."""
+    path = Path(path)
+    ext = path.suffix.lower().lstrip(".")
+    if ext == "ndjson":
+        ext = "jsonl"
+    if ext not in READERS:
+        raise DataError(path, None, f"unsupported file type '.{ext}'; use .jsonl, .json or .csv")
+    return READERS.get(ext)(read_text(path))

@@ -1,0 +1,108 @@
+"""Tokenise conversations with the model's chat template; loss on assistant tokens only.
+
+Assistant spans are found by rendering the template on growing prefixes of the conversation:
+the characters an assistant turn adds (its content and end-of-turn marker) are the trainable
+span, and the fast tokenizer's offsets map those characters to tokens. This works for any chat
+template whose rendering of a prefix is a prefix of the full rendering, which we check.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..errors import SmalltuneError
+from .example import Example
+
+IGNORE = -100  # label value that the loss skips
+
+
+@dataclass
+class Tokenized:
+    example: Example
+    input_ids: list[int]
+    labels: list[int]  # IGNORE where no loss is taken
+    truncated_tokens: int = 0  # tokens cut by max_length
+    truncated_trainable: int = 0  # of those, how many carried loss
+
+    @property
+    def n_trainable(self) -> int:
+        return sum(1 for x in self.labels if x != IGNORE)
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+
+@dataclass
+class TokenizeStats:
+    examples: int = 0
+    tokens: int = 0
+    trainable_tokens: int = 0
+    truncated_examples: int = 0
+    truncated_tokens: int = 0
+    truncated_trainable: int = 0
+    dropped: list[str] = field(default_factory=list)  # "file:line (id)" of examples left with no trainable token
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def render(tokenizer, messages: list[dict], add_generation_prompt: bool = False) -> str:
+    plain = [{"role": m["role"], "content": m["content"]} for m in messages]
+    return tokenizer.apply_chat_template(plain, tokenize=False, add_generation_prompt=add_generation_prompt)
+
+
+def assistant_spans(tokenizer, messages: list[dict]) -> tuple[str, list[tuple[int, int]]]:
+    """Full rendered text and the character spans of assistant turns that carry loss."""
+    full = render(tokenizer, messages)
+    spans = []
+    for i, m in enumerate(messages):
+        if m["role"] != "assistant" or m.get("weight", 1) == 0:
+            continue
+        before = render(tokenizer, messages[:i], add_generation_prompt=True)
+        upto = render(tokenizer, messages[: i + 1])
+        if not (full.startswith(before) and full.startswith(upto.rstrip())):
+            raise SmalltuneError("the model's chat template does not render conversations prefix by prefix; "
+                                 "smalltune cannot locate assistant tokens for it")
+        spans.append((len(before), len(upto.rstrip())))  # trailing newline after the end marker: no loss
+    return full, spans
+
+
+def tokenize_example(tokenizer, example: Example, max_length: int, system_prompt: str | None = None) -> Tokenized:
+    text, spans = assistant_spans(tokenizer, example.with_system(system_prompt))
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    ids, offsets = enc["input_ids"], enc["offset_mapping"]
+    labels = [
+        tok if any(s <= start and end <= e and end > start for s, e in spans) else IGNORE
+        for tok, (start, end) in zip(ids, offsets)
+    ]
+    cut = max(0, len(ids) - max_length)
+    return Tokenized(
+        example=example,
+        input_ids=ids[:max_length],
+        labels=labels[:max_length],
+        truncated_tokens=cut,
+        truncated_trainable=sum(1 for x in labels[max_length:] if x != IGNORE),
+    )
+
+
+def tokenize_examples(tokenizer, examples: list[Example], max_length: int, system_prompt: str | None = None):
+    """Tokenise all examples; those left without trainable tokens are reported in stats and left out.
+
+    Returns ``(kept, stats)``.
+    """
+    if not getattr(tokenizer, "is_fast", False):
+        raise SmalltuneError("smalltune needs a fast tokenizer (character offsets locate the assistant tokens)")
+    stats, kept = TokenizeStats(), []
+    for ex in examples:
+        t = tokenize_example(tokenizer, ex, max_length, system_prompt)
+        stats.examples += 1
+        stats.truncated_examples += t.truncated_tokens > 0
+        stats.truncated_tokens += t.truncated_tokens
+        stats.truncated_trainable += t.truncated_trainable
+        if t.n_trainable == 0:
+            stats.dropped.append(f"{ex.where} ({ex.id})")
+            continue
+        stats.tokens += len(t)
+        stats.trainable_tokens += t.n_trainable
+        kept.append(t)
+    return kept, stats

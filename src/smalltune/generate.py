@@ -1,0 +1,59 @@
+"""Batched greedy generation with a KV cache, used by the demo and by evaluation.
+
+Prompts are left-padded so every row's next token sits in the last column; padding is masked by
+the attention mask (SmolLM2's pad token is its end token, so ids cannot tell them apart).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+
+from .data.tokenize import render
+
+
+@dataclass
+class GenerationSettings:
+    max_new_tokens: int = 96
+    batch_size: int = 16
+    do_sample: bool = False  # greedy: reproducible, and what memorization tests need
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@torch.no_grad()
+def generate(model, tokenizer, conversations: list[list[dict]], settings: GenerationSettings | None = None,
+             progress=None) -> list[str]:
+    """Answers (decoded, special tokens stripped) to each conversation's next assistant turn.
+
+    >>> generate(model, tok, [[{"role": "user", "content": "Hi"}]])
+    ['Hello! How can I help you today?']
+    """
+    s = settings or GenerationSettings()
+    prompts = [render(tokenizer, conv, add_generation_prompt=True) for conv in conversations]
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # similar lengths, less padding
+    answers: list[str] = [""] * len(prompts)
+    was_training = model.training
+    model.eval()
+    old_side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    device = next(model.parameters()).device
+    try:
+        for start in range(0, len(order), s.batch_size):
+            idx = order[start: start + s.batch_size]
+            enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False)
+            enc = {k: v.to(device) for k, v in enc.items()}
+            out = model.generate(**enc, max_new_tokens=s.max_new_tokens, do_sample=s.do_sample,
+                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+            new = out[:, enc["input_ids"].shape[1]:]
+            for i, row in zip(idx, new):
+                answers[i] = tokenizer.decode(row, skip_special_tokens=True).strip()
+            if progress is not None:
+                progress.update(len(idx))
+    finally:
+        tokenizer.padding_side = old_side
+        if was_training:
+            model.train()
+    return answers

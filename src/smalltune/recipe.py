@@ -1,0 +1,357 @@
+"""The recipe: one YAML file that carries everything a run needs.
+
+Each field is defined and documented exactly once, here, through :func:`option`; the CLI help
+(``smalltune recipe --explain``), the comments in written YAML and the validation errors all read
+that one definition. Validation collects every problem before reporting, and names the key the
+user typed (``train.lr must be > 0, got -1``).
+
+>>> r = load_recipe("recipe.yaml", overrides=["train.lr=1e-4"])
+>>> r.train.lr
+0.0001
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from .errors import RecipeError, SmalltuneError
+
+Check = Callable[[Any], "str | None"]
+
+
+def option(default: Any, help: str, check: Check | None = None, choices: tuple | None = None):
+    """A recipe field: its default, its one-line documentation and its validation."""
+    meta = {"help": help, "check": check, "choices": choices}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+# --- checks: each returns the tail of an error message, or None when the value is fine -------
+def positive(v):
+    return None if v is None or v > 0 else f"must be > 0, got {v}"
+
+
+def non_negative(v):
+    return None if v is None or v >= 0 else f"must be >= 0, got {v}"
+
+
+def fraction(v):
+    return None if v is None or 0 <= v < 1 else f"must be in [0, 1), got {v}"
+
+
+def at_least(lo):
+    def check(v):
+        return None if v is None or v >= lo else f"must be >= {lo}, got {v}"
+
+    return check
+
+
+# --- sections -------------------------------------------------------------------------------
+@dataclass
+class ModelSection:
+    name: str = option(
+        "smollm2-135m-instruct",
+        "built-in model name (see `smalltune models`), a local model folder, or a hub id (downloads need network)",
+    )
+    revision: str | None = option(None, "hub revision (branch, tag or commit) when `name` is a hub id")
+    trust_remote_code: bool = option(
+        False, "run the model repository's own Python code; only for repositories you trust"
+    )
+
+
+@dataclass
+class DataSection:
+    train: str = option("", "training data file (.jsonl, .json or .csv; chat, prompt/completion or Alpaca shape)")
+    validation: str | None = option(
+        None, "validation file; when empty, a split is carved from `train` (stratified by category)"
+    )
+    test: str | None = option(None, "held-out test file, used only by `smalltune evaluate`")
+    max_length: int = option(512, "tokens per example after the chat template; longer examples are truncated", positive)
+    validation_fraction: float | None = option(
+        None, "share of `train` carved off for validation when no file is given; empty = sized for the data", fraction
+    )
+    system_prompt: str | None = option(
+        None, "system message added to every conversation that has none (training, evaluation and demo alike)"
+    )
+
+
+@dataclass
+class MethodSection:
+    name: str = option("lora", "fine-tuning method: lora (more in README 'Methods')")
+    r: int = option(8, "LoRA rank: size of the low-rank update", positive)
+    alpha: float = option(16, "LoRA alpha: the update is scaled by alpha / r", positive)
+    dropout: float = option(0.1, "dropout on the adapter input (regularises small data)", fraction)
+    target_modules: list[str] | str = option(
+        "all-linear", "modules that get adapters: 'all-linear' or a list of module names (q_proj, v_proj, ...)"
+    )
+
+
+@dataclass
+class TrainSection:
+    lr: float = option(2e-4, "peak learning rate", positive)
+    epochs: float = option(3, "passes over the training data (upper bound: early stopping may end sooner)", positive)
+    max_steps: int | None = option(None, "hard cap on optimizer steps; empty = no cap", positive)
+    batch_size: int = option(8, "examples per device per micro-batch", positive)
+    grad_accum: int = option(1, "micro-batches per optimizer step (effective batch = batch_size * grad_accum * devices)", positive)
+    warmup_ratio: float = option(0.1, "share of the steps spent warming the learning rate up from 0", fraction)
+    weight_decay: float = option(0.01, "AdamW weight decay (not applied to biases and norms)", non_negative)
+    max_grad_norm: float | None = option(1.0, "clip the gradient norm to this value; empty = no clipping", positive)
+    scheduler: str = option("cosine", "learning-rate schedule after warmup", choices=("cosine", "linear", "constant"))
+    seed: int = option(42, "seed for splits, shuffling, dropout and adapter initialisation", non_negative)
+    precision: str = option(
+        "auto", "fp32, bf16 or fp16 autocast; auto = bf16 on a GPU that supports it, else fp32",
+        choices=("auto", "fp32", "bf16", "fp16"),
+    )
+    group_by_length: bool = option(True, "batch examples of similar length together (less padding, faster)")
+    keep_checkpoints: int = option(2, "periodic checkpoints kept besides the best one (for --resume)", non_negative)
+
+
+@dataclass
+class EarlyStoppingSection:
+    enabled: bool = option(True, "stop when the metric has not improved for `patience` evaluations")
+    patience: int = option(3, "evaluations without improvement before stopping", positive)
+    metric: str = option("eval_loss", "metric that decides the best checkpoint (lower is better)", choices=("eval_loss",))
+    min_delta: float = option(0.0, "an improvement smaller than this does not count", non_negative)
+
+
+@dataclass
+class EvalSection:
+    every_steps: int | None = option(None, "evaluate every N optimizer steps; empty = `per_epoch` times per epoch", positive)
+    per_epoch: int = option(2, "evaluations per epoch when `every_steps` is empty", positive)
+    batch_size: int = option(16, "examples per evaluation batch", positive)
+
+
+@dataclass
+class Recipe:
+    name: str | None = option(None, "run name; empty = derived from the training file and time")
+    output_dir: str | None = option(None, "run directory; empty = runs/<name>")
+    model: ModelSection = field(default_factory=ModelSection, metadata={"help": "the base model"})
+    data: DataSection = field(default_factory=DataSection, metadata={"help": "data files and tokenisation"})
+    method: MethodSection = field(default_factory=MethodSection, metadata={"help": "what gets trained"})
+    train: TrainSection = field(default_factory=TrainSection, metadata={"help": "optimisation"})
+    early_stopping: EarlyStoppingSection = field(
+        default_factory=EarlyStoppingSection, metadata={"help": "stop before overfitting"}
+    )
+    eval: EvalSection = field(default_factory=EvalSection, metadata={"help": "evaluation during training"})
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self, notes: dict[str, str] | None = None, comments: bool = True) -> str:
+        """YAML text; each key commented with its help, or with ``notes[key]`` when given (the planner's why)."""
+        return _dump(self, notes or {}, comments)
+
+    def save(self, path: str | Path, notes: dict[str, str] | None = None) -> None:
+        from .rundir import atomic_write_text
+
+        atomic_write_text(path, self.to_yaml(notes))
+
+
+# --- loading and validation -----------------------------------------------------------------
+def _is_section(tp) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def _hints(cls) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _coerce(value: Any, tp: Any, key: str) -> tuple[Any, str | None]:
+    """Convert a YAML value to the field's type; return (value, error)."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None, None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            v, err = _coerce(value, arg, key)
+            if err is None:
+                return v, None
+            errors.append(err)
+        return value, errors[0]
+    if origin is list:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list):
+            return value, f"{key} must be a list, got {value!r}"
+        return value, None if all(isinstance(v, str) for v in value) else f"{key} must be a list of strings"
+    if tp is bool:
+        return (value, None) if isinstance(value, bool) else (value, f"{key} must be true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+            return value, f"{key} must be an integer, got {value!r}"
+        return int(value), None
+    if tp is float:
+        if isinstance(value, str):  # YAML reads 1e-4 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                return value, f"{key} must be a number, got {value!r}"
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return value, f"{key} must be a number, got {value!r}"
+        return float(value), None
+    if tp is str:
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            return value, f"{key} must be a string, got {value!r}"
+        return str(value), None
+    if tp is dict or origin is dict:
+        return (value, None) if isinstance(value, dict) else (value, f"{key} must be a mapping, got {value!r}")
+    return value, None
+
+
+def _build(cls, raw: dict, prefix: str, problems: list[str]):
+    if not isinstance(raw, dict):
+        problems.append(f"{prefix.rstrip('.') or 'recipe'} must be a mapping, got {raw!r}")
+        return cls()
+    hints = _hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in raw.items():
+        full = f"{prefix}{key}"
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), fields, n=1, cutoff=0.6)
+            hint = f" (did you mean {prefix}{close[0]}?)" if close else ""
+            problems.append(f"unknown key {full}{hint}")
+            continue
+        tp = hints[key]
+        if _is_section(tp):
+            kwargs[key] = _build(tp, value if value is not None else {}, f"{full}.", problems)
+            continue
+        value, err = _coerce(value, tp, full)
+        if err:
+            problems.append(err)
+            continue
+        kwargs[key] = value
+    obj = cls(**kwargs)
+    for f in dataclasses.fields(cls):
+        if _is_section(hints[f.name]):
+            continue
+        value = getattr(obj, f.name)
+        choices, check = f.metadata.get("choices"), f.metadata.get("check")
+        if choices and value not in choices:
+            close = difflib.get_close_matches(str(value), choices, n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            problems.append(f"{prefix}{f.name} must be one of {', '.join(map(str, choices))}, got {value!r}{hint}")
+        elif check and (msg := check(value)):
+            problems.append(f"{prefix}{f.name} {msg}")
+    return obj
+
+
+def _cross_checks(r: Recipe, problems: list[str]) -> None:
+    """Rules that involve more than one field, or a registry."""
+    from .train.methods import METHODS
+
+    if not r.data.train:
+        problems.append("data.train is required (path to the training file)")
+    if r.method.name not in METHODS:
+        problems.append(METHODS.unknown_message(r.method.name, "method.name"))
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``train.lr=1e-4`` -> (['train', 'lr'], 1e-4); the value is parsed as YAML."""
+    if "=" not in text:
+        raise RecipeError([f"override {text!r} must look like key=value (e.g. train.lr=1e-4)"])
+    key, _, value = text.partition("=")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError:
+        parsed = value
+    return key.strip().split("."), parsed
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    for text in overrides:
+        path, value = parse_override(text)
+        node = raw
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise RecipeError([f"override {text!r}: {part} is not a section"])
+        node[path[-1]] = value
+    return raw
+
+
+def recipe_from_dict(raw: dict, overrides: list[str] = (), source: str | None = None) -> Recipe:
+    """Validate a plain mapping (as read from YAML) into a :class:`Recipe`, reporting all problems at once."""
+    raw = apply_overrides(dict(raw or {}), list(overrides))
+    problems: list[str] = []
+    recipe = _build(Recipe, raw, "", problems)
+    if not problems:
+        _cross_checks(recipe, problems)
+    if problems:
+        raise RecipeError(problems, source)
+    return recipe
+
+
+def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
+    """Read and validate a recipe YAML file; relative data paths resolve against the recipe's folder."""
+    path = Path(path)
+    if not path.is_file():
+        raise SmalltuneError(f"{path}: recipe file not found")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        raise SmalltuneError(f"{path}{line}: not valid YAML ({getattr(e, 'problem', e)})") from None
+    if not isinstance(raw, dict):
+        raise SmalltuneError(f"{path}: a recipe must be a YAML mapping of sections")
+    recipe = recipe_from_dict(raw, overrides, source=str(path))
+    _resolve_paths(recipe, path.parent)
+    return recipe
+
+
+def _resolve_paths(recipe: Recipe, base: Path) -> None:
+    for key in ("train", "validation", "test"):
+        value = getattr(recipe.data, key)
+        if value and not Path(value).is_absolute() and (base / value).exists():
+            setattr(recipe.data, key, str((base / value).resolve()))
+
+
+# --- documentation: one table built from the field definitions ------------------------------
+def iter_fields(cls=Recipe, prefix: str = ""):
+    """Yield (dotted key, type, default, help, choices) for every leaf field, in schema order."""
+    hints = _hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if _is_section(tp):
+            yield from iter_fields(tp, f"{prefix}{f.name}.")
+        else:
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            yield f"{prefix}{f.name}", tp, default, f.metadata.get("help", ""), f.metadata.get("choices")
+
+
+def _yaml_scalar(value: Any) -> str:
+    return yaml.safe_dump(value, default_flow_style=True, width=10_000).strip().removesuffix("\n...").removesuffix("...").strip() if value is not None else ""
+
+
+def _dump(obj, notes: dict[str, str], comments: bool, prefix: str = "", indent: int = 0) -> str:
+    lines: list[str] = []
+    hints = _hints(type(obj))
+    pad = "  " * indent
+    for f in dataclasses.fields(obj):
+        key = f"{prefix}{f.name}"
+        value = getattr(obj, f.name)
+        note = notes.get(key) or f.metadata.get("help", "")
+        if _is_section(hints[f.name]):
+            if comments and indent == 0:
+                lines.append("")
+                lines.append(f"# {note}" if note else "")
+            lines.append(f"{pad}{f.name}:")
+            lines.append(_dump(value, notes, comments, f"{key}.", indent + 1))
+        else:
+            text = f"{pad}{f.name}: {_yaml_scalar(value)}".rstrip()
+            if comments and note:
+                text = f"{text}  # {note}"
+            lines.append(text)
+    return "\n".join(line for line in lines if line is not None) + ("\n" if indent == 0 else "")

@@ -1,0 +1,180 @@
+"""The run directory: the unit of output every stage reads and writes.
+
+Layout (later stages read earlier stages' files; nothing travels through globals)::
+
+    runs/<name>/
+      recipe.yaml          resolved recipe (exact settings of this run)
+      provenance.json      versions, seed, git hash, host
+      audit.json           `smalltune audit` report
+      metrics.jsonl        one JSON object per line: train steps, evaluations, guard events
+      checkpoints/         step-NNNNNN/ (trainable weights + loop state) for --resume; best/
+      adapter/             final trained weights (PEFT format for adapter methods)
+      train_summary.json   how training ended, best checkpoint, counts
+      eval.json            `smalltune evaluate` results
+      report.html          `smalltune report`
+
+Every file is written atomically (temp file + rename) so a killed run never leaves half a file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` so readers see the old file or the new one, never a part."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: str | Path, data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, default=_json_default) + "\n")
+
+
+def _json_default(obj):
+    if hasattr(obj, "to_dict"):
+        return obj.to_dict()
+    if hasattr(obj, "item"):  # numpy / torch scalars
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def publish_dir(tmp_dir: Path, final_dir: Path) -> None:
+    """Replace ``final_dir`` with the fully written ``tmp_dir`` (a rename, so never half a folder)."""
+    if final_dir.exists():
+        old = final_dir.with_name(f".{final_dir.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final_dir, old)
+        os.replace(tmp_dir, final_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp_dir, final_dir)
+
+
+def read_json(path: str | Path) -> Any:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+@dataclass
+class RunDir:
+    """Paths inside one run directory; creating it does not write anything but the folder."""
+
+    path: Path
+
+    def __post_init__(self):
+        self.path = Path(self.path)
+
+    recipe = property(lambda self: self.path / "recipe.yaml")
+    provenance = property(lambda self: self.path / "provenance.json")
+    audit = property(lambda self: self.path / "audit.json")
+    metrics = property(lambda self: self.path / "metrics.jsonl")
+    checkpoints = property(lambda self: self.path / "checkpoints")
+    best = property(lambda self: self.path / "checkpoints" / "best")
+    adapter = property(lambda self: self.path / "adapter")
+    train_summary = property(lambda self: self.path / "train_summary.json")
+    eval = property(lambda self: self.path / "eval.json")
+    report = property(lambda self: self.path / "report.html")
+    report_md = property(lambda self: self.path / "report.md")
+
+    def mkdir(self) -> "RunDir":
+        self.path.mkdir(parents=True, exist_ok=True)
+        return self
+
+    def checkpoint(self, step: int) -> Path:
+        return self.checkpoints / f"step-{step:06d}"
+
+    def step_checkpoints(self) -> list[Path]:
+        """Periodic checkpoints, oldest first (only complete ones: they are published by rename)."""
+        if not self.checkpoints.is_dir():
+            return []
+        return sorted(p for p in self.checkpoints.glob("step-*") if p.is_dir())
+
+    def log(self, record: dict) -> None:
+        """Append one JSON line to the metrics log (a line is written whole or, on a crash, not at all)."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        line = json.dumps(record, default=_json_default) + "\n"
+        with open(self.metrics, "a", encoding="utf-8") as f:
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
+
+    def read_metrics(self) -> Iterator[dict]:
+        if not self.metrics.exists():
+            return iter(())
+        lines = self.metrics.read_text(encoding="utf-8").splitlines()
+        return (json.loads(line) for line in lines if line.strip().endswith("}"))
+
+    def truncate_metrics_after(self, step: int) -> None:
+        """On resume, drop records logged after the checkpoint we resume from (they will be redone)."""
+        kept = [r for r in self.read_metrics() if r.get("step", 0) <= step]
+        atomic_write_text(self.metrics, "".join(json.dumps(r) + "\n" for r in kept))
+
+
+def default_run_name(recipe) -> str:
+    import datetime as _dt
+
+    stem = Path(recipe.data.train).stem or "run"
+    return f"{stem}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def open_run_dir(recipe, resume: bool = False) -> RunDir:
+    """Create (or, with ``resume``, reopen) the recipe's run directory and write recipe + provenance.
+
+    Fills ``recipe.output_dir`` when empty. Refuses to overwrite a directory that already holds a
+    run unless resuming, and refuses to resume with settings that differ from the stored ones.
+    """
+    from .errors import SmalltuneError
+    from .provenance import provenance
+    from .recipe import load_recipe
+
+    if not recipe.output_dir:
+        if resume:
+            raise SmalltuneError("--resume needs output_dir (the run directory to continue)")
+        recipe.name = recipe.name or default_run_name(recipe)
+        recipe.output_dir = str(Path("runs") / recipe.name)
+    run = RunDir(Path(recipe.output_dir))
+    started = run.metrics.exists() or run.checkpoints.exists()
+    if resume:
+        if not run.recipe.exists():
+            raise SmalltuneError(f"{run.path}: nothing to resume (no recipe.yaml); start without --resume")
+        stored = load_recipe(run.recipe).to_dict()
+        changed = sorted(k for k in _diff(stored, recipe.to_dict()) if k not in ("name",))
+        if changed:
+            raise SmalltuneError(f"--resume: the recipe differs from the run's stored recipe.yaml in {', '.join(changed)}")
+        return run
+    if started:
+        raise SmalltuneError(f"{run.path} already holds a run; pass --resume to continue it, or set another output_dir")
+    run.mkdir()
+    recipe.name = recipe.name or run.path.name
+    recipe.save(run.recipe)
+    atomic_write_json(run.provenance, provenance(recipe))
+    return run
+
+
+def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
+    keys = []
+    for k in set(a) | set(b):
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            keys += _diff(va, vb, f"{prefix}{k}.")
+        elif va != vb:
+            keys.append(f"{prefix}{k}")
+    return keys
