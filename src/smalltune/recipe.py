@@ -90,7 +90,7 @@ class MethodSection:
     r: int = option(8, "LoRA rank: size of the low-rank update", positive)
     alpha: float = option(16, "LoRA alpha: the update is scaled by alpha / r", positive)
     dropout: float = option(0.1, "dropout on the adapter input (regularises small data)", fraction)
-    target_modules: list[str] | str = option(
+    target_modules: str | list[str] = option(
         "all-linear", "modules that get adapters: 'all-linear' or a list of module names (q_proj, v_proj, ...)"
     )
 

@@ -121,7 +121,10 @@ def train(recipe: Recipe, resume: bool = False, progress: bool = True) -> TrainR
 
     # --- optimisation plan --------------------------------------------------------------------
     sampler = EpochBatches([len(x) for x in data.train], t.batch_size, t.seed, t.group_by_length)
-    loader = DataLoader(data.train, batch_sampler=sampler, collate_fn=lambda b: collate(b, tok.pad_token_id))
+    # Its own generator: creating an iterator must not draw from the global RNG (dropout's), or a
+    # resumed run would see different dropout masks than an uninterrupted one.
+    loader = DataLoader(data.train, batch_sampler=sampler, collate_fn=lambda b: collate(b, tok.pad_token_id),
+                        generator=torch.Generator().manual_seed(t.seed))
     steps_per_epoch = max(1, math.ceil(len(sampler) / t.grad_accum))
     total_steps = math.ceil(t.epochs * steps_per_epoch)
     if t.max_steps:
