@@ -106,3 +106,21 @@ def tokenize_examples(tokenizer, examples: list[Example], max_length: int, syste
         stats.trainable_tokens += t.n_trainable
         kept.append(t)
     return kept, stats
+
+
+def tokenize_plain(tokenizer, texts: list[str], max_length: int) -> list[Tokenized]:
+    """Plain text (no chat template), every token trainable: for reference-text perplexity.
+
+    Long texts are cut into consecutive ``max_length`` windows so no token is dropped.
+    """
+    from .example import Example
+
+    items = []
+    for i, text in enumerate(texts):
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        for start in range(0, len(ids), max_length):
+            window = ids[start: start + max_length]
+            if len(window) > 1:
+                ex = Example(messages=[{"role": "assistant", "content": text}], id=f"text-{i}", shape="text")
+                items.append(Tokenized(ex, window, list(window)))
+    return items
