@@ -36,21 +36,26 @@ def option(default: Any, help: str, check: Check | None = None, choices: tuple |
 
 
 # --- checks: each returns the tail of an error message, or None when the value is fine -------
+def _shown(v) -> str:
+    """A value as the user typed it: -1, not -1.0."""
+    return str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
+
+
 def positive(v):
-    return None if v is None or v > 0 else f"must be > 0, got {v}"
+    return None if v is None or v > 0 else f"must be > 0, got {_shown(v)}"
 
 
 def non_negative(v):
-    return None if v is None or v >= 0 else f"must be >= 0, got {v}"
+    return None if v is None or v >= 0 else f"must be >= 0, got {_shown(v)}"
 
 
 def fraction(v):
-    return None if v is None or 0 <= v < 1 else f"must be in [0, 1), got {v}"
+    return None if v is None or 0 <= v < 1 else f"must be in [0, 1), got {_shown(v)}"
 
 
 def at_least(lo):
     def check(v):
-        return None if v is None or v >= lo else f"must be >= {lo}, got {v}"
+        return None if v is None or v >= lo else f"must be >= {lo}, got {_shown(v)}"
 
     return check
 
