@@ -55,8 +55,18 @@ def train_footer(result) -> None:
                            f"in {result.wall_seconds:.0f}s ({result.train_tokens / max(result.wall_seconds, 1e-9):.0f} tokens/s)")
     if result.best_metrics:
         m = result.best_metrics
-        table.add_row("best", f"step {result.best_step} ({result.selection}): eval_loss {m['eval_loss']:.4f}, "
+        table.add_row("best", f"step {result.best_step}: eval_loss {m['eval_loss']:.4f}, "
                               f"perplexity {m['eval_ppl']:.3f}, token accuracy {m['eval_token_acc']:.1%}")
+    if result.best_metrics:
+        table.add_row("chosen", result.selection)
+    gap = getattr(result, "guards", {}).get("overfitting")
+    if gap and gap.get("gap") is not None:
+        trend = gap.get("trend_per_epoch")
+        table.add_row("gap", f"validation - train loss {gap['gap']:+.3f} at the last evaluation"
+                             + (f", trend {trend:+.3f} per epoch" if trend is not None else ""))
+    for e in result.events:  # which guard fired, when, and on what numbers
+        colour = {"stop": "red", "warn": "yellow"}.get(e["action"], "dim")
+        table.add_row(f"[{colour}]{e['guard']}[/{colour}]", f"{e['action']} at step {e['step']}: {e['message']}")
     table.add_row("run", result.run_dir)
     out.print(table)
 

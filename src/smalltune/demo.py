@@ -1,7 +1,8 @@
-"""`smalltune demo`: fine-tune the built-in model on the dental-clinic demo and show the difference.
+"""`smalltune demo`: the whole pipeline (audit -> train -> evaluate -> report) on the dental-clinic demo.
 
-The demo trains on CPU in minutes, then asks base and fine-tuned model the same held-out questions
-(worded differently from anything in training) and prints the answers side by side.
+The demo trains the built-in model on CPU in minutes, evaluates base and fine-tuned model on the
+same held-out questions (worded differently from anything in training), prints the answers side
+by side and ends with the path of the report page.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ class Comparison:
     base: str
     finetuned: str
     key_facts: list[str]
+    category: str | None = None
 
     def facts_found(self, answer: str) -> int:
         return sum(f.lower() in answer.lower() for f in self.key_facts)
@@ -83,13 +85,26 @@ def round_robin_by_category(examples: list, n: int) -> list:
     return picked
 
 
+def comparisons_from_eval(run_dir: str | Path, n: int = 6) -> list[Comparison]:
+    """The first ``n`` answer pairs the evaluation stored in eval.json (one per category first)."""
+    from .rundir import RunDir, read_json
+
+    path = RunDir(Path(run_dir)).eval
+    samples = (read_json(path).get("samples") or []) if path.exists() else []
+    rows = [Comparison(s.get("question", ""), s.get("reference", ""), s.get("base", ""), s.get("finetuned", ""),
+                       list(s.get("key_facts") or []), s.get("category")) for s in samples]
+    return round_robin_by_category(rows, n)
+
+
 def run_demo(quick: bool = False, output_dir: str | None = None, questions: int = 6, overrides: list[str] = ()):
-    """Train on the demo data, print base vs fine-tuned answers, return (train result, comparisons)."""
+    """Run the pipeline on the demo data, print base vs fine-tuned answers; return (report path, comparisons)."""
     from . import console
-    from .train import train
+    from .pipeline import run
 
     recipe = demo_recipe(quick, output_dir, overrides)
-    result = train(recipe)
-    comparisons = compare_answers(result.run_dir, questions)
+    report_path = run(recipe, quick=quick)
+    comparisons = comparisons_from_eval(report_path.parent, questions)
+    if not comparisons:  # the evaluation had no task probe: ask the questions here
+        comparisons = compare_answers(report_path.parent, questions)
     console.comparison_table(comparisons)
-    return result, comparisons
+    return report_path, comparisons

@@ -23,7 +23,6 @@ class GenerationSettings:
         return asdict(self)
 
 
-@torch.no_grad()
 def generate(model, tokenizer, conversations: list[list[dict]], settings: GenerationSettings | None = None,
              progress=None) -> list[str]:
     """Answers (decoded, special tokens stripped) to each conversation's next assistant turn.
@@ -31,8 +30,19 @@ def generate(model, tokenizer, conversations: list[list[dict]], settings: Genera
     >>> generate(model, tok, [[{"role": "user", "content": "Hi"}]])
     ['Hello! How can I help you today?']
     """
-    s = settings or GenerationSettings()
     prompts = [render(tokenizer, conv, add_generation_prompt=True) for conv in conversations]
+    return generate_text(model, tokenizer, prompts, settings, progress)
+
+
+@torch.no_grad()
+def generate_text(model, tokenizer, prompts: list[str], settings: GenerationSettings | None = None,
+                  progress=None) -> list[str]:
+    """Continuations of already rendered prompt strings (e.g. a chat prompt plus the start of an answer).
+
+    >>> generate_text(model, tok, ["<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello"])
+    ['! How can I help you today?']
+    """
+    s = settings or GenerationSettings()
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # similar lengths, less padding
     answers: list[str] = [""] * len(prompts)
     was_training = model.training

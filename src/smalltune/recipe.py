@@ -91,12 +91,28 @@ class DataSection:
 
 @dataclass
 class MethodSection:
-    name: str = option("lora", "fine-tuning method: lora (more in README 'Methods')")
-    r: int = option(8, "LoRA rank: size of the low-rank update", positive)
-    alpha: float = option(16, "LoRA alpha: the update is scaled by alpha / r", positive)
-    dropout: float = option(0.1, "dropout on the adapter input (regularises small data)", fraction)
+    name: str = option(
+        "lora", "fine-tuning method: lora, dora, ia3, prefix, prompt, bottleneck, partial, hft or full "
+        "(when to use which: docs/methods.md)"
+    )
+    r: int = option(8, "lora/dora rank: size of the low-rank update", positive)
+    alpha: float = option(16, "lora/dora alpha: the update is scaled by alpha / r", positive)
+    dropout: float = option(0.1, "lora/dora/bottleneck: dropout on the adapter input (regularises small data)", fraction)
     target_modules: str | list[str] = option(
-        "all-linear", "modules that get adapters: 'all-linear' or a list of module names (q_proj, v_proj, ...)"
+        "all-linear", "lora/dora: modules that get adapters: 'all-linear' or a list of module names (q_proj, v_proj, ...)"
+    )
+    num_virtual_tokens: int = option(20, "prefix/prompt: number of trained virtual tokens", positive)
+    bottleneck_size: int = option(16, "bottleneck: hidden width of each adapter (down-projection size)", positive)
+    bottleneck_after: list[str] = option(
+        ["o_proj", "down_proj"], "bottleneck: linear modules followed by an adapter (attention and MLP output projections)"
+    )
+    top_k_layers: int | None = option(2, "partial: train the last N decoder layers; empty or 0 = none", non_negative)
+    modules: list[str] = option(
+        [], "partial: also train every parameter inside these modules (dotted name parts: lm_head, norm, layers.0.mlp)"
+    )
+    hft_fraction: float = option(
+        0.5, "hft: share of each layer's attention, MLP and norm weights trained per epoch (redrawn each epoch)",
+        lambda v: None if 0 < v <= 1 else f"must be in (0, 1], got {v}",
     )
 
 
@@ -133,6 +149,64 @@ class EvalSection:
     every_steps: int | None = option(None, "evaluate every N optimizer steps; empty = `per_epoch` times per epoch", positive)
     per_epoch: int = option(2, "evaluations per epoch when `every_steps` is empty", positive)
     batch_size: int = option(16, "examples per evaluation batch", positive)
+    # `smalltune evaluate` sample caps (--quick uses fixed small caps instead; docs/evaluation.md)
+    test_samples: int | None = option(None, "evaluate: held-out questions answered; empty = all", positive)
+    memorization_samples: int | None = option(200, "evaluate: training prompts checked for verbatim memorization; empty = all", positive)
+    reference_paragraphs: int = option(64, "evaluate: general reference paragraphs scored for forgetting", positive)
+    probe_questions: int = option(100, "evaluate: general questions (capitals, trivia) asked for forgetting", positive)
+    max_new_tokens: int = option(96, "evaluate: greedy generation length cap per answer", positive)
+
+
+@dataclass
+class RegularizeSection:
+    ewc_lambda: float = option(
+        0.0, "Elastic Weight Consolidation strength (arXiv 1612.00796): penalty lambda/2 * sum F*(w-w0)^2 with a "
+        "Fisher from general reference text; 0 = off (see docs/anti-forgetting.md for a scale)", non_negative)
+    ewc_samples: int = option(16, "reference-text windows used to estimate the EWC Fisher", positive)
+    sam_rho: float = option(0.0, "Sharpness-Aware Minimization radius rho (arXiv 2010.01412); 0 = plain steps", non_negative)
+    replay_ratio: float = option(
+        0.0, "share of training examples that are general data replayed against forgetting; 0 = off", fraction)
+    replay_file: str | None = option(
+        None, "general instruction file (any smalltune data format) to replay; empty = general reference text")
+    neftune_alpha: float = option(
+        0.0, "NEFTune embedding noise alpha (arXiv 2310.05914; 5 in the paper), training only; 0 = off", non_negative)
+
+
+@dataclass
+class TargetsSection:
+    stm_threshold: float | None = option(
+        None, "Selective Token Masking (arXiv 2501.14315): drop response tokens whose base-model perplexity "
+        "exceeds this from the loss (2.5 in the paper); empty = off", at_least(1.0))
+    self_distill: bool = option(
+        False, "rewrite training answers in the base model's own words, keeping the key facts (arXiv 2402.13669)")
+    self_distill_max_new_tokens: int = option(160, "token budget for each self-distilled rewrite", positive)
+
+
+@dataclass
+class GuardsSection:
+    enabled: bool = option(True, "run the guards below at every evaluation (early stopping has its own section)")
+    gap_patience: int = option(
+        3, "overfitting: warn when the train/validation gap widened this many evaluations in a row", positive)
+    ppl_factor: float = option(
+        1.5, "over-memorization (arXiv 2508.04117): flag when validation perplexity reaches this many times its "
+        "minimum while token accuracy holds; also the perplexity cap of accuracy-based selection", at_least(1.0))
+    acc_tolerance: float = option(
+        0.01, "over-memorization: accuracy 'holds' while within this (absolute) of its best", fraction)
+    selection: str = option(
+        "auto", "checkpoint choice: eval_loss = lowest validation loss; accuracy = best token accuracy under the "
+        "perplexity cap; auto = eval_loss until over-memorization is flagged, then accuracy",
+        choices=("auto", "eval_loss", "accuracy"))
+    forgetting_budget: float | None = option(
+        None, "forgetting: allowed relative rise of general reference-text perplexity over the base model "
+        "(0.05 = 5%); empty = not measured", non_negative)
+    forgetting_action: str = option(
+        "stop", "forgetting: stop (keep the best checkpoint within budget) or only warn", choices=("stop", "warn"))
+    reference_tokens: int = option(2048, "forgetting: tokens of reference text scored at each evaluation", positive)
+    grad_norm_limit: float | None = option(
+        1000.0, "numerical health: stop when the gradient norm (before clipping) exceeds this; a NaN/inf loss "
+        "always stops; empty = no limit", positive)
+    converged_delta: float = option(
+        0.1, "convergence: note when the training loss changes by less than this per epoch", non_negative)
 
 
 @dataclass
@@ -146,7 +220,16 @@ class Recipe:
     early_stopping: EarlyStoppingSection = field(
         default_factory=EarlyStoppingSection, metadata={"help": "stop before overfitting"}
     )
-    eval: EvalSection = field(default_factory=EvalSection, metadata={"help": "evaluation during training"})
+    eval: EvalSection = field(default_factory=EvalSection, metadata={"help": "evaluation during training, and `smalltune evaluate` sample sizes"})
+    guards: GuardsSection = field(
+        default_factory=GuardsSection, metadata={"help": "training guards: overfitting, over-memorization, forgetting, numerical health"}
+    )
+    regularize: RegularizeSection = field(
+        default_factory=RegularizeSection, metadata={"help": "anti-forgetting regularisers (off by default)"}
+    )
+    targets: TargetsSection = field(
+        default_factory=TargetsSection, metadata={"help": "training-target transforms (off by default)"}
+    )
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -260,6 +343,8 @@ def _cross_checks(r: Recipe, problems: list[str]) -> None:
         problems.append("data.train is required (path to the training file)")
     if r.method.name not in METHODS:
         problems.append(METHODS.unknown_message(r.method.name, "method.name"))
+    else:
+        problems.extend(METHODS.get(r.method.name)().problems(r.method))
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -317,10 +402,10 @@ def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
 
 
 def _resolve_paths(recipe: Recipe, base: Path) -> None:
-    for key in ("train", "validation", "test"):
-        value = getattr(recipe.data, key)
+    for section, key in (("data", "train"), ("data", "validation"), ("data", "test"), ("regularize", "replay_file")):
+        value = getattr(getattr(recipe, section), key)
         if value and not Path(value).is_absolute() and (base / value).exists():
-            setattr(recipe.data, key, str((base / value).resolve()))
+            setattr(getattr(recipe, section), key, str((base / value).resolve()))
 
 
 # --- documentation: one table built from the field definitions ------------------------------

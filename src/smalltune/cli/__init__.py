@@ -14,8 +14,17 @@ import sys
 from .. import __version__
 from ..errors import SmalltuneError
 from . import demo, models, recipe, train
+from . import report as report_verb
+from . import run as run_verb
+from . import evaluate as evaluate_verb
+from . import audit as audit_verb
+from . import plan as plan_verb
 
 VERBS = [train, demo, recipe, models]
+VERBS += [report_verb, run_verb]
+VERBS += [evaluate_verb]
+VERBS += [audit_verb]
+VERBS += [plan_verb]
 
 
 def build_parser() -> argparse.ArgumentParser:

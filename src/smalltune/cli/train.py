@@ -1,5 +1,9 @@
 """smalltune train RECIPE [key=value ...] [--resume]"""
 
+import sys
+
+from ..errors import EXIT_FINDINGS
+
 NAME = "train"
 HELP = "fine-tune a model as a recipe describes; writes a run directory"
 
@@ -18,4 +22,7 @@ def run(args) -> int:
     recipe = load_recipe(args.recipe, args.overrides)
     result = train(recipe, resume=args.resume, progress=not args.no_progress)
     print(result.run_dir)
+    if result.stopped == "numerical":  # a broken run is a finding, not a success (best checkpoint kept)
+        print(f"error: training stopped on numerical health: {result.stop_message}", file=sys.stderr)
+        return EXIT_FINDINGS
     return 0

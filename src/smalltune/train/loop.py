@@ -5,7 +5,7 @@ checkpoint selection and resumption stay visible here in ~200 lines, and ``accel
 still takes the same code to several GPUs (DDP / FSDP / DeepSpeed).
 
 Order of events per optimizer step: forward -> loss on assistant tokens -> backward -> clip ->
-step -> log. Every ``eval_every`` steps: validation metrics -> best checkpoint -> guards ->
+step -> log. Every ``eval_every`` steps: validation metrics -> guards -> best checkpoint ->
 periodic checkpoint (for --resume).
 """
 
@@ -23,16 +23,16 @@ from torch.utils.data import DataLoader, Sampler
 
 from .. import console
 from ..data.batching import batch_indices, collate
-from ..errors import SmalltuneError
 from ..models import load_from_recipe
 from ..provenance import provenance
 from ..recipe import Recipe
 from ..rundir import atomic_write_json, open_run_dir, publish_dir
 from .checkpoint import latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
 from .data import prepare_data
-from .guards import build_guards, build_selector
+from .guards import UNSAFE_STOPS, GuardContext, build_guards, build_selector, drop_snapshots, keep_best, restore_best
 from .loss import causal_lm_loss, dataset_metrics
 from .methods import METHODS, count_parameters
+from .regularize import build_regularizers, build_step
 
 
 @dataclass
@@ -53,6 +53,8 @@ class TrainResult:
     total_params: int
     data: dict = field(default_factory=dict)
     events: list = field(default_factory=list)
+    guards: dict = field(default_factory=dict)  # each guard's end-of-run numbers (gap, forgetting, ...)
+    artifact_written: bool = True
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -112,7 +114,7 @@ def train(recipe: Recipe, resume: bool = False, progress: bool = True) -> TrainR
 
     # --- model, data, method ----------------------------------------------------------------
     model, tok = load_from_recipe(recipe)
-    data = prepare_data(recipe, tok)
+    data = prepare_data(recipe, tok, model, run.path, accelerator.device)  # target transforms use the base model
     method = METHODS.get(recipe.method.name, "method.name")()
     model = method.apply(model, recipe.method, recipe)
     trainable, total = count_parameters(model)
@@ -134,6 +136,17 @@ def train(recipe: Recipe, resume: bool = False, progress: bool = True) -> TrainR
     scheduler = build_scheduler(optimizer, t, total_steps)
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
 
+    # --- regularisation: set up on the starting weights (before any resume), so anchors are the base --
+    regularizers = build_regularizers(recipe)
+    regularizers.setup(accelerator.unwrap_model(model), tok, recipe, accelerator.device)
+    step = build_step(recipe, accelerator, model.parameters())  # plain backward, or SAM's two passes
+
+    def objective(batch):
+        """(task loss, total loss to minimise = task loss + regularisation penalties) of one micro-batch."""
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        task = causal_lm_loss(logits, batch["labels"])
+        return task, task + regularizers.penalty(model)
+
     guards, selector = build_guards(recipe), build_selector(recipe)
     state = {"step": 0, "epoch": 0, "batches_in_epoch": 0, "train_tokens": 0, "elapsed": 0.0, "events": []}
 
@@ -150,10 +163,22 @@ def train(recipe: Recipe, resume: bool = False, progress: bool = True) -> TrainR
             console.info(f"resuming from {ckpt} (step {state['step']} of {total_steps})")
     elif not resume:
         run.log({"type": "event", "event": "start", "step": 0, "total_steps": total_steps, "eval_every": eval_every,
-                 "steps_per_epoch": steps_per_epoch, **data.counts()})
+                 "steps_per_epoch": steps_per_epoch, **data.counts(), "regularizers": regularizers.names,
+                 **regularizers.info})
 
     def autocast():
         return accelerator.autocast()
+
+    guard_ctx = GuardContext(model, tok, accelerator.device, recipe.eval.batch_size, autocast, accelerator.unwrap_model)
+    guards.setup(guard_ctx)  # e.g. the forgetting budget scores the base model once, here
+
+    def log_guard_event(event, stop_reason: str | None) -> str | None:
+        """Record a guard event; the first 'stop' becomes the run's stop reason."""
+        state["events"].append(event.to_dict())
+        run.log({"type": "event", "event": "guard", **event.to_dict()})
+        if event.action == "stop" and stop_reason is None:
+            stop_reason, state["stop_message"] = event.guard, event.message
+        return stop_reason
 
     def evaluate_and_checkpoint(stop_reason: str | None) -> str | None:
         """Validation metrics, best checkpoint, guards, periodic checkpoint; returns a stop reason."""
@@ -161,17 +186,10 @@ def train(recipe: Recipe, resume: bool = False, progress: bool = True) -> TrainR
         record = dataset_metrics(model, data.validation, recipe.eval.batch_size, accelerator.device,
                                  tok.pad_token_id, autocast)
         record.update(step=step, epoch=round(step / steps_per_epoch, 3), train_loss=window_loss())
+        for event in guards.evaluate(record, step, guard_ctx):  # also adds each guard's signal to the record
+            stop_reason = log_guard_event(event, stop_reason)
         unwrapped = accelerator.unwrap_model(model)
-        if selector.update(record, step) and main:
-            save_checkpoint(run, run.best, method, unwrapped, {"step": step, "record": record})
-        for guard in guards:
-            event = guard.check(record, step)
-            if event is not None:
-                state["events"].append(event.to_dict())
-                run.log({"type": "event", "event": "guard", "step": step, **event.to_dict()})
-                if event.action == "stop" and stop_reason is None:
-                    stop_reason = guard.name
-                    state["stop_message"] = event.message
+        keep_best(run, method, unwrapped, selector, record, step, write=main)  # selection sees the guards' flags
         run.log({"type": "eval", **record, "best_step": selector.best_step})
         if main:
             save_checkpoint(run, run.checkpoint(step), method, unwrapped,
@@ -192,18 +210,17 @@ def train(recipe: Recipe, resume: bool = False, progress: bool = True) -> TrainR
     model.train()
     while state["step"] < total_steps and stop_reason is None:
         sampler.set_epoch(state["epoch"])
+        method.on_epoch_start(accelerator.unwrap_model(model), state["epoch"], t.seed)
         batches = accelerator.skip_first_batches(loader, state["batches_in_epoch"]) if state["batches_in_epoch"] else loader
         for batch in batches:
             with accelerator.accumulate(model):
-                logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-                loss = causal_lm_loss(logits, batch["labels"])
-                if not torch.isfinite(loss):
-                    raise SmalltuneError(f"training loss became {loss.item()} at step {state['step'] + 1}; "
-                                         f"lower train.lr (now {t.lr}) or check the data")
-                accelerator.backward(loss)
+                loss, _ = step(lambda: objective(batch))  # forward and backward
                 grad_norm = None
-                if accelerator.sync_gradients and t.max_grad_norm:
-                    grad_norm = float(accelerator.clip_grad_norm_(model.parameters(), t.max_grad_norm))
+                if accelerator.sync_gradients and (t.max_grad_norm or guards.wants_grad_norm):
+                    grad_norm = float(accelerator.clip_grad_norm_(model.parameters(), t.max_grad_norm or math.inf))
+                if (event := guards.check_step(loss.item(), grad_norm, state["step"] + 1)) is not None:
+                    stop_reason = log_guard_event(event, stop_reason)
+                    break  # before optimizer.step(): no non-finite update reaches the weights
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
@@ -215,7 +232,7 @@ def train(recipe: Recipe, resume: bool = False, progress: bool = True) -> TrainR
             state["step"] += 1
             run.log({"type": "train", "step": state["step"], "epoch": round(state["step"] / steps_per_epoch, 3),
                      "loss": loss.item(), "lr": scheduler.get_last_lr()[0], "grad_norm": grad_norm,
-                     "tokens": state["train_tokens"], "elapsed": round(elapsed(), 2)})
+                     "tokens": state["train_tokens"], "elapsed": round(elapsed(), 2), **regularizers.metrics()})
             bar.update(1)
             bar.set_postfix_str(f"loss={loss.item():.3f}", refresh=False)
             if state["step"] % eval_every == 0 or state["step"] == total_steps:
@@ -227,15 +244,21 @@ def train(recipe: Recipe, resume: bool = False, progress: bool = True) -> TrainR
             state["epoch"] += 1
             state["batches_in_epoch"] = 0
     bar.close()
+    regularizers.close()
 
     # --- finish: restore the best checkpoint, save the artifact, summarise ----------------------
     unwrapped = accelerator.unwrap_model(model)
-    if run.best.exists():
-        load_checkpoint(run.best, method, unwrapped)
-    if main:
+    # Without a chosen checkpoint, weights that went non-finite or past the forgetting budget are not published.
+    publish = restore_best(run, method, unwrapped, selector) or stop_reason not in UNSAFE_STOPS
+    if main and publish:
         tmp = run.path / f".{method.artifact}.tmp"
         method.save(unwrapped, tmp)
         publish_dir(tmp, run.path / method.artifact)
+    accelerator.wait_for_everyone()  # every process has restored the chosen weights before they go
+    if main:
+        drop_snapshots(run)
+    if not publish:
+        state["stop_message"] = state.get("stop_message", "") + f"; no checkpoint passed the guards, so no {method.artifact}/ was written"
     stopped = stop_reason or ("max_steps" if state["step"] < math.ceil(t.epochs * steps_per_epoch) else "completed")
     result = TrainResult(
         run_dir=str(run.path), stopped=stopped, stop_message=state.get("stop_message", ""),
@@ -244,8 +267,9 @@ def train(recipe: Recipe, resume: bool = False, progress: bool = True) -> TrainR
         train_tokens=state["train_tokens"], wall_seconds=round(elapsed(), 2),
         trainable_params=trainable, total_params=total,
         data={"validation_source": data.validation_source, "train": data.train_stats.to_dict(),
-              "validation": data.validation_stats.to_dict()},
-        events=state["events"],
+              "validation": data.validation_stats.to_dict(), "transforms": data.transforms,
+              "regularizers": {"names": regularizers.names, **regularizers.info}},
+        events=state["events"], guards=guards.summary(), artifact_written=publish,
     )
     if main:
         run.log({"type": "event", "event": "end", "step": state["step"], "stopped": stopped})

@@ -1,104 +1,66 @@
-"""Guards: checks that run at every evaluation and can warn or stop training.
+"""Guards: checks that run inside training and can note, warn or stop.
 
-A guard sees each evaluation record (a dict of metrics) and returns a :class:`GuardEvent` when it
-has something to say. Its state round-trips through ``state_dict`` so ``--resume`` continues it.
-Early stopping is the first guard; the recipe's ``guards`` section adds more.
+One module per guard, all of one shape (:class:`Guard`), registered in :data:`GUARDS`:
+
+* ``numerical``          NaN/inf loss or exploding gradient norm: stop at once (every step)
+* ``forgetting_budget``  general reference-text perplexity vs the base model: stop or warn
+* ``over_memorization``  accuracy holds while perplexity climbs (arXiv 2508.04117): flag
+* ``overfitting``        train/validation gap and its trend: warn
+* ``convergence``        training loss flat within 0.1 per epoch: note
+* ``early_stopping``     validation loss stopped improving: stop
+
+``selection.py`` decides which evaluation's weights the run keeps. The loop only calls
+:func:`build_guards`, :func:`build_selector` and the two functions of ``selection``.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from .base import GUARDS, Guard, GuardContext, GuardEvent, GuardSet
+from .convergence import Convergence
+from .early_stopping import EarlyStopping
+from .forgetting import ForgettingBudget
+from .numerical import NumericalHealth
+from .over_memorization import OverMemorization
+from .overfitting import OverfittingGap
+from .selection import BestSelector, CheckpointSelector, drop_snapshots, keep_best, restore_best
 
-from ...registry import Registry
-
-
-@dataclass
-class GuardEvent:
-    guard: str
-    action: str  # "stop" | "warn" | "note"
-    step: int
-    message: str  # one line a person reads: what fired and on what numbers
-    values: dict = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+# Stops that leave the last weights untrustworthy: without a chosen checkpoint, publish nothing.
+UNSAFE_STOPS = ("numerical", "forgetting_budget")
 
 
-class Guard:
-    name = "guard"
+def build_guards(recipe) -> GuardSet:
+    """The guards a recipe asks for, in the order they run (measurements first, early stopping last).
 
-    def check(self, record: dict, step: int) -> GuardEvent | None:
-        raise NotImplementedError
-
-    def state_dict(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.__dict__.update(state)
-
-
-GUARDS: Registry[type[Guard]] = Registry("guard")
-
-
-@GUARDS.register("early_stopping")
-class EarlyStopping(Guard):
-    """Stop when ``metric`` (lower is better) has not improved by ``min_delta`` for ``patience`` evaluations."""
-
-    name = "early_stopping"
-
-    def __init__(self, metric: str = "eval_loss", patience: int = 3, min_delta: float = 0.0):
-        self.metric, self.patience, self.min_delta = metric, patience, min_delta
-        self.best: float | None = None
-        self.bad_evals = 0
-
-    def check(self, record: dict, step: int) -> GuardEvent | None:
-        value = record[self.metric]
-        if self.best is None or value < self.best - self.min_delta:
-            self.best, self.bad_evals = value, 0
-            return None
-        self.bad_evals += 1
-        if self.bad_evals >= self.patience:
-            return GuardEvent(
-                self.name, "stop", step,
-                f"{self.metric} has not improved on {self.best:.4f} for {self.bad_evals} evaluations "
-                f"(now {value:.4f})",
-                {"best": self.best, "current": value, "patience": self.patience},
-            )
-        return None
-
-
-class BestSelector:
-    """Decides which evaluation is the best checkpoint: lowest ``metric``."""
-
-    def __init__(self, metric: str = "eval_loss"):
-        self.metric = metric
-        self.best_step: int | None = None
-        self.best_record: dict | None = None
-
-    def update(self, record: dict, step: int) -> bool:
-        if self.best_record is None or record[self.metric] < self.best_record[self.metric]:
-            self.best_step, self.best_record = step, dict(record)
-            return True
-        return False
-
-    def state_dict(self) -> dict:
-        return {"best_step": self.best_step, "best_record": self.best_record}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.best_step, self.best_record = state["best_step"], state["best_record"]
-
-    def reason(self) -> str:
-        return f"lowest {self.metric}"
-
-
-def build_guards(recipe) -> list[Guard]:
-    """The guards a recipe asks for, in the order they run."""
-    guards: list[Guard] = []
-    es = recipe.early_stopping
+    >>> [g.name for g in build_guards(recipe)]
+    ['numerical', 'over_memorization', 'overfitting', 'convergence', 'early_stopping']
+    """
+    g, es = recipe.guards, recipe.early_stopping
+    guards = GuardSet()
+    # Numerical health replaces a hard error, so it runs even with the other guards off.
+    guards.append(NumericalHealth(g.grad_norm_limit if g.enabled else None, recipe.train.lr,
+                                  tolerate_inf_grad=recipe.train.precision == "fp16"))
+    if g.enabled:
+        if g.forgetting_budget is not None:
+            guards.append(ForgettingBudget(g.forgetting_budget, g.forgetting_action, g.reference_tokens))
+        guards.append(OverMemorization(g.ppl_factor, g.acc_tolerance))
+        guards.append(OverfittingGap(g.gap_patience))
+        guards.append(Convergence(g.converged_delta))
     if es.enabled:
         guards.append(EarlyStopping(es.metric, es.patience, es.min_delta))
     return guards
 
 
-def build_selector(recipe) -> BestSelector:
-    return BestSelector(recipe.early_stopping.metric)
+def build_selector(recipe) -> CheckpointSelector:
+    """The checkpoint selection rule of a recipe (``guards.selection``; lowest loss with guards off)."""
+    g = recipe.guards
+    mode = g.selection if g.enabled else "eval_loss"
+    respect = g.enabled and g.forgetting_budget is not None and g.forgetting_action == "stop"
+    return CheckpointSelector(mode, recipe.early_stopping.metric, g.ppl_factor, respect_budget=respect)
+
+
+__all__ = [
+    "GUARDS", "Guard", "GuardContext", "GuardEvent", "GuardSet", "Convergence", "EarlyStopping",
+    "ForgettingBudget", "NumericalHealth", "OverMemorization", "OverfittingGap", "BestSelector",
+    "CheckpointSelector", "UNSAFE_STOPS", "build_guards", "build_selector", "keep_best", "restore_best",
+    "drop_snapshots",
+]

@@ -24,6 +24,13 @@ class Method:
         """Return the model ready to train (frozen base, trainable parts) for method section ``cfg``."""
         raise NotImplementedError
 
+    def problems(self, cfg) -> list[str]:
+        """Recipe problems specific to this method (checked with the rest of the recipe, before any loading)."""
+        return []
+
+    def on_epoch_start(self, model, epoch: int, seed: int) -> None:
+        """Called by the loop at the start of every epoch (also a resumed one); HFT redraws its mask here."""
+
     def trainable_state(self, model) -> dict[str, torch.Tensor]:
         """Tensors a checkpoint needs to restore training progress (default: all trainable ones)."""
         return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
@@ -63,4 +70,4 @@ def count_parameters(model) -> tuple[int, int]:
 
 
 # Plugins register themselves on import; this is the one place that imports them.
-from . import peft_methods  # noqa: E402,F401
+from . import bottleneck, full, partial, peft_methods  # noqa: E402,F401

@@ -1,0 +1,116 @@
+"""Wall-time cost of the training guards: guards on vs off on the demo recipe with the built-in model.
+
+Not a test: a measurement to run by hand and record in benchmarks/guards.md. Runs alternate
+off/on so a busy machine's drift hits both sides alike. "On" is what the planner would set:
+every guard plus a forgetting budget of 0.05 (reference-text perplexity at each evaluation,
+the only guard with a real cost); "off" is ``guards.enabled=false`` (early stopping, part of
+the foundation, stays on in both).
+
+Two numbers come out:
+
+* ``runs_overhead``: total wall time of the ``train()`` calls, on / off - 1, at the cadence the
+  runs used. With the recipe's default cadence (every 20 steps for the demo) and
+  ``--max-steps 20`` this is one full evaluation period per run (the base measurement, paid
+  once per real run, is then over-counted). On a slow or busy CPU use fewer steps and a denser
+  ``--every``: the ratio is then an upper bound (more evaluations per step than by default).
+* ``projected_overhead_default_cadence``: the guards' own measured seconds per evaluation (plus
+  a sixth of the base measurement: the demo runs 6 evaluations) over what one default-cadence
+  period costs without them (20 steps at the measured step time + one validation pass), all
+  timed in the same runs.
+
+    .venv/bin/python benchmarks/guards_overhead.py --max-steps 20 --pairs 2          # idle machine
+    .venv/bin/python benchmarks/guards_overhead.py --max-steps 2 --every 2 --pairs 1  # busy machine
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _timer(spent: dict, name: str, fn):
+    def wrapper(*args, **kwargs):
+        t0 = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            spent[name] += time.perf_counter() - t0
+
+    return wrapper
+
+
+def install_timers() -> dict:
+    """Time the guards' own measurements, the validation pass and checkpoint selection (benchmark only)."""
+    from smalltune.train import loop
+    from smalltune.train.guards import ForgettingBudget
+
+    spent = {"setup": 0.0, "measure": 0.0, "validation": 0.0, "keep_best": 0.0}
+    ForgettingBudget.setup = _timer(spent, "setup", ForgettingBudget.setup)
+    ForgettingBudget.measure = _timer(spent, "measure", ForgettingBudget.measure)
+    loop.dataset_metrics = _timer(spent, "validation", loop.dataset_metrics)  # the loop's validation pass
+    loop.keep_best = _timer(spent, "keep_best", loop.keep_best)
+    return spent
+
+
+def one_run(on: bool, max_steps: int, every: int | None, out: Path, spent: dict) -> dict:
+    from smalltune import load_recipe, train
+
+    overrides = [f"train.max_steps={max_steps}", f"output_dir={out}"] + ([f"eval.every_steps={every}"] if every else [])
+    overrides += ["guards.forgetting_budget=0.05"] if on else ["guards.enabled=false"]
+    recipe = load_recipe(ROOT / "examples" / "dental" / "recipe.yaml", overrides)
+    before = dict(spent)
+    t0 = time.perf_counter()
+    result = train(recipe, progress=False)
+    total = time.perf_counter() - t0
+    records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    train_elapsed = [r["elapsed"] for r in records if r["type"] == "train"]
+    d = {k: round(spent[k] - before[k], 2) for k in spent}
+    evals = sum(1 for r in records if r["type"] == "eval")
+    return {"guards": "on" if on else "off", "call_seconds": round(total, 2), "loop_seconds": result.wall_seconds,
+            "steps": result.steps, "evaluations": evals,
+            # the loop's time less its evaluation work (periodic checkpoint writes stay in: a slight over-estimate)
+            "step_seconds": round((result.wall_seconds - d["validation"] - d["keep_best"] - d["measure"])
+                                  / max(len(train_elapsed), 1), 2),
+            "validation_seconds": d["validation"], "keep_best_seconds": d["keep_best"],
+            "guard_setup_seconds": d["setup"], "guard_measure_seconds": d["measure"]}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--max-steps", type=int, default=20)
+    p.add_argument("--every", type=int, default=None, help="eval.every_steps; default = the recipe's cadence")
+    p.add_argument("--pairs", type=int, default=2)
+    p.add_argument("--first", choices=("off", "on"), default="off", help="which side runs first in the first pair")
+    args = p.parse_args()
+    spent = install_timers()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(args.pairs):
+            for on in (False, True) if (i % 2 == 0) == (args.first == "off") else (True, False):
+                rows.append(one_run(on, args.max_steps, args.every, Path(tmp) / f"run-{len(rows)}", spent))
+                print(json.dumps(rows[-1]), flush=True)
+    mean = lambda key, side: statistics.mean(r[key] for r in rows if r["guards"] == side)  # noqa: E731
+    per_eval = lambda key, side: statistics.mean(r[key] / max(r["evaluations"], 1) for r in rows if r["guards"] == side)  # noqa: E731
+    # Projection to the demo's default cadence (every 20 steps, 6 evaluations in 3 epochs): what the guards add
+    # per evaluation period, over what that period costs without them.
+    step_s = statistics.mean(r["step_seconds"] for r in rows)
+    period_off = 20 * step_s + per_eval("validation_seconds", "off") + per_eval("keep_best_seconds", "off")
+    added = (per_eval("guard_measure_seconds", "on") + mean("guard_setup_seconds", "on") / 6
+             + per_eval("keep_best_seconds", "on") - per_eval("keep_best_seconds", "off"))
+    print(json.dumps({"runs_mean_off_s": round(mean("call_seconds", "off"), 2),
+                      "runs_mean_on_s": round(mean("call_seconds", "on"), 2),
+                      "runs_overhead": round(mean("call_seconds", "on") / mean("call_seconds", "off") - 1, 4),
+                      "step_s": round(step_s, 2), "validation_s_per_eval": round(per_eval("validation_seconds", "off"), 2),
+                      "guard_s_per_eval": round(per_eval("guard_measure_seconds", "on"), 2),
+                      "guard_setup_s": round(mean("guard_setup_seconds", "on"), 2),
+                      "projected_overhead_default_cadence": round(added / period_off, 4)}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,161 @@
+"""What every probe gets: the fine-tuned model, a way to run the base model on the same inputs,
+cached generation and per-item scoring, the recipe, the sample caps and a seeded RNG.
+
+Base outputs come from the same weights when the artifact is a PEFT adapter (``disable_adapter``:
+no second copy in memory); other methods load the base model separately, once, on first use.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ..data.batching import collate, eval_batches
+from ..data.tokenize import IGNORE
+from ..generate import GenerationSettings, generate_text
+from ..train.loss import token_losses
+
+MODELS = ("base", "finetuned")
+
+
+@dataclass
+class Caps:
+    """How many items each probe looks at (None = all). Quick mode uses the QUICK values."""
+
+    test: int | None = None
+    memorization: int | None = 200
+    reference_paragraphs: int = 64
+    probe_questions: int = 100
+    perturbations: int | None = None  # None = every perturbation
+    variants: int | None = None  # perturbed variants per question (several rephrasings); None = all
+    prefix: int | None = None  # training answers also checked by prefix extraction; None = all sampled
+    max_new_tokens: int = 96
+
+
+# Sized so `evaluate --quick` on the built-in 135M model stays at a few minutes on 2 CPU cores
+# (about 180 greedy answers of <= 40 tokens per evaluation, base and fine-tuned together).
+QUICK = Caps(test=16, memorization=16, reference_paragraphs=8, probe_questions=16, perturbations=2, variants=1,
+             prefix=8, max_new_tokens=40)
+
+
+@dataclass
+class EvalContext:
+    model: Any  # the fine-tuned model (a PeftModel for adapter methods)
+    tokenizer: Any
+    recipe: Any
+    run_dir: Any
+    caps: Caps
+    seed: int = 0
+    test: list = field(default_factory=list)  # held-out Examples (the test set, else validation)
+    test_source: str = ""
+    reference_texts: list[str] = field(default_factory=list)
+    reference_source: str = ""
+    progress: bool = True
+    batch_size: int = 16
+    samples: list = field(default_factory=list)  # per-question answers, filled by the task probe
+    _base: Any = None
+    _gen_cache: dict = field(default_factory=dict)
+
+    @property
+    def system_prompt(self) -> str | None:
+        return self.recipe.data.system_prompt
+
+    @property
+    def device(self):
+        return next(self.model.parameters()).device
+
+    def rng(self, salt: str) -> random.Random:
+        """A seeded RNG per purpose, so adding a probe never changes another probe's samples."""
+        return random.Random(f"{self.seed}:{salt}")
+
+    def sample(self, items: list, cap: int | None, salt: str) -> list:
+        """Up to ``cap`` items, a seeded random subset in the original order."""
+        if cap is None or len(items) <= cap:
+            return list(items)
+        keep = sorted(self.rng(salt).sample(range(len(items)), cap))
+        return [items[i] for i in keep]
+
+    @contextlib.contextmanager
+    def use(self, which: str):
+        """Yield the model called ``which`` ("base" or "finetuned") ready for inference."""
+        if which == "finetuned":
+            yield self.model
+        elif hasattr(self.model, "disable_adapter"):
+            with self.model.disable_adapter():
+                yield self.model
+        else:
+            if self._base is None:
+                from ..models import load_from_recipe
+
+                self._base, _ = load_from_recipe(self.recipe)
+                self._base.to(self.device).eval()
+            yield self._base
+
+    def settings(self, max_new_tokens: int | None = None) -> GenerationSettings:
+        return GenerationSettings(max_new_tokens=max_new_tokens or self.caps.max_new_tokens,
+                                  batch_size=self.batch_size)
+
+    def generate(self, prompts: list[str], which: str, max_new_tokens: int | None = None, desc: str = "") -> list[str]:
+        """Greedy continuations of rendered ``prompts`` by one model; repeated calls are served from a cache."""
+        settings = self.settings(max_new_tokens)
+        missing = [p for p in dict.fromkeys(prompts) if (which, settings.max_new_tokens, p) not in self._gen_cache]
+        if missing:
+            bar = _bar(len(missing), f"{desc} ({which})", not self.progress)
+            with self.use(which) as model:
+                outs = generate_text(model, self.tokenizer, missing, settings, progress=bar)
+            bar.close()
+            for p, o in zip(missing, outs):
+                self._gen_cache[(which, settings.max_new_tokens, p)] = o
+        return [self._gen_cache[(which, settings.max_new_tokens, p)] for p in prompts]
+
+    def render(self, conversation: list[dict]) -> str:
+        from ..data.tokenize import render
+
+        return render(self.tokenizer, conversation, add_generation_prompt=True)
+
+    @torch.no_grad()
+    def item_losses(self, items: list, which: str) -> list[tuple[float, int, int]]:
+        """Per tokenised item: (summed loss, labelled tokens, correct next-token predictions).
+
+        The same computation as ``train.loss.dataset_metrics`` kept per item so CIs can resample items.
+        """
+        out: list[tuple[float, int, int]] = [(0.0, 0, 0)] * len(items)
+        pad = self.tokenizer.pad_token_id
+        with self.use(which) as model:
+            model.eval()
+            for idx in eval_batches(items, self.batch_size):
+                batch = {k: v.to(self.device) for k, v in collate([items[i] for i in idx], pad).items()}
+                logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+                labels = batch["labels"]
+                mask = labels[:, 1:] != IGNORE
+                losses = token_losses(logits, labels) * mask
+                correct = (logits[:, :-1].argmax(-1) == labels[:, 1:]) & mask
+                for row, i in enumerate(idx):
+                    out[i] = (float(losses[row].sum()), int(mask[row].sum()), int(correct[row].sum()))
+        return out
+
+
+def weighted_loss(rows) -> float:
+    """Token-weighted mean loss of (loss_sum, tokens[, correct]) rows."""
+    return float(rows[:, 0].sum() / max(rows[:, 1].sum(), 1))
+
+
+def weighted_ppl(rows) -> float:
+    return math.exp(min(weighted_loss(rows), 50.0))
+
+
+def weighted_acc(rows) -> float:
+    return float(rows[:, 2].sum() / max(rows[:, 1].sum(), 1))
+
+
+def _bar(total: int, desc: str, disable: bool):
+    from tqdm.auto import tqdm
+    import sys
+
+    return tqdm(total=total, desc=desc.strip(), unit="prompt", disable=disable, dynamic_ncols=True,
+                file=sys.stderr, mininterval=0.5, leave=False)

@@ -1,0 +1,27 @@
+"""Evaluation probes: one registry, one plugin shape.
+
+A probe is one short module that registers a :class:`Probe`: ``applies(ctx)`` says why it cannot
+run (or None when it can), ``run(ctx)`` returns its section of ``eval.json``. Every number inside
+that section uses the metric shape of :func:`smalltune.evaluate.results.metric`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from ...registry import Registry
+
+
+@dataclass(frozen=True)
+class Probe:
+    help: str
+    run: Callable  # (EvalContext) -> dict
+    applies: Callable = lambda ctx: None  # (EvalContext) -> reason it cannot run, or None
+
+
+PROBES: Registry[Probe] = Registry("evaluation probe")
+
+# Plugins register themselves on import; this is the one place that imports them (in run order:
+# diversity reuses the task probe's generations).
+from . import task, memorization, forgetting, robustness, diversity  # noqa: E402,F401

@@ -1,0 +1,93 @@
+"""Typed evaluation results: what ``evaluate`` returns and writes as ``eval.json``.
+
+Every metric has one shape, :func:`metric`: base and fine-tuned values on the same inputs, their
+difference, a 95% paired bootstrap CI **of the delta** (items resampled, both models kept
+together), and the item count. The report renders only from these dictionaries.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .metrics import bootstrap_ci
+
+
+def _clean(x: float | None) -> float | None:
+    if x is None:
+        return None
+    x = float(x)
+    return None if math.isnan(x) else round(x, 6)
+
+
+def metric(base: Sequence[float], finetuned: Sequence[float], statistic: Callable | None = None,
+           seed: int = 0, n_boot: int = 1000, recenter: bool = False) -> dict:
+    """The metric shape for paired per-item values (None items are dropped pairwise).
+
+    ``statistic`` maps an (items, k) array to a number; by default it is the mean of column 0.
+    Per-item rows may carry several columns (e.g. summed loss and token count) for weighted
+    statistics; then ``base`` and ``finetuned`` are sequences of tuples.
+
+    >>> metric([0, 0, 1], [1, 1, 1])
+    {'base': 0.333333, 'finetuned': 1.0, 'delta': 0.666667, 'ci': [...], 'n': 3}
+    """
+    pairs = [(b, f) for b, f in zip(base, finetuned) if b is not None and f is not None]
+    if not pairs:
+        return {"base": None, "finetuned": None, "delta": None, "ci": [None, None], "n": 0}
+    b = np.array([np.atleast_1d(p[0]) for p in pairs], dtype=float)
+    f = np.array([np.atleast_1d(p[1]) for p in pairs], dtype=float)
+    stat = statistic or (lambda a: float(np.mean(a[:, 0])))
+    width = b.shape[1]
+    both = np.concatenate([b, f], axis=1)
+    ci = bootstrap_ci(both, lambda rows: stat(rows[:, width:]) - stat(rows[:, :width]), n_boot=n_boot, seed=seed,
+                      recenter=recenter)
+    vb, vf = stat(b), stat(f)
+    return {"base": _clean(vb), "finetuned": _clean(vf), "delta": _clean(vf - vb),
+            "ci": [_clean(ci[0]), _clean(ci[1])], "n": len(pairs)}
+
+
+def single(value: float | None, n: int) -> dict:
+    """The metric shape for something measured on one model only (the other side is None)."""
+    return {"base": None, "finetuned": _clean(value), "delta": None, "ci": [None, None], "n": n}
+
+
+@dataclass
+class Verdict:
+    name: str
+    status: str  # "ok" | "warn" | "problem"
+    value: Any
+    threshold: str
+    message: str
+    fix: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class EvalResult:
+    """The whole evaluation; ``to_dict()`` is exactly what ``eval.json`` holds."""
+
+    run_dir: str
+    provenance: dict
+    settings: dict
+    probes: dict[str, dict] = field(default_factory=dict)
+    verdicts: list[Verdict] = field(default_factory=list)
+    samples: list[dict] = field(default_factory=list)
+
+    @property
+    def path(self) -> str:
+        from ..rundir import RunDir
+
+        return str(RunDir(self.run_dir).eval)
+
+    def to_dict(self) -> dict:
+        return {"provenance": self.provenance, "settings": self.settings, "probes": self.probes,
+                "verdicts": [v.to_dict() for v in self.verdicts], "samples": self.samples}
+
+    def worst_status(self) -> str:
+        order = {"ok": 0, "warn": 1, "problem": 2}
+        return max((v.status for v in self.verdicts), key=order.__getitem__, default="ok")

@@ -1,0 +1,96 @@
+"""``evaluate``: load the run once, run the probes base vs fine-tuned, judge, write ``eval.json``."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from ..errors import SmalltuneError
+from ..provenance import provenance
+from ..rundir import RunDir, atomic_write_json
+from .context import QUICK, Caps, EvalContext
+from .results import EvalResult
+from .verdicts import read_training, verdicts
+
+
+def caps_from_recipe(recipe, quick: bool) -> Caps:
+    if quick:
+        return QUICK
+    e = recipe.eval
+    return Caps(test=getattr(e, "test_samples", None), memorization=getattr(e, "memorization_samples", 200),
+                reference_paragraphs=getattr(e, "reference_paragraphs", 64),
+                probe_questions=getattr(e, "probe_questions", 100),
+                max_new_tokens=getattr(e, "max_new_tokens", 96))
+
+
+def _heldout(recipe, test):
+    """(examples, source): the test file, else the validation file, else the carved validation split."""
+    from ..data import carve_validation, load_examples
+
+    d = recipe.data
+    if test:
+        return load_examples(test), str(test)
+    if d.validation:
+        return load_examples(d.validation), f"{d.validation} (validation file: no test set given)"
+    _, val = carve_validation(load_examples(d.train), d.validation_fraction, recipe.train.seed)
+    return val, "carved validation split (no test set given)"
+
+
+def _reference(reference, recipe, caps: Caps, seed: int):
+    from ..data.reference import load_reference_file, reference_sample
+
+    if reference:
+        return load_reference_file(reference), str(reference)
+    try:
+        return reference_sample(max(caps.reference_paragraphs, 1), seed), "Wikipedia paragraphs (gensim test data)"
+    except SmalltuneError as e:  # the reference packages are optional: skip the probe, say why
+        return [], str(e)
+
+
+def evaluate(run_dir, test=None, reference=None, quick: bool = False, probes=None, progress: bool = True) -> EvalResult:
+    """Evaluate a trained run base vs fine-tuned; writes ``<run_dir>/eval.json`` and returns the result.
+
+    >>> result = evaluate("runs/dental-demo", quick=True)
+    >>> result.probes["task"]["key_fact_recall"]["delta"]
+    """
+    from ..train import load_trained
+    from .probes import PROBES
+
+    run = RunDir(Path(run_dir))
+    if not run.path.is_dir() or not run.recipe.exists():
+        raise SmalltuneError(f"{run.path}: not a run directory (no recipe.yaml); pass the output_dir of `smalltune train`")
+    wanted = list(probes) if probes else None
+    for name in wanted or []:
+        PROBES.get(name, "--probes")  # unknown name: did-you-mean error before any model loads
+    started = time.perf_counter()
+    model, tok, recipe = load_trained(run.path)
+    seed = recipe.train.seed
+    caps = caps_from_recipe(recipe, quick)
+    heldout, source = _heldout(recipe, test or recipe.data.test)
+    texts, ref_source = _reference(reference, recipe, caps, seed)
+    ctx = EvalContext(model=model, tokenizer=tok, recipe=recipe, run_dir=run.path, caps=caps, seed=seed,
+                      test=heldout, test_source=source, reference_texts=texts, reference_source=ref_source,
+                      progress=progress, batch_size=recipe.eval.batch_size)
+    results, skipped = {}, {}
+    for name, probe in PROBES.items():
+        if wanted is not None and name not in wanted:
+            continue
+        reason = probe.applies(ctx)
+        if reason:
+            skipped[name] = reason
+            continue
+        results[name] = probe.run(ctx)
+    training = read_training(run)
+    settings = {
+        "generation": {**ctx.settings().to_dict(), "greedy": True},
+        "quick": quick, "caps": caps.__dict__, "seed": seed, "heldout": source,
+        "reference": ref_source, "skipped": skipped, "wall_seconds": round(time.perf_counter() - started, 1),
+        "ci": "95% paired bootstrap CI of the delta (finetuned - base), items resampled, 1000 resamples",
+    }
+    result = EvalResult(
+        run_dir=str(run.path),
+        provenance=provenance(recipe, seed, heldout_examples=len(heldout), reference_paragraphs=len(texts)),
+        settings=settings, probes=results, verdicts=verdicts(results, training), samples=ctx.samples,
+    )
+    atomic_write_json(run.eval, result.to_dict())
+    return result

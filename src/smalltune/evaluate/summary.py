@@ -1,0 +1,58 @@
+"""The terminal summary of an evaluation: headline deltas with CIs, then verdicts with fixes."""
+
+from __future__ import annotations
+
+from rich.table import Table
+
+from .. import console
+
+# (probe, metric, label, format) rows of the headline table, in reading order.
+HEADLINES = [
+    ("task", "key_fact_recall", "key-fact recall (held-out)", "{:.1%}"),
+    ("task", "rouge_l", "ROUGE-L (held-out)", "{:.3f}"),
+    ("task", "exact_match", "exact match (held-out)", "{:.1%}"),
+    ("task", "perplexity", "answer perplexity (held-out)", "{:.2f}"),
+    ("memorization", "verbatim_rate_long", "verbatim on long train answers", "{:.1%}"),
+    ("memorization", "prefix_verbatim_rate", "completes train answer from prefix", "{:.1%}"),
+    ("memorization", "loss_gap", "held-out minus train loss", "{:.3f}"),
+    ("forgetting", "reference_ppl", "general-text perplexity", "{:.2f}"),
+    ("forgetting", "general_accuracy", "general-question accuracy", "{:.1%}"),
+    ("diversity", "distinct_2", "distinct-2 of answers", "{:.3f}"),
+    ("diversity", "repetition_rate", "repeated trigrams", "{:.1%}"),
+]
+STYLE = {"ok": "green", "warn": "yellow", "problem": "red"}
+
+
+def _fmt(fmt: str, v) -> str:
+    return "–" if v is None else fmt.format(v)
+
+
+def _delta(fmt: str, m: dict) -> str:
+    if m.get("delta") is None:
+        return "–"
+    d = fmt.replace("{:", "{:+").format(m["delta"])
+    lo, hi = m.get("ci") or (None, None)
+    return d if lo is None else f"{d} [{_fmt(fmt, lo)}, {_fmt(fmt, hi)}]"
+
+
+def print_summary(result) -> None:
+    table = Table(title="evaluation: base vs fine-tuned (95% CI of the change)", title_justify="left")
+    for col in ("metric", "base", "fine-tuned", "change [CI]", "n"):
+        table.add_column(col, justify="left" if col == "metric" else "right")
+    for probe, key, label, fmt in HEADLINES:
+        m = result.probes.get(probe, {}).get(key)
+        if m and m.get("n"):
+            table.add_row(label, _fmt(fmt, m["base"]), _fmt(fmt, m["finetuned"]), _delta(fmt, m), str(m["n"]))
+    for name, p in result.probes.get("robustness", {}).get("perturbations", {}).items():
+        d = p["drop"]
+        table.add_row(f"quality drop: {name}", _fmt("{:.2f}", d["base"]), _fmt("{:.2f}", d["finetuned"]),
+                      _delta("{:.2f}", d), str(d["n"]))
+    console.out.print(table)
+    for v in result.verdicts:
+        style = STYLE[v.status]
+        line = f"[{style}]{v.status:>7}[/{style}]  {v.name}: {v.message}"
+        if v.fix:
+            line += f"\n          [dim]fix:[/dim] {v.fix}"
+        console.out.print(line)
+    for name, reason in result.settings.get("skipped", {}).items():
+        console.warn(f"probe {name} skipped: {reason}")

@@ -1,0 +1,199 @@
+"""The planner's rules, in one place: every number a plan writes comes from a row here.
+
+Three tables, read by the planner and printed by ``smalltune plan --explain``:
+
+* ``BANDS``: dataset-size bands and what each implies (method, epochs, regularisation, cadence).
+  The *method and regularisation* band is chosen by the smallest category's count when the data
+  has categories (the least-represented task must not be overfit); the *schedule* band (epochs,
+  evaluations, batch) by the total count.
+* ``RATES``: learning rates per method, fresh and ``--update``, with their sources.
+* ``RULES``: one row per recipe key the planner sets: the rule in words, its source, and the
+  function that applies it to a :class:`Context` (the facts about data, model and device).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+
+@dataclass(frozen=True)
+class Band:
+    label: str
+    below: float  # examples; the band holds counts under this
+    method: str  # preferred method
+    alternatives: tuple[str, ...]  # also suited to this size (named in the note)
+    epochs: float  # upper bound; early stopping usually ends sooner
+    evals_per_epoch: int
+    patience: int  # evaluations without improvement before stopping
+    effective_batch: int  # examples per optimizer step (batch_size x grad_accum)
+    weight_decay: float
+    dropout: float  # adapter dropout
+    lora_r: int
+
+
+# Method by size follows the seed research's guidance (LoRA / prefix under 1k examples, adapters up
+# to 100k, full fine-tuning beyond); epochs 2-3 normally, 20 with early stopping for very small
+# data; weight decay 0.01-0.05 and dropout 0.1-0.2, stronger for less data.
+BANDS = (
+    Band("<1k", 1_000, "lora", ("prefix",), 20, 5, 3, 8, 0.05, 0.2, 8),
+    Band("1k-10k", 10_000, "lora", ("bottleneck",), 3, 4, 3, 16, 0.02, 0.1, 16),
+    Band("10k-100k", 100_000, "bottleneck", ("partial", "lora"), 2, 4, 2, 32, 0.01, 0.1, 16),
+    Band(">100k", math.inf, "full", ("partial", "hft"), 2, 8, 2, 64, 0.01, 0.1, 16),
+)
+
+
+def band_for(count: int) -> Band:
+    """The size band holding ``count`` examples.
+
+    >>> band_for(300).method
+    'lora'
+    """
+    return next(b for b in BANDS if count < b.below)
+
+
+@dataclass(frozen=True)
+class Rate:
+    lr: float
+    update_lr: float  # incremental training of an already fine-tuned model
+    source: str
+
+
+FULL_RATE = Rate(2e-5, 3e-6, "full fine-tuning range 5e-6-5e-5, Stanford Alpaca (7B) used 2e-5; updates 1e-6-5e-6")
+RATES = {
+    "lora": Rate(2e-4, 5e-5, "LoRA arXiv 2106.09685 (2e-4 on GPT-2 M); QLoRA arXiv 2305.14314 (2e-4 to 13B, 1e-4 above)"),
+    "dora": Rate(2e-4, 5e-5, "DoRA arXiv 2402.09353 keeps LoRA's rates"),
+    "ia3": Rate(3e-3, 1e-3, "(IA)^3 / T-Few arXiv 2205.05638 (3e-3)"),
+    "prefix": Rate(1e-2, 3e-3, "prefix vectors need large steps (Prefix-Tuning arXiv 2101.00190; peft guides use ~1e-2)"),
+    "prompt": Rate(1e-2, 3e-3, "soft prompts need large steps (Prompt Tuning arXiv 2104.08691 used 0.3 with Adafactor)"),
+    "bottleneck": Rate(1e-4, 3e-5, "adapters: Houlsby et al. arXiv 1902.00751; AdapterHub arXiv 2007.07779 default 1e-4"),
+    "partial": FULL_RATE,
+    "hft": FULL_RATE,
+    "full": FULL_RATE,
+}
+LARGE_MODEL = 30e9  # parameters; QLoRA halves the adapter rate above this
+
+
+@dataclass
+class Context:
+    """Facts a rule may read; the planner fills it in order (method and memory fit first)."""
+
+    n_train: int  # examples in the training file
+    n_smallest: int  # examples in the smallest category (n_train without categories)
+    smallest_category: str | None
+    has_validation_file: bool
+    model_params: int
+    update: bool
+    band: Band  # by n_smallest: method and regularisation
+    schedule: Band  # by n_train: epochs, evaluations, batch
+    method: str = "lora"
+    max_length: int = 512
+    batch_size: int = 8
+    grad_accum: int = 1
+    precision: str = "fp32"
+    why: dict[str, str] = field(default_factory=dict)  # reasons decided outside the table (method, fit)
+
+    @property
+    def validation_fraction(self) -> float | None:
+        from ..data.splits import auto_validation_fraction
+
+        return None if self.has_validation_file else auto_validation_fraction(self.n_train)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        train = self.n_train * (1 - (self.validation_fraction or 0))
+        return max(1, math.ceil(train / (self.batch_size * self.grad_accum)))
+
+    @property
+    def total_steps(self) -> int:
+        return math.ceil(self.schedule.epochs * self.steps_per_epoch)
+
+
+_ADAPTER_METHODS = ("lora", "dora", "ia3", "prefix", "prompt", "bottleneck")
+Decide = Callable[[Context], "tuple[Any, str]"]
+
+
+@dataclass(frozen=True)
+class Rule:
+    key: str  # the recipe key the rule sets
+    rule: str  # the rule in words; numbers live in BANDS / RATES
+    source: str
+    decide: Decide  # (value, one-line why)
+
+
+def _lr(c: Context):
+    rate = RATES.get(c.method, FULL_RATE)
+    lr = rate.update_lr if c.update else rate.lr
+    why = f"{c.method} {'update ' if c.update else ''}rate ({rate.source})"
+    if c.method in ("lora", "dora") and c.model_params >= LARGE_MODEL:
+        lr, why = lr / 2, why + "; halved for a model over 30B parameters (QLoRA)"
+    return lr, why
+
+
+def _eval_every(c: Context):
+    every = max(1, c.steps_per_epoch // c.schedule.evals_per_epoch)
+    return every, (f"{c.steps_per_epoch} steps per epoch / {c.schedule.evals_per_epoch} evaluations per epoch: "
+                   f"patience {c.schedule.patience} stops within ~{c.schedule.patience * every} steps of the best")
+
+
+def _warmup(c: Context):
+    steps = max(1, min(round(0.1 * c.total_steps), c.steps_per_epoch // 2))
+    return round(steps / c.total_steps, 4), (f"{steps} warmup steps: 10% of the {c.total_steps} planned steps, at most "
+                                             f"half an epoch, since early stopping may end the run early")
+
+
+def _band_note(c: Context) -> str:
+    if c.smallest_category is None:
+        return f"{c.n_train:,} examples (band {c.band.label})"
+    return f"smallest category {c.smallest_category!r} has {c.n_smallest:,} examples (band {c.band.label})"
+
+
+RULES: tuple[Rule, ...] = (
+    Rule("method.name", "band method if installed, else lora; --update keeps the band method", "seed research "
+         "(LoRA/prefix <1k, adapters to 100k, full beyond)", lambda c: (c.method, c.why["method.name"])),
+    Rule("method.r", "band lora_r: a small rank for small data (fewer parameters to overfit with)",
+         "LoRA arXiv 2106.09685 §7 (r 1-8 already suffices)", lambda c: (c.band.lora_r, f"rank for {_band_note(c)}")),
+    Rule("method.alpha", "2 x r: the update's scale stays constant when r changes", "common LoRA practice (peft, "
+         "unsloth guides)", lambda c: (2 * c.band.lora_r, "alpha = 2 x r")),
+    Rule("method.dropout", "band dropout (0.1-0.2, stronger for less data)", "QLoRA arXiv 2305.14314 (0.05-0.1); "
+         "raised for tiny data", lambda c: (c.band.dropout, f"adapter dropout for {_band_note(c)}")),
+    Rule("data.max_length", "longest example (tokens, chat template included) rounded up to 64, capped at "
+         "the model's context and 2048", "no truncation of answers, no padding beyond the data",
+         lambda c: (c.max_length, c.why["data.max_length"])),
+    Rule("data.validation_fraction", "empty when a validation file is given, else sized by data.splits "
+         "(20% under 150 examples ... 1% at 100k)", "a validation loss from at least ~30 examples",
+         lambda c: (c.validation_fraction, "validation file given" if c.has_validation_file else
+                    f"{c.validation_fraction:.0%} of {c.n_train:,} examples held out for validation")),
+    Rule("train.lr", "RATES[method] (update rate with --update); halved for LoRA above 30B parameters",
+         "see RATES", _lr),
+    Rule("train.epochs", "schedule-band epochs: an upper bound, early stopping decides", "2-3 epochs normally, "
+         "up to 20-25 for very small data with early stopping",
+         lambda c: (c.schedule.epochs, f"upper bound for {c.n_train:,} examples; early stopping usually ends sooner")),
+    Rule("train.batch_size", "largest of 8, 4, 2, 1 (up to the effective batch) whose memory estimate fits",
+         "memory estimate (plan/memory.py)", lambda c: (c.batch_size, c.why["train.batch_size"])),
+    Rule("train.grad_accum", "effective batch / batch_size; schedule band effective batch 8/16/32/64",
+         "small batches give small data more optimizer steps", lambda c: (
+             c.grad_accum, f"effective batch {c.batch_size * c.grad_accum} = {c.batch_size} x {c.grad_accum}")),
+    Rule("train.precision", "GPU: bf16 (fp16 without bf16 support); CPU: fp32, bf16 only if fp32 does not fit",
+         "mixed precision halves activation memory", lambda c: (c.precision, c.why["train.precision"])),
+    Rule("train.warmup_ratio", "10% of planned steps, at most half an epoch", "QLoRA 3%, Alpaca 3%; "
+         "common 3-10%", _warmup),
+    Rule("train.weight_decay", "band weight decay (0.01-0.05, stronger for less data)", "AdamW arXiv 1711.05101",
+         lambda c: (c.band.weight_decay, f"weight decay for {_band_note(c)}")),
+    Rule("train.max_grad_norm", "1.0", "standard clipping (LoRA, QLoRA, Alpaca setups)",
+         lambda c: (1.0, "clip gradients at norm 1.0")),
+    Rule("train.scheduler", "cosine", "Alpaca / common practice", lambda c: ("cosine", "cosine decay after warmup")),
+    Rule("early_stopping.enabled", "always on", "small-data fine-tuning overfits within epochs",
+         lambda c: (True, "stop when validation loss stops improving")),
+    Rule("early_stopping.patience", "schedule-band patience (2-3 evaluations)", "seed research",
+         lambda c: (c.schedule.patience, f"{c.schedule.patience} evaluations without improvement")),
+    Rule("eval.every_steps", "steps per epoch / band evaluations per epoch (5 for <1k examples)",
+         "enough evaluations for early stopping to stop near the best step", _eval_every),
+    Rule("eval.batch_size", "2 x batch_size, at most 16", "evaluation keeps no activations for backward",
+         lambda c: (min(16, 2 * c.batch_size), "evaluation needs no gradients, so twice the training batch")),
+    Rule("guards.forgetting_budget", "0.2 for methods that change base weights (full, partial, hft); empty for "
+         "adapters", "catastrophic forgetting grows with the weights changed (HFT arXiv 2404.18466)",
+         lambda c: (None, "adapters leave the base weights intact; measure forgetting with `smalltune evaluate`")
+         if c.method in _ADAPTER_METHODS else (0.2, "stop when general-text perplexity rises 20% over the base")),
+)

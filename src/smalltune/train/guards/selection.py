@@ -1,0 +1,174 @@
+"""Checkpoint selection: which evaluation's weights become the run's artifact.
+
+Three rules (``guards.selection``):
+
+* ``eval_loss``: lowest validation loss (equivalently, lowest validation perplexity).
+* ``accuracy``: best validation token accuracy among evaluations whose perplexity is at most
+  ``ppl_factor`` x the lowest seen: the over-memorization-aware choice of "Over-memorization in
+  fine-tuning LLMs" (arXiv 2508.04117), trading a bounded perplexity rise for accuracy.
+* ``auto`` (default): ``eval_loss`` until the over-memorization guard flags, then ``accuracy``.
+
+With a forgetting budget whose action is ``stop``, only evaluations within the budget count.
+
+The accuracy rule can change its mind about the past (the cap shrinks when perplexity reaches a
+new minimum), so we keep the trainable weights of every evaluation that could still be chosen
+(the accuracy/perplexity Pareto front under the cap: small for adapters) as safetensors under
+``checkpoints/evals/``, and ``checkpoints/best/`` always holds the current choice.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+ACC, PPL = "eval_token_acc", "eval_ppl"
+
+
+class CheckpointSelector:
+    """Decide the best evaluation from all evaluation records seen so far.
+
+    >>> s = CheckpointSelector("accuracy", ppl_factor=1.5)
+    >>> for step, ppl, acc in ((10, 4.0, 0.50), (20, 5.0, 0.58), (30, 7.0, 0.60)):
+    ...     _ = s.update({"eval_loss": 0, "eval_ppl": ppl, "eval_token_acc": acc}, step)
+    >>> s.best_step   # step 30 is over the cap 1.5 x 4.0 = 6.0
+    20
+    """
+
+    def __init__(self, mode: str = "eval_loss", metric: str = "eval_loss", ppl_factor: float = 1.5,
+                 respect_budget: bool = False):
+        self.mode, self.metric, self.ppl_factor, self.respect_budget = mode, metric, ppl_factor, respect_budget
+        self.records: list[dict] = []
+        self.best_step: int | None = None
+        self.best_record: dict | None = None
+        self.rule = ""
+
+    # --- the decision ---------------------------------------------------------------------------
+    def eligible(self, r: dict) -> bool:
+        finite = math.isfinite(r[self.metric]) and math.isfinite(r[PPL])  # never keep weights that scored NaN
+        return finite and (r.get("within_forgetting_budget", True) or not self.respect_budget)
+
+    def cap(self) -> float | None:
+        ppls = [r[PPL] for r in self.records if math.isfinite(r[PPL])]
+        return self.ppl_factor * min(ppls) if ppls else None
+
+    def accuracy_rule_active(self) -> bool:
+        return self.mode == "accuracy" or (self.mode == "auto" and any(r.get("over_memorization") for r in self.records))
+
+    def update(self, record: dict, step: int) -> bool:
+        """Add one evaluation; return True when the choice is now this evaluation."""
+        self.records.append({**record, "step": step})
+        pool = [r for r in self.records if self.eligible(r)]
+        best, self.rule = None, ""
+        if pool and self.accuracy_rule_active() and self.cap() is not None:
+            under = [r for r in pool if r[PPL] <= self.cap()]
+            if under:
+                best = max(under, key=lambda r: (r[ACC], -r[PPL], -r["step"]))
+                self.rule = "accuracy"
+        if pool and best is None:
+            best = min(pool, key=lambda r: r[self.metric])  # first of equals: earliest
+            self.rule = self.metric
+        self.best_step, self.best_record = (best["step"], dict(best)) if best else (None, None)
+        return self.best_step == step
+
+    def candidates(self) -> set[int]:
+        """Steps that may still be chosen later (their weights must be kept)."""
+        keep = {self.best_step} if self.best_step is not None else set()
+        if self.mode == "eval_loss":
+            return keep  # a past non-best can never win again: only new evaluations compete
+        cap = self.cap()
+        pool = [r for r in self.records if self.eligible(r) and cap is not None and r[PPL] <= cap]
+        for r in pool:
+            dominated = any(s is not r and s[ACC] >= r[ACC] and s[PPL] <= r[PPL]
+                            and (s[ACC] > r[ACC] or s[PPL] < r[PPL] or s["step"] < r["step"]) for s in pool)
+            if not dominated:
+                keep.add(r["step"])
+        return keep
+
+    def reason(self) -> str:
+        """One line for the summary: which checkpoint, and why."""
+        if self.best_record is None:
+            budget = " within the forgetting budget" if self.respect_budget else ""
+            return f"no evaluation{budget} to choose from"
+        r = self.best_record
+        skipped = sum(not self.eligible(x) for x in self.records)
+        budget = f"; {skipped} evaluations over the forgetting budget not considered" if skipped else ""
+        if self.rule == "accuracy":
+            low = min((x for x in self.records if math.isfinite(x[PPL])), key=lambda x: x[PPL])
+            why = "over-memorization flagged, so " if self.mode == "auto" else ""
+            return (f"step {r['step']}: {why}best token accuracy {r[ACC]:.1%} with perplexity {r[PPL]:.3f} under the cap "
+                    f"{self.cap():.3f} ({self.ppl_factor:g} x minimum {low[PPL]:.3f} at step {low['step']}){budget}")
+        return f"step {r['step']}: lowest {self.metric} {r[self.metric]:.4f}{budget}"
+
+    def state_dict(self) -> dict:
+        return {"records": self.records, "best_step": self.best_step, "best_record": self.best_record, "rule": self.rule}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.records = state.get("records", [])
+        self.best_step, self.best_record = state["best_step"], state["best_record"]
+        self.rule = state.get("rule", "")
+
+
+BestSelector = CheckpointSelector  # the foundation's name
+
+
+# --- the weights behind the choice -----------------------------------------------------------
+def snapshot_path(run, step: int) -> Path:
+    return run.checkpoints / "evals" / f"step-{step:06d}.safetensors"
+
+
+def keep_best(run, method, model, selector: CheckpointSelector, record: dict, step: int, write: bool = True) -> None:
+    """Give ``selector`` this evaluation; keep the weights it may choose; make ``best/`` its current choice."""
+    from ...rundir import atomic_write_json, publish_dir
+    from ..checkpoint import STATE, WEIGHTS
+
+    previous = selector.best_step
+    selector.update(record, step)
+    if not write:
+        return
+    keep = selector.candidates()
+    folder = run.checkpoints / "evals"
+    folder.mkdir(parents=True, exist_ok=True)
+    if step in keep:
+        tmp = folder / f".step-{step:06d}.tmp"
+        method.save_state(model, tmp)
+        os.replace(tmp, snapshot_path(run, step))
+    for p in folder.glob("step-*.safetensors"):
+        if int(p.stem.split("-")[1]) not in keep:
+            p.unlink(missing_ok=True)
+    if selector.best_step is None or (selector.best_step == previous and run.best.exists()):
+        return
+    source = snapshot_path(run, selector.best_step)
+    if not source.exists():
+        raise RuntimeError(f"selection chose step {selector.best_step} but its weights were not kept")
+    tmp_dir = Path(tempfile.mkdtemp(dir=run.checkpoints, prefix=".best."))
+    try:
+        shutil.copyfile(source, tmp_dir / WEIGHTS)
+        atomic_write_json(tmp_dir / STATE, {"step": selector.best_step, "record": selector.best_record,
+                                            "selection": selector.reason()})
+        publish_dir(tmp_dir, run.best)
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+
+
+def restore_best(run, method, model, selector: CheckpointSelector) -> bool:
+    """Load the chosen evaluation's weights into ``model``; False when nothing was chosen."""
+    if selector.best_step is None:
+        return False
+    snapshot = snapshot_path(run, selector.best_step)
+    best = run.best / "trainable.safetensors"
+    if snapshot.exists():
+        method.load_state(model, snapshot)
+    elif best.exists() and json.loads((run.best / "state.json").read_text()).get("step") == selector.best_step:
+        method.load_state(model, best)
+    else:
+        return False
+    return True
+
+
+def drop_snapshots(run) -> None:
+    """After the run: ``best/`` holds the chosen weights; the other candidates are no longer needed."""
+    shutil.rmtree(run.checkpoints / "evals", ignore_errors=True)

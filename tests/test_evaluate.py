@@ -1,0 +1,159 @@
+"""`evaluate` end to end on tiny-model runs: memorization and forgetting show up where they must,
+eval.json is complete, the CLI fails cleanly on bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import chat, toy_records, write_jsonl
+from smalltune import evaluate, train
+from smalltune.recipe import recipe_from_dict
+from smalltune.rundir import RunDir
+
+SHAPE = {"base", "finetuned", "delta", "ci", "n"}
+
+
+def _recipe(tiny_model_dir, train_file, out, **extra):
+    raw = {"model": {"name": str(tiny_model_dir)},
+           "data": {"train": str(train_file), "validation": str(train_file), "max_length": 96},
+           "train": {"epochs": 1000, "batch_size": 10, "seed": 0, "warmup_ratio": 0, "scheduler": "constant"},
+           "early_stopping": {"enabled": False}, "eval": {"every_steps": 1000, "batch_size": 16},
+           "output_dir": str(out)}
+    for key, value in extra.items():
+        section, _, field = key.partition(".")
+        raw.setdefault(section, {})[field] = value
+    return recipe_from_dict(raw)
+
+
+@pytest.fixture(scope="module")
+def overtrained(tmp_path_factory, tiny_model_dir):
+    """Every weight of the tiny model trained hard on 10 examples (3 distinct answers), then evaluated."""
+    from smalltune.train.methods import METHODS
+
+    if "full" not in METHODS:
+        pytest.skip("needs the 'full' method")
+    tmp = tmp_path_factory.mktemp("overtrained")
+    data = write_jsonl(tmp / "train.jsonl", toy_records(10))
+    recipe = _recipe(tiny_model_dir, data, tmp / "run", **{"method.name": "full", "train.lr": 0.015,
+                                                           "train.max_steps": 35})
+    train(recipe, progress=False)
+    return evaluate(tmp / "run", test=data, quick=True, probes=["memorization", "forgetting"], progress=False)
+
+
+def test_overtrained_model_memorizes_its_training_answers_and_base_does_not(overtrained):
+    m = overtrained.probes["memorization"]
+    assert m["memorized_rate"]["n"] == 10
+    assert m["verbatim_rate"]["base"] <= 0.1
+    assert m["verbatim_rate"]["finetuned"] >= 0.8
+    assert m["prefix_verbatim_rate"]["finetuned"] >= 0.8
+    assert m["verbatim_rate"]["ci"][0] > 0  # the rise is beyond bootstrap noise
+    worst = m["worst"][0]
+    assert worst["output"].startswith(worst["target"]) or worst["similarity"] >= 0.9
+    assert {"loss_gap", "train_loss", "heldout_loss", "by_length", "by_category"} <= set(m)
+    assert set(m["by_category"]) == {"hours", "prices", "location"}
+
+
+def test_reference_perplexity_rises_after_narrow_training(overtrained):
+    ppl = overtrained.probes["forgetting"]["reference_ppl"]
+    assert ppl["finetuned"] > ppl["base"]
+    assert ppl["ci"][0] > 0  # the CI of the increase excludes zero
+    assert overtrained.probes["forgetting"]["reference_ppl_relative_change"]["value"] > 0.05
+    assert any(v.name == "forgetting_perplexity" and v.status == "problem" for v in overtrained.verdicts)
+
+
+TEST_RECORDS = [
+    chat("When are you open?", "We are open from 9 am to 5 pm on weekdays.", id="t1", category="hours",
+         key_facts=["9 am", "5 pm"], rephrasings=["what time do u open", "Opening hours, please?"]),
+    chat("How much is a cleaning, and is a checkup cheaper?", "A checkup costs $80 and a cleaning costs $95.",
+         id="t2", category="prices", key_facts=["$80", "$95"], rephrasings=["cleaning price?"]),
+    chat("Where is the clinic?", "The clinic is at 12 Oak Road in Millford.", id="t3", category="location",
+         key_facts=["12 Oak Road"]),
+]
+
+
+@pytest.fixture(scope="module")
+def lora_run(tmp_path_factory, tiny_model_dir):
+    tmp = tmp_path_factory.mktemp("lora")
+    data = write_jsonl(tmp / "train.jsonl", toy_records(12))
+    test = write_jsonl(tmp / "test.jsonl", TEST_RECORDS)
+    recipe = _recipe(tiny_model_dir, data, tmp / "run", **{"train.lr": 1e-3, "train.max_steps": 3,
+                                                           "data.test": str(test)})
+    train(recipe, progress=False)
+    return tmp / "run"
+
+
+def test_evaluate_writes_complete_eval_json(lora_run, tiny_model_dir):
+    result = evaluate(lora_run, quick=True, progress=False)
+    saved = json.loads(RunDir(lora_run).eval.read_text())
+    assert saved == json.loads(json.dumps(result.to_dict()))
+    assert set(saved) == {"provenance", "settings", "probes", "verdicts", "samples"}
+    assert set(saved["probes"]) == {"task", "memorization", "forgetting", "robustness", "diversity"}
+    assert saved["settings"]["quick"] and saved["settings"]["generation"]["do_sample"] is False
+    assert saved["provenance"]["counts"]["heldout_examples"] == 3
+    for name in ("loss", "perplexity", "token_accuracy", "exact_match", "rouge_l", "key_fact_recall"):
+        m = saved["probes"]["task"][name]
+        assert set(m) == SHAPE and m["n"] == 3, name
+        assert m["delta"] == pytest.approx(m["finetuned"] - m["base"], abs=1e-5)
+    pert = saved["probes"]["robustness"]["perturbations"]
+    assert "rephrasings" in pert and pert["rephrasings"]["drop"]["n"] == 2  # t3 has no rephrasings
+    assert set(pert["rephrasings"]) >= {"clean", "perturbed", "drop"}
+    assert set(saved["probes"]["diversity"]["distinct_2"]) == SHAPE
+    assert all(v["status"] in ("ok", "warn", "problem") and set(v) == {"name", "status", "value", "threshold", "message", "fix"}
+               for v in saved["verdicts"])
+    assert [s["id"] for s in saved["samples"]] == ["t1", "t2", "t3"]
+
+    # Base answers came from the same weights with the adapter disabled: they equal a fresh base model's.
+    from smalltune.generate import GenerationSettings, generate
+    from smalltune.models import load_model
+
+    base, tok = load_model(str(tiny_model_dir))
+    from smalltune.data import load_examples
+
+    convs = [ex.prompt() for ex in load_examples(RunDir(lora_run).path.parent / "test.jsonl")]
+    fresh = generate(base, tok, convs, GenerationSettings(max_new_tokens=saved["settings"]["caps"]["max_new_tokens"]))
+    assert fresh == [s["base"] for s in saved["samples"]]
+
+
+def test_item_losses_agree_with_training_metrics(lora_run):
+    import numpy as np
+
+    from smalltune.data import load_examples, tokenize_examples
+    from smalltune.evaluate.context import QUICK, EvalContext, weighted_loss
+    from smalltune.train import load_trained
+    from smalltune.train.loss import dataset_metrics
+
+    model, tok, recipe = load_trained(lora_run)
+    items, _ = tokenize_examples(tok, load_examples(recipe.data.test), 96)
+    ctx = EvalContext(model=model, tokenizer=tok, recipe=recipe, run_dir=lora_run, caps=QUICK, progress=False)
+    rows = np.array(ctx.item_losses(items, "finetuned"))
+    expected = dataset_metrics(model, items, 2, "cpu", tok.pad_token_id)
+    assert weighted_loss(rows) == pytest.approx(expected["eval_loss"], rel=1e-5)
+    assert rows[:, 1].sum() == expected["eval_tokens"]
+
+
+def test_cli_bad_run_dir_is_one_line_exit_2(tmp_path, capsys):
+    from smalltune.cli import main
+
+    assert main(["evaluate", str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "not a run directory" in err and len(err.splitlines()) == 1
+
+
+def test_cli_unknown_probe_suggests_the_name(lora_run, capsys):
+    from smalltune.cli import main
+
+    assert main(["evaluate", str(lora_run), "--probes", "memorisation"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "did you mean 'memorization'" in err and len(err.splitlines()) == 1
+
+
+def test_cli_prints_summary_and_path(lora_run, capsys):
+    from smalltune.cli import main
+
+    assert main(["evaluate", str(lora_run), "--quick", "--probes", "task,diversity", "--no-progress"]) == 0
+    out = capsys.readouterr()
+    assert out.out.strip().endswith("eval.json")
+    assert "key-fact recall" in out.err
+    assert set(json.loads(RunDir(lora_run).eval.read_text())["probes"]) == {"task", "diversity"}

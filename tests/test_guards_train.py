@@ -1,0 +1,55 @@
+"""Guards inside real (tiny-model) training runs: forgetting budget and numerical health stop the run."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from smalltune import load_trained, train
+from smalltune.rundir import RunDir
+
+
+def test_tiny_forgetting_budget_stops_and_keeps_a_checkpoint_within_budget(make_recipe):
+    # Warmup makes the first optimizer step's learning rate 0, so the step-1 evaluation equals the base
+    # model (within any budget, even 0); a later one moves reference perplexity and exceeds it.
+    recipe = make_recipe(**{"guards.forgetting_budget": 0.0, "guards.reference_tokens": 512, "eval.every_steps": 1,
+                            "train.max_steps": 12, "early_stopping.enabled": False})
+    result = train(recipe, progress=False)
+    run = RunDir(result.run_dir)
+    evals = [r for r in run.read_metrics() if r["type"] == "eval"]
+    assert result.stopped == "forgetting_budget"
+    assert all("ref_ppl" in r and "ref_ppl_base" in r for r in evals)
+    assert evals[0]["within_forgetting_budget"] and evals[0]["ref_ppl"] == evals[0]["ref_ppl_base"]
+    assert evals[-1]["forgetting"] > 0 and not evals[-1]["within_forgetting_budget"]
+    assert result.steps == evals[-1]["step"] < 12
+    stop = [e for e in result.events if e["guard"] == "forgetting_budget"]
+    assert stop and stop[0]["action"] == "stop" and stop[0]["values"]["budget"] == 0.0
+    summary = json.loads(run.train_summary.read_text())
+    assert summary["stopped"] == "forgetting_budget" and summary["guards"]["forgetting_budget"]["base_ppl"] > 0
+    # The kept checkpoint is the best evaluation within budget, even where a later one had lower loss.
+    within = [r for r in evals if r["within_forgetting_budget"]]
+    assert result.best_step == min(within, key=lambda r: r["eval_loss"])["step"]
+    assert json.loads((run.best / "state.json").read_text())["step"] == result.best_step
+    assert result.artifact_written and run.adapter.exists()
+
+
+def test_absurd_learning_rate_stops_on_numerical_guard_with_best_checkpoint_loadable(make_recipe, tmp_path, capsys):
+    from smalltune.cli import main
+
+    recipe = make_recipe(**{"train.lr": 1000.0, "train.epochs": 5, "eval.every_steps": 2})
+    path = tmp_path / "recipe.yaml"
+    recipe.save(path)
+    code = main(["train", str(path), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "error: training stopped on numerical health:" in err and "lower train.lr (now 1000)" in err
+    run = RunDir(recipe.output_dir)
+    summary = json.loads(run.train_summary.read_text())
+    assert summary["stopped"] == "numerical" and summary["best_step"] is not None
+    assert summary["steps"] < 5 * 8
+    assert summary["artifact_written"] and (run.best / "trainable.safetensors").exists()
+    model, tok, _ = load_trained(run.path)
+    ids = tok("When are you open?", return_tensors="pt")
+    with torch.no_grad():
+        assert torch.isfinite(model(**ids).logits).all()

@@ -1,0 +1,147 @@
+"""Every fine-tuning method on the tiny model: exactly the right tensors train, and the artifact reloads."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from accelerate.utils import extract_model_from_parallel
+from safetensors.torch import load_file
+
+from smalltune import train
+from smalltune.errors import RecipeError, SmalltuneError
+from smalltune.recipe import MethodSection
+from smalltune.rundir import RunDir
+from smalltune.train.artifact import load_trained
+from smalltune.train.methods import METHODS
+from smalltune.train.methods.partial import hft_groups, hft_mask
+
+
+def _spy_apply(monkeypatch, name: str) -> dict:
+    """Keep the model the loop trains and a copy of every parameter right after ``apply``."""
+    cls = METHODS.get(name)
+    real, seen = cls.apply, {}
+
+    def apply(self, model, cfg, recipe=None):
+        model = real(self, model, cfg, recipe)
+        seen["model"], seen["before"] = model, {n: p.detach().clone() for n, p in model.named_parameters()}
+        return model
+
+    monkeypatch.setattr(cls, "apply", apply)
+    return seen
+
+
+def _changed(seen) -> set[str]:
+    after = dict(seen["model"].named_parameters())
+    return {n for n, p in seen["before"].items() if not torch.equal(p.cpu(), after[n].detach().cpu())}
+
+
+EXPECTED = {  # which parameter names may (and must) change, by method
+    "lora": lambda n, m: "lora_" in n,
+    "dora": lambda n, m: "lora_" in n,
+    "ia3": lambda n, m: "ia3_" in n,
+    "prefix": lambda n, m: n.startswith("prompt_encoder."),
+    "prompt": lambda n, m: n.startswith("prompt_encoder."),
+    "bottleneck": lambda n, m: ".bottleneck." in n,
+    "partial": lambda n, m: ".layers.1." in n,  # top_k_layers=1 of 2
+    "hft": lambda n, m: n in hft_mask(m, 0, 0),  # seed 0, all steps inside epoch 0
+    "full": lambda n, m: True,
+}
+
+
+@pytest.mark.parametrize("name", list(EXPECTED))
+def test_method_trains_exactly_its_parameters_and_reloads(name, make_recipe, monkeypatch, tokenizer):
+    assert set(EXPECTED) == set(METHODS), "a method without a test"
+    seen = _spy_apply(monkeypatch, name)
+    recipe = make_recipe(**{"method.name": name, "method.top_k_layers": 1, "train.max_steps": 3,
+                            "eval.every_steps": 3, "early_stopping.enabled": False, "train.warmup_ratio": 0})
+    result = train(recipe, progress=False)
+    model = seen["model"].eval()
+    expected = {n for n in seen["before"] if EXPECTED[name](n, model)}
+    assert expected, "the method trains nothing"
+    assert _changed(seen) == expected
+    trainable = sum(p.numel() for n, p in model.named_parameters() if n in expected)
+    assert result.trainable_params == (result.total_params if name == "hft" else trainable)
+
+    # The artifact alone (reloaded onto a fresh base) reproduces the trained model's logits.
+    reloaded, tok, _ = load_trained(result.run_dir)
+    # On a GPU the loop moved the model and accelerate wrapped its forward in bf16 autocast: undo that.
+    model = extract_model_from_parallel(model, keep_fp32_wrapper=False)
+    device = next(model.parameters()).device
+    reloaded = reloaded.to(device)
+    ids = tok(["Where is the clinic?", "Hi"], return_tensors="pt", padding=True).to(device)
+    with torch.no_grad():
+        want, got = model(**ids).logits, reloaded(**ids).logits
+    assert got.shape[:2] == ids["input_ids"].shape  # prompt tuning's virtual tokens are trimmed
+    assert torch.allclose(want, got, atol=1e-6), f"{name}: reloaded logits differ"
+    if name == "full":
+        _assert_tied_embeddings_survive(RunDir(result.run_dir), reloaded)
+
+
+def test_hft_mask_halves_each_category_and_redraws_per_epoch(tiny_model_dir):
+    from smalltune.models import load_model
+
+    model, _ = load_model(str(tiny_model_dir))
+    groups = hft_groups(model)
+    # 2 layers x (attention: q,k,v,o; mlp: gate,up,down; norms: 2) + outside (embeddings, final norm; lm_head is tied)
+    assert sorted(len(g) for g in groups) == [2, 2, 2, 3, 3, 4, 4]
+    masks = [hft_mask(model, epoch, seed=7) for epoch in range(4)]
+    assert masks[0] == hft_mask(model, 0, seed=7)  # a resumed run redraws the same mask
+    assert len({frozenset(m) for m in masks}) > 1
+    for mask in masks:
+        for members in groups:
+            trained = sum(all(n in mask for n in m) for m in members)
+            assert trained in {len(members) // 2, (len(members) + 1) // 2}
+            assert all(all(n in mask for n in m) or not any(n in mask for n in m) for m in members)
+
+
+def test_hft_redraws_the_mask_at_each_epoch_of_training(make_recipe, monkeypatch):
+    seen = _spy_apply(monkeypatch, "hft")
+    # 30 train examples / batch 8 = 4 steps per epoch: 5 steps span epochs 0 and 1.
+    recipe = make_recipe(**{"method.name": "hft", "train.max_steps": 5, "train.batch_size": 8, "eval.every_steps": 5,
+                            "early_stopping.enabled": False, "train.seed": 3})
+    train(recipe, progress=False)
+    model = seen["model"]
+    first, second = hft_mask(model, 0, 3), hft_mask(model, 1, 3)
+    assert first != second
+    assert _changed(seen) == first | second
+
+
+def _assert_tied_embeddings_survive(run: RunDir, reloaded) -> None:
+    state = load_file(str(run.best / "trainable.safetensors"))  # one copy of the shared tensor
+    assert "model.embed_tokens.weight" in state and "lm_head.weight" not in state
+    assert reloaded.lm_head.weight.data_ptr() == reloaded.model.embed_tokens.weight.data_ptr()
+    assert (run.path / "model" / "model.safetensors").exists() and not (run.path / "adapter").exists()
+
+
+def test_partial_selects_named_modules_and_tied_head(tiny_model_dir):
+    from smalltune.models import load_model
+
+    model, _ = load_model(str(tiny_model_dir))
+    cfg = MethodSection(name="partial", top_k_layers=0, modules=["layers.0.mlp", "lm_head"])
+    model = METHODS.get("partial")().apply(model, cfg)
+    trained = {n for n, p in model.named_parameters() if p.requires_grad}
+    # lm_head is tied to the input embeddings: choosing it trains that one shared tensor
+    assert trained == {n for n, _ in model.named_parameters() if ".layers.0.mlp." in n} | {"model.embed_tokens.weight"}
+
+
+def test_method_recipe_errors_name_the_key(make_recipe, tiny_model_dir):
+    with pytest.raises(RecipeError, match="method.top_k_layers"):
+        make_recipe(**{"method.name": "partial", "method.top_k_layers": 0})
+    with pytest.raises(RecipeError, match="method.hft_fraction"):
+        make_recipe(**{"method.name": "hft", "method.hft_fraction": 0})
+    with pytest.raises(RecipeError, match="did you mean 'dora'"):
+        make_recipe(**{"method.name": "doar"})
+    from smalltune.models import load_model
+
+    model, _ = load_model(str(tiny_model_dir))
+    with pytest.raises(SmalltuneError, match="method.modules"):
+        METHODS.get("partial")().apply(model, MethodSection(name="partial", modules=["encoder"]))
+    with pytest.raises(SmalltuneError, match="method.bottleneck_after"):
+        METHODS.get("bottleneck")().apply(model, MethodSection(name="bottleneck", bottleneck_after=["fc9"]))
+
+
+def test_method_help_lists_every_method():
+    import dataclasses
+
+    help_text = {f.name: f.metadata["help"] for f in dataclasses.fields(MethodSection)}["name"]
+    assert all(name in help_text for name in METHODS)
