@@ -8,7 +8,7 @@ the same tokens (the baseline is measured in the same run, on the same batches).
     python benchmarks/audit_speed.py --sizes 20000 40000   # a quicker run
     python benchmarks/audit_speed.py --skip-perplexity
 
-Results go in benchmarks/audit.md (with the date and the command).
+Results go in benchmarks/README.md (with the date and the command).
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ is measured in one process so machine load affects both alike.
 
     .venv/bin/python benchmarks/eval_generation.py --n 32 --max-new-tokens 32 --batch-size 16
 
-Results are recorded in benchmarks/evaluate.md.
+Results are recorded in benchmarks/README.md.
 """
 
 from __future__ import annotations

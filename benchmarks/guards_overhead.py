@@ -1,6 +1,6 @@
 """Wall-time cost of the training guards: guards on vs off on the demo recipe with the built-in model.
 
-Not a test: a measurement to run by hand and record in benchmarks/guards.md. Runs alternate
+Not a test: a measurement to run by hand and record in benchmarks/README.md. Runs alternate
 off/on so a busy machine's drift hits both sides alike. "On" is what the planner would set:
 every guard plus a forgetting budget of 0.05 (reference-text perplexity at each evaluation,
 the only guard with a real cost); "off" is ``guards.enabled=false`` (early stopping, part of

@@ -102,7 +102,7 @@ def run_demo(quick: bool = False, output_dir: str | None = None, questions: int 
     from .pipeline import run
 
     recipe = demo_recipe(quick, output_dir, overrides)
-    report_path = run(recipe, quick=quick)
+    report_path = run(recipe, quick=True)  # the demo always evaluates with the quick caps (issue: demo ≤ 10 min)
     comparisons = comparisons_from_eval(report_path.parent, questions)
     if not comparisons:  # the evaluation had no task probe: ask the questions here
         comparisons = compare_answers(report_path.parent, questions)

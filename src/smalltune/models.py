@@ -64,6 +64,9 @@ def builtin_path(name: str) -> Path:
     if (target / "config.json").exists():
         return target
     src = _package_dir(spec, name)
+    from . import console
+
+    console.info(f"converting built-in model {name} once into {target} (about 30 s)")
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{name}."))
     try:

@@ -10,22 +10,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 
 from .. import __version__
 from ..errors import SmalltuneError
-from . import demo, models, recipe, train
-from . import report as report_verb
-from . import run as run_verb
-from . import evaluate as evaluate_verb
-from . import audit as audit_verb
-from . import plan as plan_verb
+from . import audit, demo, evaluate, models, plan, recipe, report, run, train
 
-VERBS = [train, demo, recipe, models]
-VERBS += [report_verb, run_verb]
-VERBS += [evaluate_verb]
-VERBS += [audit_verb]
-VERBS += [plan_verb]
-
+# In the order of the flow, then the helpers.
+VERBS = [audit, plan, train, evaluate, report, run, demo, recipe, models]
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -52,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     # Quiet the libraries' own chatter; our progress bars and summaries say what happens.
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # transformers' per-load bars; ours say what runs
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")  # peft calling a deprecated alias
     try:
         return int(args._run(args) or 0)
     except SmalltuneError as e:

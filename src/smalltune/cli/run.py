@@ -5,14 +5,11 @@ HELP = "audit, train, evaluate and report in one go, into the recipe's run direc
 
 
 def configure(p):
-    p.add_argument("recipe", help="recipe YAML file (write one with `smalltune plan`)")
-    p.add_argument("overrides", nargs="*", metavar="key=value",
-                   help="dotted recipe overrides, e.g. train.lr=1e-4 output_dir=runs/x")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the run in output_dir: finished stages are skipped, training resumes")
+    from .train import add_recipe_arguments
+
+    add_recipe_arguments(p, "continue the run in output_dir: finished stages are skipped, training resumes")
     p.add_argument("--quick", action="store_true", help="a capped evaluation (fewer questions, shorter answers)")
     p.add_argument("--force", action="store_true", help="train even when the data audit finds errors")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def run(args) -> int:

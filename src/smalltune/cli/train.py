@@ -8,12 +8,17 @@ NAME = "train"
 HELP = "fine-tune a model as a recipe describes; writes a run directory"
 
 
-def configure(p):
+def add_recipe_arguments(p, resume_help: str) -> None:
+    """RECIPE, key=value overrides, --resume and --no-progress: shared by `train` and `run`."""
     p.add_argument("recipe", help="recipe YAML file (write one with `smalltune plan`)")
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="dotted recipe overrides, e.g. train.lr=1e-4 output_dir=runs/x")
-    p.add_argument("--resume", action="store_true", help="continue the run in output_dir from its latest checkpoint")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--resume", action="store_true", help=resume_help)
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def configure(p):
+    add_recipe_arguments(p, "continue the run in output_dir from its latest checkpoint")
 
 
 def run(args) -> int:

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 GIB = 1024**3
 # On a CPU the process's resident memory during backward exceeds the tensors autograd keeps by about
 # a third of the activation memory (freed activation and gradient buffers stay in the C heap);
-# measured with LoRA on SmolLM2-135M, 256 and 1,024 tokens per batch (benchmarks/plan.md).
+# measured with LoRA on SmolLM2-135M, 256 and 1,024 tokens per batch (benchmarks/README.md).
 CPU_HEAP_OVERHEAD = 1.35
 
 
@@ -146,7 +146,7 @@ def layer_activations(s: ModelShape, method: str, lora_dropout: float = 0.0, dev
 
     Counted from the block's operations (transformers' Llama layer, SDPA attention with a padding
     mask, which repeats k/v to all heads), and checked against the tensors autograd actually saves
-    (``torch.autograd.graph.saved_tensors_hooks``, see benchmarks/plan.md):
+    (``torch.autograd.graph.saved_tensors_hooks``, see benchmarks/README.md):
 
     * each RMSNorm keeps its input (the residual stream); SDPA keeps q, k, v and its output;
       the gated MLP keeps gate, silu(gate) and up (3 x intermediate).

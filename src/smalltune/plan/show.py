@@ -49,4 +49,4 @@ def print_rules() -> None:
 
     out.print(f"memory: usable share GPU {USABLE['cuda']:.0%}, CPU RAM {USABLE['cpu']:.0%}; micro-batches tried "
               f"{', '.join(map(str, MICRO_BATCHES))}; CPU activations x{CPU_HEAP_OVERHEAD} heap overhead "
-              f"(measured, benchmarks/plan.md)")
+              f"(measured, benchmarks/README.md)")

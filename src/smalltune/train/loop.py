@@ -253,6 +253,7 @@ def train(recipe: Recipe, resume: bool = False, progress: bool = True) -> TrainR
     if main and publish:
         tmp = run.path / f".{method.artifact}.tmp"
         method.save(unwrapped, tmp)
+        tok.save_pretrained(tmp)  # the artifact folder then stands alone (chat template included)
         publish_dir(tmp, run.path / method.artifact)
     accelerator.wait_for_everyone()  # every process has restored the chosen weights before they go
     if main:

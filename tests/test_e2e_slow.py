@@ -1,0 +1,50 @@
+"""End to end with the real built-in model: `smalltune demo --quick` as a user runs it (minutes)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from smalltune.rundir import RunDir
+
+pytestmark = pytest.mark.slow
+
+
+def test_quick_demo_trains_a_real_adapter_and_reports(tmp_path):
+    out = tmp_path / "demo"
+    res = subprocess.run([sys.executable, "-m", "smalltune", "demo", "--quick", "--output", str(out)],
+                         capture_output=True, text=True, timeout=1800)
+    assert res.returncode == 0, res.stderr[-2000:]
+    run = RunDir(out)
+    assert res.stdout.strip().splitlines()[-1] == str(run.report)
+    for path in (run.recipe, run.provenance, run.audit, run.metrics, run.train_summary, run.eval, run.report,
+                 run.adapter / "adapter_model.safetensors"):
+        assert path.exists(), path
+
+    summary = json.loads(run.train_summary.read_text())
+    assert summary["steps"] == 24 and summary["artifact_written"]
+    evals = [r for r in run.read_metrics() if r["type"] == "eval"]
+    assert evals[-1]["eval_loss"] < evals[0]["eval_loss"]  # validation loss fell while training
+
+    # The adapter is a standard PEFT folder that peft loads onto the base model, and it changes the output.
+    import torch
+    from peft import PeftModel
+
+    from smalltune.models import load_model
+
+    base, tok = load_model("smollm2-135m-instruct")
+    ids = tok("How much is a check-up at Brightside Dental?", return_tensors="pt")
+    with torch.no_grad():
+        before = base(**ids).logits
+        tuned = PeftModel.from_pretrained(base, str(run.adapter)).eval()
+        after = tuned(**ids).logits
+    assert not torch.allclose(before, after)
+
+    # Evaluation compared base and fine-tuned on the same held-out questions: the fine-tuned model
+    # assigns the reference answers a lower loss.
+    task = json.loads(run.eval.read_text())["probes"]["task"]
+    assert task["loss"]["finetuned"] < task["loss"]["base"]
+    assert task["loss"]["ci"][1] < 0
