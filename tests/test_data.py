@@ -113,3 +113,12 @@ def test_validation_split_is_stratified_and_deterministic():
     assert len(train) + len(val) == 43 and not {e.id for e in train} & {e.id for e in val}
     assert {e.category for e in val} == {"a", "b", "c"}  # the 3-example category still contributes one
     assert [e.id for e in carve_validation(examples, 0.2, seed=1)[1]] == [e.id for e in val]
+
+
+def test_json_object_holding_one_array_reads_that_array(tmp_path):
+    path = tmp_path / "wrapped.json"
+    path.write_text(json.dumps({"meta": {"tags": ["x", "[y"]}, "data": [{"prompt": "a", "completion": "b"},
+                                                                       {"prompt": "c", "completion": "d"}]}, indent=1))
+    examples = load_examples(path)
+    assert [e.target for e in examples] == ["b", "d"]
+    assert [e.line for e in examples] == [9, 13]

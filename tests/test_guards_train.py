@@ -43,7 +43,7 @@ def test_absurd_learning_rate_stops_on_numerical_guard_with_best_checkpoint_load
     code = main(["train", str(path), "--no-progress"])
     err = capsys.readouterr().err
     assert code == 1
-    assert "error: training stopped on numerical health:" in err and "lower train.lr (now 1000)" in err
+    assert "error: training stopped by the numerical guard:" in err and "lower train.lr (now 1000)" in err
     run = RunDir(recipe.output_dir)
     summary = json.loads(run.train_summary.read_text())
     assert summary["stopped"] == "numerical" and summary["best_step"] is not None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 out = Console(stderr=True, highlight=False)
@@ -57,7 +58,6 @@ def train_footer(result) -> None:
         m = result.best_metrics
         table.add_row("best", f"step {result.best_step}: eval_loss {m['eval_loss']:.4f}, "
                               f"perplexity {m['eval_ppl']:.3f}, token accuracy {m['eval_token_acc']:.1%}")
-    if result.best_metrics:
         table.add_row("chosen", result.selection)
     gap = getattr(result, "guards", {}).get("overfitting")
     if gap and gap.get("gap") is not None:
@@ -80,5 +80,5 @@ def comparison_table(comparisons) -> None:
     for c in comparisons:
         n = len(c.key_facts)
         mark = lambda a: f"\n[dim]key facts {c.facts_found(a)}/{n}[/dim]" if n else ""  # noqa: E731
-        table.add_row(c.question, c.base + mark(c.base), c.finetuned + mark(c.finetuned))
-    Console(highlight=False).print(table)
+        table.add_row(escape(c.question), escape(c.base) + mark(c.base), escape(c.finetuned) + mark(c.finetuned))
+    Console(highlight=False).print(table)  # stdout: this table is the demo's result

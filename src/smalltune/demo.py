@@ -8,7 +8,6 @@ by side and ends with the path of the report page.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import SmalltuneError
@@ -37,20 +36,15 @@ def demo_recipe(quick: bool = False, output_dir: str | None = None, overrides: l
     return load_recipe(demo_data_dir() / "recipe.yaml", extra)
 
 
-@dataclass
-class Comparison:
-    question: str
-    reference: str
-    base: str
-    finetuned: str
-    key_facts: list[str]
-    category: str | None = None
+def answer_pair(question, reference, base, finetuned, key_facts, category=None):
+    """One base-vs-fine-tuned answer pair, as the report shows it (same type, same fact matching)."""
+    from .report.load import Sample
 
-    def facts_found(self, answer: str) -> int:
-        return sum(f.lower() in answer.lower() for f in self.key_facts)
+    return Sample(id="", category=category or "", question=question, reference=reference, base=base,
+                  finetuned=finetuned, key_facts=list(key_facts))
 
 
-def compare_answers(run_dir: str | Path, n: int = 6) -> list[Comparison]:
+def compare_answers(run_dir: str | Path, n: int = 6) -> list:
     """Base and fine-tuned answers to the first ``n`` test questions (one per category first)."""
     import torch
 
@@ -67,7 +61,7 @@ def compare_answers(run_dir: str | Path, n: int = 6) -> list[Comparison]:
     tuned = generate(model, tok, convs, settings)
     with model.disable_adapter() if hasattr(model, "disable_adapter") else torch.no_grad():
         base = generate(model, tok, convs, settings)
-    return [Comparison(ex.prompt_text, ex.target, b, f, list(ex.meta.get("key_facts", [])))
+    return [answer_pair(ex.prompt_text, ex.target, b, f, list(ex.meta.get("key_facts", [])))
             for ex, b, f in zip(picked, base, tuned)]
 
 
@@ -85,15 +79,14 @@ def round_robin_by_category(examples: list, n: int) -> list:
     return picked
 
 
-def comparisons_from_eval(run_dir: str | Path, n: int = 6) -> list[Comparison]:
+def comparisons_from_eval(run_dir: str | Path, n: int = 6) -> list:
     """The first ``n`` answer pairs the evaluation stored in eval.json (one per category first)."""
+    from .report.load import _sample
     from .rundir import RunDir, read_json
 
     path = RunDir(Path(run_dir)).eval
     samples = (read_json(path).get("samples") or []) if path.exists() else []
-    rows = [Comparison(s.get("question", ""), s.get("reference", ""), s.get("base", ""), s.get("finetuned", ""),
-                       list(s.get("key_facts") or []), s.get("category")) for s in samples]
-    return round_robin_by_category(rows, n)
+    return round_robin_by_category([_sample(s) for s in samples], n)
 
 
 def run_demo(quick: bool = False, output_dir: str | None = None, questions: int = 6, overrides: list[str] = ()):

@@ -40,7 +40,10 @@ def train_stage(recipe: Recipe, run: RunDir, resume: bool, progress: bool) -> No
 
     # Resume only what training started: a run stopped by the audit has no checkpoint to continue.
     started = run.metrics.exists() or run.checkpoints.exists()
-    train(recipe, resume=resume and started, progress=progress)
+    result = train(recipe, resume=resume and started, progress=progress)
+    if not result.artifact_written:  # a guard stopped it and no checkpoint passed: nothing to evaluate
+        raise SmalltuneError(f"training stopped by the {result.stopped} guard and no checkpoint passed the "
+                             f"guards ({result.stop_message}); see {run.train_summary}", EXIT_FINDINGS)
 
 
 def evaluate_stage(recipe: Recipe, run: RunDir, quick: bool, progress: bool) -> None:

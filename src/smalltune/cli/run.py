@@ -16,6 +16,11 @@ def run(args) -> int:
     from .. import load_recipe
     from ..pipeline import run as run_pipeline
 
+    from ..rundir import RunDir, read_json
+    from .train import report_unsafe_stop
+
     recipe = load_recipe(args.recipe, args.overrides)
-    print(run_pipeline(recipe, resume=args.resume, quick=args.quick, force=args.force, progress=not args.no_progress))
-    return 0
+    report_path = run_pipeline(recipe, resume=args.resume, quick=args.quick, force=args.force,
+                               progress=not args.no_progress)
+    print(report_path)
+    return report_unsafe_stop(read_json(RunDir(report_path.parent).train_summary))

@@ -27,7 +27,15 @@ def run(args) -> int:
     recipe = load_recipe(args.recipe, args.overrides)
     result = train(recipe, resume=args.resume, progress=not args.no_progress)
     print(result.run_dir)
-    if result.stopped == "numerical":  # a broken run is a finding, not a success (best checkpoint kept)
-        print(f"error: training stopped on numerical health: {result.stop_message}", file=sys.stderr)
+    return report_unsafe_stop(result.to_dict())
+
+
+def report_unsafe_stop(summary: dict) -> int:
+    """A run a guard stopped for safety is a finding, not a success (its best checkpoint is kept)."""
+    from ..train.guards import unsafe_stop_message
+
+    message = unsafe_stop_message(summary)
+    if message:
+        print(f"error: {message}", file=sys.stderr)
         return EXIT_FINDINGS
     return 0

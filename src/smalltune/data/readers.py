@@ -69,7 +69,7 @@ def read_json(text: str) -> list[RawRecord]:
     elif not isinstance(whole, list):
         return [RawRecord(None, 1, "expected a JSON array of records")]
     # Decode element by element to recover each record's starting line.
-    start = text.index("[", 0 if isinstance(whole, list) else text.index(":") + 1) + 1
+    start = _array_start(text, decoder) if isinstance(whole, dict) else text.index("[") + 1
     records, pos = [], start
     while True:
         while pos < len(text) and text[pos] in " \t\r\n,":
@@ -80,6 +80,22 @@ def read_json(text: str) -> list[RawRecord]:
         records.append(RawRecord(value, text.count("\n", 0, pos) + 1))
         pos = end
     return records
+
+
+def _array_start(text: str, decoder: json.JSONDecoder) -> int:
+    """Offset just inside the one top-level array of a JSON object (walks keys; nested values skipped)."""
+    pos = text.index("{") + 1
+    while True:
+        while text[pos] in " \t\r\n,":
+            pos += 1
+        _key, pos = decoder.raw_decode(text, pos)
+        pos = text.index(":", pos) + 1
+        while text[pos] in " \t\r\n":
+            pos += 1
+        value, end = decoder.raw_decode(text, pos)
+        if isinstance(value, list):
+            return pos + 1
+        pos = end
 
 
 @READERS.register("csv")

@@ -17,6 +17,7 @@ import torch
 
 from ..data.batching import collate, eval_batches
 from ..data.tokenize import IGNORE
+from ..errors import SmalltuneError
 from ..generate import GenerationSettings, generate_text
 from ..train.loss import token_losses
 
@@ -142,6 +143,9 @@ class EvalContext:
 
 def weighted_loss(rows) -> float:
     """Token-weighted mean loss of (loss_sum, tokens[, correct]) rows."""
+    if len(rows) == 0:  # every example lost its answer to truncation: no number would be honest
+        raise SmalltuneError("evaluation: no example has an answer token left within data.max_length; "
+                             "raise data.max_length or check the test file")
     return float(rows[:, 0].sum() / max(rows[:, 1].sum(), 1))
 
 

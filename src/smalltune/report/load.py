@@ -72,7 +72,10 @@ class Sample:
     key_facts: list[str]
 
     def facts_found(self, answer: str) -> int:
-        return sum(str(f).lower() in (answer or "").lower() for f in self.key_facts)
+        """Key facts the answer contains, by the evaluation's own matching rule."""
+        from ..evaluate.metrics import key_fact_recall
+
+        return round((key_fact_recall(answer or "", self.key_facts) or 0.0) * len(self.key_facts))
 
 
 @dataclass

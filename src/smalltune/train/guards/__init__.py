@@ -28,6 +28,13 @@ from .selection import BestSelector, CheckpointSelector, drop_snapshots, keep_be
 UNSAFE_STOPS = ("numerical", "forgetting_budget")
 
 
+def unsafe_stop_message(summary: dict) -> str | None:
+    """One line for a run a guard stopped for safety (a finding: exit code 1), else None."""
+    if summary.get("stopped") not in UNSAFE_STOPS:
+        return None
+    return f"training stopped by the {summary['stopped']} guard: {summary.get('stop_message', '')}".rstrip(": ")
+
+
 def build_guards(recipe) -> GuardSet:
     """The guards a recipe asks for, in the order they run (measurements first, early stopping last).
 
@@ -61,6 +68,6 @@ def build_selector(recipe) -> CheckpointSelector:
 __all__ = [
     "GUARDS", "Guard", "GuardContext", "GuardEvent", "GuardSet", "Convergence", "EarlyStopping",
     "ForgettingBudget", "NumericalHealth", "OverMemorization", "OverfittingGap", "BestSelector",
-    "CheckpointSelector", "UNSAFE_STOPS", "build_guards", "build_selector", "keep_best", "restore_best",
+    "CheckpointSelector", "UNSAFE_STOPS", "unsafe_stop_message", "build_guards", "build_selector", "keep_best", "restore_best",
     "drop_snapshots",
 ]
