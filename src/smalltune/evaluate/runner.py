@@ -16,11 +16,9 @@ from .verdicts import read_training, verdicts
 def caps_from_recipe(recipe, quick: bool) -> Caps:
     if quick:
         return QUICK
-    e = recipe.eval
-    return Caps(test=getattr(e, "test_samples", None), memorization=getattr(e, "memorization_samples", 200),
-                reference_paragraphs=getattr(e, "reference_paragraphs", 64),
-                probe_questions=getattr(e, "probe_questions", 100),
-                max_new_tokens=getattr(e, "max_new_tokens", 96))
+    e = recipe.eval  # the recipe's eval section is the one source of these defaults
+    return Caps(test=e.test_samples, memorization=e.memorization_samples, reference_paragraphs=e.reference_paragraphs,
+                probe_questions=e.probe_questions, max_new_tokens=e.max_new_tokens)
 
 
 def _heldout(recipe, test):

@@ -24,7 +24,7 @@ KINDS = {
     "role_order": ("error", "wrong turn order", "conversations go [system,] user, assistant, user, assistant ...; merge consecutive turns of one role and drop trailing user turns"),
     "empty_turn": ("error", "empty turns", "a turn has empty or whitespace-only content; fill it or drop the example"),
     "missing_assistant": ("error", "no assistant turn to learn from", "an example without an assistant answer (or with every answer weight 0) trains nothing; add the answer or drop it"),
-    "shape": ("error", "unrecognised record shape", "use messages, prompt/completion or instruction/output fields (see docs/data.md)"),
+    "shape": ("error", "unrecognised record shape", "use messages, prompt/completion or instruction/output fields (see the README's Data section)"),
     "weight": ("error", "invalid weights", "weight is 0 or 1 and only on assistant turns"),
     "schema": ("error", "schema problems", "fix the fields named in the examples"),
     "mixed_shapes": ("warning", "mixed record formats in one file", "one file mixes record shapes, usually a sign of concatenated exports with different templates; convert all records to one shape"),
