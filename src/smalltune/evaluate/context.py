@@ -13,13 +13,10 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
 
-from ..data.batching import collate, eval_batches
-from ..data.tokenize import IGNORE
 from ..errors import SmalltuneError
 from ..generate import GenerationSettings, generate_text
-from ..train.loss import token_losses
+from ..train.loss import item_token_stats
 
 MODELS = ("base", "finetuned")
 
@@ -119,26 +116,10 @@ class EvalContext:
 
         return render(self.tokenizer, conversation, add_generation_prompt=True)
 
-    @torch.no_grad()
     def item_losses(self, items: list, which: str) -> list[tuple[float, int, int]]:
-        """Per tokenised item: (summed loss, labelled tokens, correct next-token predictions).
-
-        The same computation as ``train.loss.dataset_metrics`` kept per item so CIs can resample items.
-        """
-        out: list[tuple[float, int, int]] = [(0.0, 0, 0)] * len(items)
-        pad = self.tokenizer.pad_token_id
+        """Per tokenised item: (summed loss, labelled tokens, correct next-token predictions)."""
         with self.use(which) as model:
-            model.eval()
-            for idx in eval_batches(items, self.batch_size):
-                batch = {k: v.to(self.device) for k, v in collate([items[i] for i in idx], pad).items()}
-                logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-                labels = batch["labels"]
-                mask = labels[:, 1:] != IGNORE
-                losses = token_losses(logits, labels) * mask
-                correct = (logits[:, :-1].argmax(-1) == labels[:, 1:]) & mask
-                for row, i in enumerate(idx):
-                    out[i] = (float(losses[row].sum()), int(mask[row].sum()), int(correct[row].sum()))
-        return out
+            return item_token_stats(model, items, self.batch_size, self.device, self.tokenizer.pad_token_id)
 
 
 def weighted_loss(rows) -> float:
