@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import yaml
@@ -12,7 +13,7 @@ from smalltune.plan import plan
 from smalltune.plan.hardware import USABLE, detect_device
 from smalltune.plan.memory import GIB, estimate, model_shape
 from smalltune.plan.planner import DataFacts, choose_method, plan_from_facts
-from smalltune.plan.rules import BANDS, RATES, RULES, Context, band_for
+from smalltune.plan.rules import BANDS, EVAL_SHARE, FORGETTING_BUDGET, RATES, RULES, Context, band_for
 from smalltune.recipe import MethodSection, load_recipe
 from smalltune.train.methods import METHODS
 
@@ -52,9 +53,15 @@ def test_each_size_band_plans_its_method_and_schedule(tiny_model_dir, n, label, 
     assert p.recipe.train.batch_size * p.recipe.train.grad_accum == band.effective_batch
     assert 1 <= p.recipe.train.batch_size <= 8
     assert 0.01 <= p.recipe.train.weight_decay <= 0.05 and p.recipe.train.max_grad_norm == 1.0
-    # the evaluation cadence gives every epoch at least the band's number of evaluations
-    steps_per_epoch = p.facts["steps_per_epoch"]
-    assert steps_per_epoch // p.recipe.eval.every_steps >= min(band.evals_per_epoch, steps_per_epoch)
+    # the evaluation cadence gives every epoch the band's number of evaluations, unless validation
+    # would then cost more than EVAL_SHARE of the training compute; it never does
+    steps_per_epoch, every = p.facts["steps_per_epoch"], p.recipe.eval.every_steps
+    effective = p.recipe.train.batch_size * p.recipe.train.grad_accum
+    n_val = round(n * p.recipe.data.validation_fraction)
+    assert (steps_per_epoch // every >= min(band.evals_per_epoch, steps_per_epoch)
+            or every == math.ceil(n_val / (3 * EVAL_SHARE * effective)))
+    assert n_val <= 3 * EVAL_SHARE * effective * every
+    assert p.recipe.guards.forgetting_budget == FORGETTING_BUDGET  # every method, adapters included
     assert p.recipe.data.validation_fraction is not None  # no validation file: a split sized for the data
     assert set(p.notes) >= {r.key for r in RULES if r.key.split(".")[0] in ("train", "eval", "early_stopping")}
 

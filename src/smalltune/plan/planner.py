@@ -193,7 +193,8 @@ def plan_from_facts(facts: DataFacts, data: str, model: str, device_memory_gib: 
     device = detect_device(device_memory_gib)
     smallest = min(facts.categories.items(), key=lambda kv: kv[1]) if facts.categories else (None, facts.n_train)
     ctx = Context(n_train=facts.n_train, n_smallest=smallest[1], smallest_category=smallest[0],
-                  has_validation_file=bool(validation), model_params=shape.total_params, update=update,
+                  has_validation_file=bool(validation), validation_count=facts.n_validation,
+                  model_params=shape.total_params, update=update,
                   band=band_for(smallest[1]), schedule=band_for(facts.n_train))
     choose_method(ctx, METHODS)
     choose_max_length(ctx, facts, shape)

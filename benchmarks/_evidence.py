@@ -1,0 +1,247 @@
+"""Shared plumbing of the evidence benchmarks (issue 9): the data, one arm = train (+ evaluate), rows
+appended per (arm, seed) so an interrupted experiment resumes, mean ± std, result files with provenance.
+
+Every experiment trains the built-in model on a fixed, category-stratified subset of the demo's
+training file (``--train-size``, 100 by default: the small-data regime these recipes are for, and
+affordable on a 2-core CPU), validates on the demo's validation file and evaluates on its test file
+(72 rephrased questions with key facts). The subset does not depend on the run seed, so seeds vary
+only initialisation, shuffling and dropout.
+
+Evaluation is base vs fine-tuned on the same inputs (``smalltune.evaluate``); the base model's
+answers and losses are the same for every arm, so they are computed once per process and reused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import statistics
+import time
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "examples" / "dental"
+RESULTS = Path(os.environ.get("SMALLTUNE_BENCH_RESULTS", Path(__file__).resolve().parent / "results"))
+WORK = Path(os.environ.get("SMALLTUNE_BENCH_WORK", "/tmp/smalltune-bench"))  # run directories (large; not committed)
+# Smoke test of the plumbing: SMALLTUNE_BENCH_MAX_STEPS=2 caps every run (numbers meaningless).
+MAX_STEPS = os.environ.get("SMALLTUNE_BENCH_MAX_STEPS")
+
+
+def machine() -> dict:
+    import torch
+
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.machine()) if Path("/proc/cpuinfo").exists() else platform.machine()
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+            "date": time.strftime("%Y-%m-%d")}
+
+
+def demo_subset(n: int) -> Path:
+    """The first ``n`` demo training examples of a fixed category-stratified shuffle (seed 0), as a file."""
+    path = WORK / "data" / f"train-{n}.jsonl"
+    if path.exists():
+        return path
+    lines = (DEMO / "train.jsonl").read_text().splitlines()
+    by_cat = defaultdict(list)
+    for line in lines:
+        by_cat[json.loads(line).get("category")].append(line)
+    rng = random.Random(0)
+    for rows in by_cat.values():
+        rng.shuffle(rows)
+    # round-robin over categories, so every prefix is balanced
+    order = [rows[i] for i in range(max(map(len, by_cat.values()))) for _, rows in sorted(by_cat.items()) if i < len(rows)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_text(path, "\n".join(order[:n]) + "\n")
+    return path
+
+
+def data_overrides(train_file: Path, seed: int, out: Path) -> list[str]:
+    return [f"data.train={train_file}", f"data.validation={DEMO / 'validation.jsonl'}", f"data.test={DEMO / 'test.jsonl'}",
+            f"train.seed={seed}", f"output_dir={out}", "name=bench"]
+
+
+VANILLA = ["guards.enabled=false", "early_stopping.enabled=false", "eval.every_steps=100000",  # final weights kept
+           "train.scheduler=linear", "train.warmup_ratio=0", "train.weight_decay=0"]  # transformers.Trainer defaults
+"""What 'vanilla' means here: no validation-based stopping or selection, no guards, the Trainer's defaults."""
+
+
+def train_run(base_recipe: Path, overrides: list[str]) -> dict:
+    """Train one arm (resuming a killed one); the train summary plus the wall time of the call."""
+    from smalltune import load_recipe, train
+
+    recipe = load_recipe(base_recipe, overrides + ([f"train.max_steps={MAX_STEPS}"] if MAX_STEPS else []))
+    out = Path(recipe.output_dir)
+    summary_file = out / "train_summary.json"
+    if summary_file.exists():
+        return json.loads(summary_file.read_text())
+    t0 = time.perf_counter()
+    result = train(recipe, resume=(out / "checkpoints").exists(), progress=False)
+    return {**result.to_dict(), "call_seconds": round(time.perf_counter() - t0, 1)}
+
+
+def eval_records(run_dir: Path) -> list[dict]:
+    return [r for r in map(json.loads, (Path(run_dir) / "metrics.jsonl").read_text().splitlines()) if r["type"] == "eval"]
+
+
+# --- evaluation -----------------------------------------------------------------------------------
+
+def eval_caps(test: int | None = None, memorization: int = 48, reference: int = 16, probes: int = 32,
+              max_new_tokens: int = 48, perturbations: int | None = 3):
+    from smalltune.evaluate.context import Caps
+
+    if MAX_STEPS:  # smoke test: a handful of items everywhere
+        test, memorization, reference, probes, max_new_tokens = 4, min(memorization, 4), min(reference, 2), min(probes, 4), 8
+    return Caps(test=test, memorization=memorization, reference_paragraphs=reference, probe_questions=probes,
+                perturbations=perturbations, variants=1, prefix=16, max_new_tokens=max_new_tokens)
+
+
+def share_base_results() -> None:
+    """Serve the base model's answers and losses from one process-wide cache (they are the same for every arm)."""
+    from smalltune.evaluate.context import EvalContext
+
+    gen, losses = {}, {}
+    generate, item_losses = EvalContext.generate, EvalContext.item_losses
+
+    def cached_generate(self, prompts, which, max_new_tokens=None, desc=""):
+        if which == "base":
+            self._gen_cache.update(gen)
+        out = generate(self, prompts, which, max_new_tokens, desc)
+        if which == "base":
+            gen.update({k: v for k, v in self._gen_cache.items() if k[0] == "base"})
+        return out
+
+    def cached_item_losses(self, items, which):
+        if which != "base":
+            return item_losses(self, items, which)
+        key = hash(tuple((tuple(i.input_ids), tuple(i.labels)) for i in items))
+        if key not in losses:
+            losses[key] = item_losses(self, items, which)
+        return losses[key]
+
+    EvalContext.generate, EvalContext.item_losses = cached_generate, cached_item_losses
+
+
+def evaluate_run(run_dir: Path, caps, probes=("task", "memorization", "forgetting")) -> dict:
+    """Headline numbers of ``smalltune.evaluate`` (eval.json stays in the run directory)."""
+    from smalltune.evaluate import runner
+
+    if not (Path(run_dir) / "eval.json").exists():
+        runner.caps_from_recipe = lambda recipe, quick: caps  # the benchmark's caps, not the recipe's
+        runner.evaluate(run_dir, probes=list(probes), progress=False)
+    return headline(json.loads((Path(run_dir) / "eval.json").read_text())["probes"])
+
+
+def headline(p: dict) -> dict:
+    """The numbers the experiments compare, flattened: fine-tuned values and changes from the base."""
+    out = {}
+    if "task" in p:
+        t = p["task"]
+        out.update(key_fact_recall=t["key_fact_recall"]["finetuned"], key_fact_recall_base=t["key_fact_recall"]["base"],
+                   test_ppl=t["perplexity"]["finetuned"], rouge_l=t["rouge_l"]["finetuned"])
+    if "forgetting" in p:
+        f = p["forgetting"]
+        out.update(reference_ppl_change=f["reference_ppl_relative_change"]["value"],
+                   reference_ppl_change_ci=f["reference_ppl_relative_change"]["ci"],
+                   general_accuracy=f["general_accuracy"]["finetuned"], general_accuracy_base=f["general_accuracy"]["base"],
+                   general_accuracy_change=f["general_accuracy"]["delta"])
+    if "memorization" in p:
+        m = p["memorization"]
+        out.update(memorized_rate=m["memorized_rate"]["finetuned"], verbatim_rate=m["verbatim_rate"]["finetuned"],
+                   loss_gap=m["loss_gap"]["finetuned"] if isinstance(m["loss_gap"], dict) else m["loss_gap"])
+    if "robustness" in p:
+        per = p["robustness"]["perturbations"]
+        out.update(perturbed_quality=statistics.mean(v["perturbed"]["finetuned"] for v in per.values()),
+                   rephrased_quality=per["rephrasings"]["perturbed"]["finetuned"] if "rephrasings" in per else None,
+                   robustness_drop=statistics.mean(v["drop"]["finetuned"] for v in per.values()))
+    return out
+
+
+# --- rows, aggregation, files ----------------------------------------------------------------------
+
+class Rows:
+    """One JSON line per (arm, seed) in ``results/<name>.jsonl``: done rows are skipped on a re-run."""
+
+    def __init__(self, name: str):
+        self.path = RESULTS / f"{name}.jsonl"
+        self.rows = [json.loads(x) for x in self.path.read_text().splitlines()] if self.path.exists() else []
+
+    def done(self, arm: str, seed: int) -> bool:
+        return any(r["arm"] == arm and r["seed"] == seed for r in self.rows)
+
+    def add(self, row: dict) -> None:
+        self.rows.append(row)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a") as f:  # one whole line per write: a killed run loses at most the current arm
+            f.write(json.dumps(row) + "\n")
+
+
+def mean_std(values) -> dict | None:
+    vals = [v for v in values if isinstance(v, (int, float))]
+    if not vals:
+        return None
+    return {"mean": statistics.mean(vals), "std": statistics.stdev(vals) if len(vals) > 1 else None, "n": len(vals)}
+
+
+def aggregate(rows: list[dict], metrics: list[str]) -> dict:
+    """Per arm: mean ± std over seeds of each metric."""
+    arms = list(dict.fromkeys(r["arm"] for r in rows))
+    return {arm: {m: mean_std(r.get(m) for r in rows if r["arm"] == arm) for m in metrics} for arm in arms}
+
+
+def fmt(cell: dict | None, pct: bool = False, digits: int = 2) -> str:
+    if not cell:
+        return "–"
+    scale, unit = (100, "%") if pct else (1, "")
+    s = f"{cell['mean'] * scale:.{digits}f}{unit}"
+    return s + (f" ± {cell['std'] * scale:.{digits}f}" if cell.get("std") is not None else "")
+
+
+def write_result(name: str, payload: dict) -> Path:
+    path = RESULTS / f"{name}.json"
+    atomic_text(path, json.dumps({"experiment": name, "machine": machine(), **payload}, indent=1))
+    return path
+
+
+def atomic_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+def experiment_main(doc: str, name: str, arms, run_arm, summarize, setup=None) -> None:
+    """The command line every experiment shares: run the missing (seed, arm) rows, then summarize.
+
+    ``run_arm(arm, seed, train_file) -> row``; ``summarize(rows, args)`` writes the table, JSON and plot.
+    ``setup`` patches what the experiment measures (default: base-model results shared across arms).
+    """
+    p = argparse.ArgumentParser(description=doc.splitlines()[0])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--train-size", type=int, default=100, help="demo training examples used (stratified subset)")
+    p.add_argument("--arms", nargs="+", default=None, choices=list(arms), metavar="ARM", help="subset of arms")
+    p.add_argument("--summarize", action="store_true", help="only rebuild the table, JSON and plot from saved rows")
+    args = p.parse_args()
+    rows = Rows(name)
+    if not args.summarize:
+        (setup or share_base_results)()
+        train_file = demo_subset(args.train_size)
+        for seed in args.seeds:
+            for arm in args.arms or arms:
+                if not rows.done(arm, seed):
+                    rows.add(run_arm(arm, seed, train_file))
+                    print(json.dumps({k: v for k, v in rows.rows[-1].items() if not isinstance(v, (list, dict))}), flush=True)
+    summarize(rows, args)
+
+
+def command(name: str, rows: "Rows", args) -> str:
+    seeds = " ".join(map(str, sorted({r["seed"] for r in rows.rows})))
+    return f"python benchmarks/{name}.py --seeds {seeds} --train-size {args.train_size}"

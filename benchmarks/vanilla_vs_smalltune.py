@@ -1,0 +1,111 @@
+"""Vanilla fine-tuning vs smalltune's planned recipe with guards (issue 9, experiment 1).
+
+Vanilla = what people run: full fine-tuning at lr 2e-5 and 1e-4, LoRA (r=8, alpha=16, dropout 0.05,
+every linear layer) at lr 2e-4, each for 3 and 10 epochs, with transformers.Trainer's defaults
+(linear decay, no warmup, no weight decay) and no validation-based stopping: the final weights are
+evaluated. smalltune = the recipe ``smalltune plan`` writes for the same data, unchanged: LoRA with
+early stopping, its guards and a 10% forgetting budget on general-text perplexity. Shared: the
+built-in model, the demo's system prompt, batch 8, max length 192, the data (``_evidence.py``).
+
+Measured per run, fine-tuned vs base on the same inputs (``smalltune.evaluate``): held-out key-fact
+recall on the 72 rephrased test questions (task learning), relative change of general-text
+perplexity (Wikipedia paragraphs) and of accuracy on general questions (forgetting), the share of
+training prompts answered verbatim or near-verbatim (memorization), and training wall time.
+
+    .venv/bin/python benchmarks/vanilla_vs_smalltune.py --seeds 0 1 2          # run (resumes)
+    .venv/bin/python benchmarks/vanilla_vs_smalltune.py --summarize            # table + plot only
+"""
+
+from __future__ import annotations
+
+import time
+
+import _evidence as E
+
+ARMS = {
+    "full lr2e-5 3ep": ["method.name=full", "train.lr=2e-5", "train.epochs=3"],
+    "full lr2e-5 10ep": ["method.name=full", "train.lr=2e-5", "train.epochs=10"],
+    "full lr1e-4 3ep": ["method.name=full", "train.lr=1e-4", "train.epochs=3"],
+    "full lr1e-4 10ep": ["method.name=full", "train.lr=1e-4", "train.epochs=10"],
+    "lora lr2e-4 3ep": ["method.name=lora", "train.lr=2e-4", "train.epochs=3"],
+    "lora lr2e-4 10ep": ["method.name=lora", "train.lr=2e-4", "train.epochs=10"],
+}
+SMALLTUNE = "smalltune plan + guards"
+METRICS = ["key_fact_recall", "reference_ppl_change", "general_accuracy_change", "memorized_rate", "verbatim_rate",
+           "test_ppl", "train_seconds", "epochs_run"]
+NAME = "vanilla_vs_smalltune"
+SYSTEM = "You are the receptionist at Brightside Dental."
+
+
+def planned_recipe(train_file) -> "E.Path":
+    """``smalltune plan``'s recipe for the subset (written once; shared by every seed)."""
+    import smalltune
+
+    path = E.WORK / NAME / f"plan-{train_file.stem}.yaml"
+    if not path.exists():
+        smalltune.plan(str(train_file), validation=str(E.DEMO / "validation.jsonl"), test=str(E.DEMO / "test.jsonl"),
+                       output=str(path))
+    return path
+
+
+def run_arm(arm: str, seed: int, train_file) -> dict:
+    out = E.WORK / NAME / f"{arm.replace(' ', '_')}-s{seed}"
+    # the plan does not know the demo's system prompt; vanilla arms get the planned max length
+    common = E.data_overrides(train_file, seed, out) + ["data.max_length=192", f"data.system_prompt={SYSTEM}"]
+    if arm == SMALLTUNE:
+        summary = E.train_run(planned_recipe(train_file), common)
+    else:
+        lora = ["method.r=8", "method.alpha=16", "method.dropout=0.05"] if "lora" in arm else []
+        summary = E.train_run(E.DEMO / "recipe.yaml", common + E.VANILLA + ARMS[arm] + lora)
+    t0 = time.perf_counter()
+    numbers = E.evaluate_run(out, E.eval_caps())
+    return {"arm": arm, "seed": seed, **numbers, "train_seconds": summary["wall_seconds"], "epochs_run": summary["epochs"],
+            "steps": summary["steps"], "stopped": summary["stopped"], "selection": summary.get("selection"),
+            "eval_seconds": round(time.perf_counter() - t0, 1)}
+
+
+
+def summarize(rows: "E.Rows", args) -> None:
+    agg = E.aggregate(rows.rows, METRICS)
+    table = E.markdown_table(
+        ["arm", "key-fact recall", "reference ppl change", "general QA change", "memorized", "test ppl", "train s", "epochs"],
+        [[arm, E.fmt(a["key_fact_recall"], pct=True, digits=1), E.fmt(a["reference_ppl_change"], pct=True, digits=1),
+          E.fmt(a["general_accuracy_change"], pct=True, digits=1), E.fmt(a["memorized_rate"], pct=True, digits=1),
+          E.fmt(a["test_ppl"]), E.fmt(a["train_seconds"], digits=0), E.fmt(a["epochs_run"], digits=1)]
+         for arm, a in agg.items()])
+    E.write_result(NAME, {"command": E.command(NAME, rows, args), "seeds": sorted({r["seed"] for r in rows.rows}),
+                          "train_size": args.train_size, "arms": {**ARMS, SMALLTUNE: "smalltune plan's recipe, unchanged"},
+                          "vanilla_defaults": E.VANILLA, "summary": agg, "table": table, "rows": rows.rows})
+    plot(agg)
+    print(table)
+
+
+def plot(agg: dict) -> None:
+    """Learning (key-fact recall) against forgetting (reference perplexity change), one point per arm."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for arm, a in agg.items():
+        if not a["key_fact_recall"] or not a["reference_ppl_change"]:
+            continue
+        x, y = a["reference_ppl_change"], a["key_fact_recall"]
+        ax.errorbar(100 * x["mean"], 100 * y["mean"], xerr=100 * (x["std"] or 0), yerr=100 * (y["std"] or 0),
+                    fmt="*" if arm == SMALLTUNE else "o", ms=12 if arm == SMALLTUNE else 7, capsize=3, label=arm)
+    ax.axvline(0, color="grey", lw=0.8)
+    ax.set_xlabel("general-text perplexity change vs base (%)  → more forgetting")
+    ax.set_ylabel("held-out key-fact recall (%)")
+    ax.set_title("Learning vs forgetting: vanilla settings and smalltune")
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    fig.savefig(E.RESULTS / f"{NAME}.png", dpi=110)
+
+
+def main() -> None:
+    E.experiment_main(__doc__, NAME, [*ARMS, SMALLTUNE], run_arm, summarize)
+
+
+if __name__ == "__main__":
+    main()
