@@ -170,7 +170,34 @@ class Rows:
         self.rows = [json.loads(x) for x in self.path.read_text().splitlines()] if self.path.exists() else []
 
     def done(self, arm: str, seed: int) -> bool:
+        """Whether the row exists, re-reading the file: another process may have added it."""
+        if self.path.exists():
+            self.rows = [json.loads(x) for x in self.path.read_text().splitlines()]
         return any(r["arm"] == arm and r["seed"] == seed for r in self.rows)
+
+    def claim(self, arm: str, seed: int) -> bool:
+        """Take (arm, seed) for this process, so parallel processes of one experiment split the arms.
+
+        A claim whose process is gone (killed run) is taken over; the run then resumes from its checkpoint.
+        """
+        folder = WORK / ".claims" / self.path.stem
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{arm.replace(' ', '_').replace('/', '_')}-s{seed}"
+        for _ in range(2):
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                try:
+                    pid = int(path.read_text() or 0)
+                    os.kill(pid, 0)  # alive: someone else runs it
+                    return pid == os.getpid()
+                except (ProcessLookupError, ValueError):
+                    path.unlink(missing_ok=True)  # stale: take it over
+                    continue
+            os.write(fd, str(os.getpid()).encode())
+            os.close(fd)
+            return True
+        return False
 
     def add(self, row: dict) -> None:
         self.rows.append(row)
@@ -236,7 +263,7 @@ def experiment_main(doc: str, name: str, arms, run_arm, summarize, setup=None) -
         train_file = demo_subset(args.train_size)
         for seed in args.seeds:
             for arm in args.arms or arms:
-                if not rows.done(arm, seed):
+                if not rows.done(arm, seed) and rows.claim(arm, seed):
                     rows.add(run_arm(arm, seed, train_file))
                     print(json.dumps({k: v for k, v in rows.rows[-1].items() if not isinstance(v, (list, dict))}), flush=True)
     summarize(rows, args)

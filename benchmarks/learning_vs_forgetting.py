@@ -1,6 +1,6 @@
 """Learning vs forgetting per epoch for each method and anti-forgetting technique (issue 9, experiment 3).
 
-Every arm trains 5 epochs on 100 demo examples at a learning rate where forgetting shows (LoRA r=16
+Every arm trains 4 epochs on 100 demo examples at a learning rate where forgetting shows (LoRA r=16
 at lr 1e-3 as in the demo recipe; full fine-tuning and HFT at 1e-4), evaluated once per epoch with
 early stopping off. At each evaluation three numbers are logged:
 
@@ -35,7 +35,7 @@ ARMS = {
     "lora + replay": LORA + ["regularize.replay_ratio=0.2"],
     "lora + neftune": LORA + ["regularize.neftune_alpha=5"],
 }
-COMMON = ["train.epochs=5", "eval.per_epoch=1", "early_stopping.enabled=false", "guards.forgetting_budget=100",
+COMMON = ["train.epochs=4", "eval.per_epoch=1", "early_stopping.enabled=false", "guards.forgetting_budget=100",
           "guards.forgetting_action=warn", "train.keep_checkpoints=1"]
 NAME = "learning_vs_forgetting"
 PROBE_QUESTIONS = 24

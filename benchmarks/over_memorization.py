@@ -148,10 +148,10 @@ def plot(rows: list[dict]) -> None:
             c = next(c for c in r["curve"] if c["step"] == step)
             ax2.plot(c["epoch"], c["eval_token_acc"], mark, ms=9, mfc="none", mec="k", label=f"pick: {rule}")
         ax.set_title(f"{arm} (seed {r['seed']})")
-        h1, l1 = ax.get_legend_handles_labels()
-        h2, l2 = ax2.get_legend_handles_labels()
-        ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="upper center")
-    fig.tight_layout()
+    h1, l1 = axes[0][0].get_legend_handles_labels()
+    h2, l2 = fig.axes[-1].get_legend_handles_labels()
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
+    fig.legend(h1 + h2, l1 + l2, fontsize=8, loc="lower center", ncol=4)
     fig.savefig(E.RESULTS / f"{NAME}.png", dpi=110)
 
 

@@ -94,6 +94,9 @@ def plot(agg: dict) -> None:
         x, y = a["reference_ppl_change"], a["key_fact_recall"]
         ax.errorbar(100 * x["mean"], 100 * y["mean"], xerr=100 * (x["std"] or 0), yerr=100 * (y["std"] or 0),
                     fmt="*" if arm == SMALLTUNE else "o", ms=12 if arm == SMALLTUNE else 7, capsize=3, label=arm)
+        if a["memorized_rate"]:
+            ax.annotate(f"{a['memorized_rate']['mean']:.0%} memorized", (100 * x["mean"], 100 * y["mean"]),
+                        textcoords="offset points", xytext=(6, -10), fontsize=7, color="grey")
     ax.axvline(0, color="grey", lw=0.8)
     ax.set_xlabel("general-text perplexity change vs base (%)  → more forgetting")
     ax.set_ylabel("held-out key-fact recall (%)")
