@@ -42,64 +42,68 @@ def pick(evals: list[dict], ppl_factor: float) -> dict:
             "accuracy under cap": best(capped, "eval_token_acc", -1)}
 
 
-def score_checkpoints(run_dir, steps: list[int]) -> dict[int, dict]:
-    """Test-set loss, perplexity and token accuracy of every kept checkpoint."""
-    from smalltune import load_examples, load_recipe
-    from smalltune.data.tokenize import tokenize_examples
-    from smalltune.models import load_from_recipe
-    from smalltune.rundir import RunDir
-    from smalltune.train.checkpoint import load_checkpoint
-    from smalltune.train.loss import dataset_metrics
-    from smalltune.train.methods import METHODS
+class RunCheckpoints:
+    """A run's base model with its method applied, loaded once; checkpoints are swapped into it."""
 
-    recipe = load_recipe(run_dir / "recipe.yaml")
-    model, tok = load_from_recipe(recipe)
-    method = METHODS.get(recipe.method.name, "method.name")()
-    model = method.apply(model, recipe.method, recipe)
-    items, _ = tokenize_examples(tok, load_examples(recipe.data.test), recipe.data.max_length, recipe.data.system_prompt)
-    out = {}
-    for step in steps:
-        load_checkpoint(RunDir(run_dir).checkpoint(step), method, model)
-        m = dataset_metrics(model, items, recipe.eval.batch_size, "cpu", tok.pad_token_id)
-        out[step] = {"test_loss": m["eval_loss"], "test_ppl": m["eval_ppl"], "test_token_acc": m["eval_token_acc"]}
-    return out
+    def __init__(self, run_dir):
+        from smalltune import load_recipe
+        from smalltune.models import load_from_recipe
+        from smalltune.train.methods import METHODS
 
+        self.run_dir = run_dir
+        self.recipe = load_recipe(run_dir / "recipe.yaml")
+        model, self.tok = load_from_recipe(self.recipe)
+        self.method = METHODS.get(self.recipe.method.name, "method.name")()
+        self.model = self.method.apply(model, self.recipe.method, self.recipe)
 
-def checkpoint_as_run(run_dir, step: int):
-    """A run directory whose artifact is checkpoint ``step`` (what ``smalltune evaluate`` reads)."""
-    from smalltune import load_recipe
-    from smalltune.models import load_from_recipe
-    from smalltune.rundir import RunDir
-    from smalltune.train.checkpoint import load_checkpoint
-    from smalltune.train.methods import METHODS
+    def load(self, step: int) -> None:
+        from smalltune.rundir import RunDir
+        from smalltune.train.checkpoint import load_checkpoint
 
-    dst = run_dir.parent / f"{run_dir.name}@{step}"
-    recipe = load_recipe(run_dir / "recipe.yaml")
-    method = METHODS.get(recipe.method.name, "method.name")()
-    if not (dst / method.artifact).exists():
-        model, tok = load_from_recipe(recipe)
-        model = method.apply(model, recipe.method, recipe)
-        load_checkpoint(RunDir(run_dir).checkpoint(step), method, model)
-        tmp = dst / f".{method.artifact}.tmp"
-        method.save(model, tmp)
-        tok.save_pretrained(tmp)
-        shutil.copy(run_dir / "recipe.yaml", dst / "recipe.yaml")
-        tmp.rename(dst / method.artifact)
-    return dst
+        load_checkpoint(RunDir(self.run_dir).checkpoint(step), self.method, self.model)
+
+    def test_metrics(self, steps: list[int]) -> dict[int, dict]:
+        """Test-set loss, perplexity and token accuracy of each checkpoint."""
+        from smalltune import load_examples
+        from smalltune.data.tokenize import tokenize_examples
+        from smalltune.train.loss import dataset_metrics
+
+        d = self.recipe.data
+        items, _ = tokenize_examples(self.tok, load_examples(d.test), d.max_length, d.system_prompt)
+        out = {}
+        for step in steps:
+            self.load(step)
+            m = dataset_metrics(self.model, items, self.recipe.eval.batch_size, "cpu", self.tok.pad_token_id)
+            out[step] = {"test_loss": m["eval_loss"], "test_ppl": m["eval_ppl"], "test_token_acc": m["eval_token_acc"]}
+        return out
+
+    def as_run(self, step: int):
+        """A run directory whose artifact is checkpoint ``step`` (what ``smalltune evaluate`` reads)."""
+        artifact = self.method.artifact
+        dst = self.run_dir.parent / f"{self.run_dir.name}@{step}"
+        if not (dst / artifact).exists():
+            self.load(step)
+            tmp = dst / f".{artifact}.tmp"
+            self.method.save(self.model, tmp)
+            self.tok.save_pretrained(tmp)
+            shutil.copy(self.run_dir / "recipe.yaml", dst / "recipe.yaml")
+            tmp.rename(dst / artifact)
+        return dst
 
 
 def run_arm(arm: str, seed: int, train_file) -> dict:
     out = E.WORK / NAME / f"{arm.replace(' ', '_')}-s{seed}"
     summary = E.train_run(E.DEMO / "recipe.yaml", E.data_overrides(train_file, seed, out) + COMMON + ARMS[arm])
     evals = E.eval_records(out)
-    test = score_checkpoints(out, [r["step"] for r in evals])
+    checkpoints = RunCheckpoints(out)
+    test = checkpoints.test_metrics([r["step"] for r in evals])
     curve = [{"step": r["step"], "epoch": r["epoch"], "eval_loss": r["eval_loss"], "eval_ppl": r["eval_ppl"],
               "eval_token_acc": r["eval_token_acc"], "over_memorization": r.get("over_memorization"), **test[r["step"]]}
              for r in evals]
-    picks = {**pick(evals, 1.5), "run's own (auto)": summary["best_step"]}
+    picks = {**pick(evals, checkpoints.recipe.guards.ppl_factor), "run's own (auto)": summary["best_step"]}
     heldout, caps = {}, E.eval_caps(memorization=0, probes=0, reference=0)
     for step in sorted(set(picks.values())):
-        heldout[str(step)] = E.evaluate_run(checkpoint_as_run(out, step), caps, probes=("task", "robustness"))
+        heldout[str(step)] = E.evaluate_run(checkpoints.as_run(step), caps, probes=("task", "robustness"))
     return {"arm": arm, "seed": seed, "curve": curve, "picks": picks, "heldout": heldout,
             "selection": summary["selection"], "train_seconds": summary["wall_seconds"]}
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import tempfile
 import time
@@ -37,18 +36,10 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-DEMO = ROOT / "examples" / "dental"
-RESULTS = Path(__file__).resolve().parent / "results"
+from _evidence import DEMO, RESULTS, atomic_text, machine
 SETTINGS = {"batch_size": 8, "max_length": 256, "warmup_ratio": 0.1, "weight_decay": 0.01, "max_grad_norm": 1.0,
             "seed": 42, "lora": {"r": 16, "alpha": 32, "dropout": 0.1, "lr": 2e-4}, "full": {"lr": 2e-5}}
 SYSTEM = "You are the receptionist at Brightside Dental."
-
-
-def _cpu() -> str:
-    info = Path("/proc/cpuinfo")
-    names = [x.split(":", 1)[1].strip() for x in info.read_text().splitlines() if x.startswith("model name")] if info.exists() else []
-    return names[0] if names else platform.machine()
 
 
 def matmul_peak(dtype: torch.dtype, n: int = 2048, reps: int = 10) -> float:
@@ -179,7 +170,7 @@ def main() -> None:
     if args.padding_only:
         result = json.loads(args.output.read_text())
         result["padding_positions_per_real_token"] = padding_overhead()
-        _write(args.output, result)
+        atomic_text(args.output, json.dumps(result, indent=1))
         print(json.dumps(result["padding_positions_per_real_token"]))
         return
     peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
@@ -204,20 +195,13 @@ def main() -> None:
             **{f"{tool}_gflops": round(statistics.mean(v) * fpt / 1e9, 1) for tool, v in tps.items()},
             **{f"{tool}_share_of_fp32_peak": round(statistics.mean(v) * fpt / peaks["fp32"], 3) for tool, v in tps.items()},
         }
-    result = {"experiment": "speed_vs_trl", "date": time.strftime("%Y-%m-%d"), "machine": _cpu(),
+    result = {"experiment": "speed_vs_trl", "date": time.strftime("%Y-%m-%d"), "machine": machine()["cpu"],
               "threads": torch.get_num_threads(), "torch": torch.__version__, "settings": {**SETTINGS, "steps": args.steps,
               "rounds": args.rounds}, "matmul_peak_gflops": {k: round(v / 1e9, 1) for k, v in peaks.items()},
               "runs": runs, "summary": summary, "padding_positions_per_real_token": padding_overhead(),
               "command": f"python benchmarks/speed_vs_trl.py --steps {args.steps} --rounds {args.rounds}"}
-    _write(args.output, result)
+    atomic_text(args.output, json.dumps(result, indent=1))
     print(json.dumps(summary, indent=1))
-
-
-def _write(path: Path, result: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=1))
-    tmp.replace(path)
 
 
 if __name__ == "__main__":
