@@ -26,8 +26,8 @@ def test_quick_demo_trains_a_real_adapter_and_reports(tmp_path):
 
     summary = json.loads(run.train_summary.read_text())
     assert summary["steps"] == 24 and summary["artifact_written"]
-    evals = [r for r in run.read_metrics() if r["type"] == "eval"]
-    assert evals[-1]["eval_loss"] < evals[0]["eval_loss"]  # validation loss fell while training
+    evals = [r for r in run.read_metrics() if r.kind == "eval"]
+    assert evals[-1].eval_loss < evals[0].eval_loss  # validation loss fell while training
 
     # The adapter is a standard PEFT folder that peft loads onto the base model, and it changes the output.
     import torch

@@ -11,6 +11,7 @@ from conftest import chat, toy_records, write_jsonl
 from smalltune import evaluate, train
 from smalltune.recipe import recipe_from_dict
 from smalltune.rundir import RunDir
+from smalltune.schema import EVAL_SCHEMA
 
 SHAPE = {"base", "finetuned", "delta", "ci", "n"}
 
@@ -88,7 +89,8 @@ def test_evaluate_writes_complete_eval_json(lora_run, tiny_model_dir):
     result = evaluate(lora_run, quick=True, progress=False)
     saved = json.loads(RunDir(lora_run).eval.read_text())
     assert saved == json.loads(json.dumps(result.to_dict()))
-    assert set(saved) == {"provenance", "settings", "probes", "verdicts", "samples"}
+    assert set(saved) == {"schema_version", "provenance", "settings", "probes", "verdicts", "samples"}
+    assert saved["schema_version"] == EVAL_SCHEMA
     assert set(saved["probes"]) == {"task", "memorization", "forgetting", "robustness", "diversity"}
     assert saved["settings"]["quick"] and saved["settings"]["generation"]["do_sample"] is False
     assert saved["provenance"]["counts"]["heldout_examples"] == 3

@@ -11,7 +11,8 @@ import pytest
 from smalltune.evaluate import metrics as M
 from smalltune.evaluate.perturb import PERTURBATIONS, perturb
 from smalltune.evaluate.results import metric
-from smalltune.evaluate.verdicts import verdicts
+from smalltune.evaluate.verdicts import TrainingLog, verdicts
+from smalltune.schema import EvalRecord, TrainSummary
 
 
 def test_exact_match_normalises_case_punctuation_and_space():
@@ -98,11 +99,17 @@ def test_perturbations_are_deterministic_and_change_the_text():
     assert variant[0] == conv[0] and variant[1]["content"] == "Where are you exactly"
 
 
+def _training(best: dict, evals: list[dict]) -> TrainingLog:
+    """What the verdicts read of training, as train_summary.json and metrics.jsonl would hold it."""
+    return TrainingLog(summary=TrainSummary.from_dict({"best_metrics": best}),
+                       evals=[EvalRecord.from_dict({"type": "eval", **r}) for r in evals])
+
+
 def test_verdicts_follow_documented_thresholds():
-    training = {"summary": {"best_metrics": {"eval_ppl": 6.0, "eval_token_acc": 0.9}},
-                "evals": [{"step": 1, "epoch": 1.0, "eval_loss": 1.0, "train_loss": 1.0},
+    training = _training({"eval_ppl": 6.0, "eval_token_acc": 0.9},
+                         [{"step": 1, "epoch": 1.0, "eval_loss": 1.0, "train_loss": 1.0},
                           {"step": 2, "epoch": 2.0, "eval_loss": 0.8, "train_loss": 0.6},
-                          {"step": 3, "epoch": 3.0, "eval_loss": 1.1, "train_loss": 0.3}]}
+                          {"step": 3, "epoch": 3.0, "eval_loss": 1.1, "train_loss": 0.3}])
     probes = {"forgetting": {"reference_ppl_relative_change": {"value": 0.08}},
               "memorization": {"verbatim_rate_long": {"base": 0.0, "finetuned": 0.9, "delta": 0.9}}}
     got = {v.name: v for v in verdicts(probes, training)}
@@ -112,7 +119,7 @@ def test_verdicts_follow_documented_thresholds():
     assert got["convergence"].status == "warn"  # +0.3 per epoch
     assert got["forgetting_perplexity"].status == "warn"
     assert got["memorization"].status == "problem"
-    healthy = {"summary": {"best_metrics": {"eval_ppl": 2.5, "eval_token_acc": 0.7}}, "evals": []}
+    healthy = _training({"eval_ppl": 2.5, "eval_token_acc": 0.7}, [])
     got = {v.name: v for v in verdicts({}, healthy)}
     assert got["validation_perplexity"].status == "ok" and got["validation_accuracy"].status == "warn"
     assert math.isclose(got["validation_perplexity"].value, 2.5)

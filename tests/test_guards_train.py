@@ -17,19 +17,19 @@ def test_tiny_forgetting_budget_stops_and_keeps_a_checkpoint_within_budget(make_
                             "train.max_steps": 12, "early_stopping.enabled": False})
     result = train(recipe, progress=False)
     run = RunDir(result.run_dir)
-    evals = [r for r in run.read_metrics() if r["type"] == "eval"]
+    evals = [r for r in run.read_metrics() if r.kind == "eval"]
     assert result.stopped == "forgetting_budget"
-    assert all("ref_ppl" in r and "ref_ppl_base" in r for r in evals)
-    assert evals[0]["within_forgetting_budget"] and evals[0]["ref_ppl"] == evals[0]["ref_ppl_base"]
-    assert evals[-1]["forgetting"] > 0 and not evals[-1]["within_forgetting_budget"]
-    assert result.steps == evals[-1]["step"] < 12
+    assert all(r.ref_ppl is not None and r.ref_ppl_base is not None for r in evals)
+    assert evals[0].within_forgetting_budget and evals[0].ref_ppl == evals[0].ref_ppl_base
+    assert evals[-1].forgetting > 0 and not evals[-1].within_forgetting_budget
+    assert result.steps == evals[-1].step < 12
     stop = [e for e in result.events if e["guard"] == "forgetting_budget"]
     assert stop and stop[0]["action"] == "stop" and stop[0]["values"]["budget"] == 0.0
     summary = json.loads(run.train_summary.read_text())
     assert summary["stopped"] == "forgetting_budget" and summary["guards"]["forgetting_budget"]["base_ppl"] > 0
     # The kept checkpoint is the best evaluation within budget, even where a later one had lower loss.
-    within = [r for r in evals if r["within_forgetting_budget"]]
-    assert result.best_step == min(within, key=lambda r: r["eval_loss"])["step"]
+    within = [r for r in evals if r.within_forgetting_budget]
+    assert result.best_step == min(within, key=lambda r: r.eval_loss).step
     assert json.loads((run.best / "state.json").read_text())["step"] == result.best_step
     assert result.artifact_written and run.adapter.exists()
 

@@ -193,14 +193,14 @@ def test_each_regularizer_trains_the_tiny_model(make_recipe, setting):
     result = train(make_recipe(**setting, **{"train.max_steps": 2}), progress=False)
     assert result.steps == 2
     records = RunDir(result.run_dir).read_metrics()
-    start = next(r for r in records if r.get("event") == "start")
-    steps = [r for r in records if r["type"] == "train"]
-    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in steps)
-    if "regularize.ewc_lambda" in setting:
-        assert start["regularizers"] == ["ewc"] and start["ewc_fisher_windows"] > 0
-        assert steps[0]["ewc_penalty"] == 0.0 < steps[1]["ewc_penalty"]  # LoRA starts at the zero update
+    start = next(r for r in records if r.kind == "event" and r.event == "start")
+    steps = [r for r in records if r.kind == "train"]
+    assert all(torch.isfinite(torch.tensor(r.loss)) for r in steps)
+    if "regularize.ewc_lambda" in setting:  # regularisers' numbers are extra signals of the records
+        assert start.extra["regularizers"] == ["ewc"] and start.extra["ewc_fisher_windows"] > 0
+        assert steps[0].extra["ewc_penalty"] == 0.0 < steps[1].extra["ewc_penalty"]  # LoRA starts at the zero update
     if "regularize.sam_rho" in setting:
-        assert start["regularizers"] == ["sam"]
+        assert start.extra["regularizers"] == ["sam"]
     summary = json.loads(RunDir(result.run_dir).train_summary.read_text())
     assert "regularizers" in summary["data"]
 

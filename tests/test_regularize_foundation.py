@@ -46,6 +46,6 @@ def test_gradient_clipping_bounds_the_norm_the_optimizer_sees(make_recipe, monke
 
     monkeypatch.setattr(torch.optim.AdamW, "step", spy)
     result = train(make_recipe(**{"train.max_steps": 3, "train.max_grad_norm": 0.01}), progress=False)
-    logged = [r["grad_norm"] for r in RunDir(result.run_dir).read_metrics() if r["type"] == "train"]
+    logged = [r.grad_norm for r in RunDir(result.run_dir).read_metrics() if r.kind == "train"]
     assert len(seen) == 3 and all(n <= 0.01 * (1 + 1e-4) for n in seen)
     assert all(n > 0.01 for n in logged)  # the raw norm was above the bound, so clipping did act

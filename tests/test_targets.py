@@ -127,7 +127,7 @@ def test_stm_and_self_distill_run_in_training(make_recipe):
                                   "targets.self_distill": True, "targets.self_distill_max_new_tokens": 8}),
                    progress=False)
     run = RunDir(result.run_dir)
-    start = next(r for r in run.read_metrics() if r.get("event") == "start")
+    start = next(r for r in run.read_metrics() if r.kind == "event" and r.event == "start").extra
     summary = json.loads(run.train_summary.read_text())["data"]["transforms"]
     # the random tiny model finds its tokens about as likely as 1 / vocabulary: some above, some below
     assert 0 < start["stm_masked_share"] < 1 and summary["stm_masked_share"] == start["stm_masked_share"]

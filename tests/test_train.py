@@ -58,11 +58,11 @@ def test_early_stopping_stops_and_restores_best(make_recipe):
                             "eval.every_steps": 2, "train.max_grad_norm": None, "train.warmup_ratio": 0})
     result = train(recipe, progress=False)
     assert result.stopped == "early_stopping"
-    evals = [r for r in RunDir(result.run_dir).read_metrics() if r["type"] == "eval"]
-    best = min(evals, key=lambda r: r["eval_loss"])
-    assert result.best_step == best["step"]
+    evals = [r for r in RunDir(result.run_dir).read_metrics() if r.kind == "eval"]
+    best = min(evals, key=lambda r: r.eval_loss)
+    assert result.best_step == best.step
     assert result.steps < 30 * 8
-    assert evals[-1]["eval_loss"] > best["eval_loss"]
+    assert evals[-1].eval_loss > best.eval_loss
 
 
 def test_resume_after_crash_matches_uninterrupted_run(make_recipe, tmp_path, monkeypatch):
@@ -90,9 +90,9 @@ def test_resume_after_crash_matches_uninterrupted_run(make_recipe, tmp_path, mon
 
     resumed = train(make_recipe(**common, output_dir=str(tmp_path / "crashed")), resume=True, progress=False)
     assert resumed.steps == 8
-    events = [r["event"] for r in run.read_metrics() if r["type"] == "event"]
+    events = [r.event for r in run.read_metrics() if r.kind == "event"]
     assert "resume" in events
-    steps = [r["step"] for r in run.read_metrics() if r["type"] == "train"]
+    steps = [r.step for r in run.read_metrics() if r.kind == "train"]
     assert steps == list(range(1, 9))  # no step logged twice, none missing
     a = load_file(str(RunDir(clean.run_dir).adapter / "adapter_model.safetensors"))
     b = load_file(str(run.adapter / "adapter_model.safetensors"))
@@ -116,6 +116,6 @@ def test_run_directory_has_provenance_and_metrics(make_recipe):
     prov = summary["provenance"]
     assert prov["seed"] == 0 and prov["libraries"]["torch"] and prov["recipe"]["train"]["max_steps"] == 3
     assert summary["data"]["validation_source"].startswith("carved")
-    kinds = {r["type"] for r in run.read_metrics()}
+    kinds = {r.kind for r in run.read_metrics()}
     assert {"train", "eval", "event"} <= kinds
     assert run.recipe.exists() and run.provenance.exists()

@@ -38,7 +38,7 @@ def demo_recipe(quick: bool = False, output_dir: str | None = None, overrides: l
 
 def answer_pair(question, reference, base, finetuned, key_facts, category=None):
     """One base-vs-fine-tuned answer pair, as the report shows it (same type, same fact matching)."""
-    from .report.load import Sample
+    from .schema import Sample
 
     return Sample(id="", category=category or "", question=question, reference=reference, base=base,
                   finetuned=finetuned, key_facts=list(key_facts))
@@ -81,12 +81,11 @@ def round_robin_by_category(examples: list, n: int) -> list:
 
 def comparisons_from_eval(run_dir: str | Path, n: int = 6) -> list:
     """The first ``n`` answer pairs the evaluation stored in eval.json (one per category first)."""
-    from .report.load import _sample
-    from .rundir import RunDir, read_json
+    from .rundir import RunDir
+    from .schema import read_eval
 
     path = RunDir(Path(run_dir)).eval
-    samples = (read_json(path).get("samples") or []) if path.exists() else []
-    return round_robin_by_category([_sample(s) for s in samples], n)
+    return round_robin_by_category(read_eval(path).samples if path.exists() else [], n)
 
 
 def run_demo(quick: bool = False, output_dir: str | None = None, questions: int = 6, overrides: list[str] = ()):

@@ -17,6 +17,7 @@ from pathlib import Path
 from .errors import EXIT_FINDINGS, SmalltuneError
 from .recipe import Recipe
 from .rundir import RunDir, open_run_dir
+from .schema import read_train_summary
 
 
 def audit_stage(recipe: Recipe, run: RunDir, force: bool, progress: bool) -> None:
@@ -40,10 +41,14 @@ def train_stage(recipe: Recipe, run: RunDir, resume: bool, progress: bool) -> No
 
     # Resume only what training started: a run stopped by the audit has no checkpoint to continue.
     started = run.metrics.exists() or run.checkpoints.exists()
-    result = train(recipe, resume=resume and started, progress=progress)
-    if not result.artifact_written:  # a guard stopped it and no checkpoint passed: nothing to evaluate
-        raise SmalltuneError(f"training stopped by the {result.stopped} guard and no checkpoint passed the "
-                             f"guards ({result.stop_message}); see {run.train_summary}", EXIT_FINDINGS)
+    _check_trained(train(recipe, resume=resume and started, progress=progress), run)
+
+
+def _check_trained(summary, run: RunDir) -> None:
+    """A run a guard stopped with no checkpoint passing the guards has nothing to evaluate: stop here."""
+    if not summary.artifact_written:
+        raise SmalltuneError(f"training stopped by the {summary.stopped} guard and no checkpoint passed the "
+                             f"guards ({summary.stop_message}); see {run.train_summary}", EXIT_FINDINGS)
 
 
 def evaluate_stage(recipe: Recipe, run: RunDir, quick: bool, progress: bool) -> None:
@@ -78,7 +83,9 @@ def run(recipe: Recipe, resume: bool = False, quick: bool = False, force: bool =
             _check_stored_audit(run_dir)
         elif not done(run_dir.audit):
             audit_stage(recipe, run_dir, force, progress)
-        if not done(run_dir.train_summary):
+        if done(run_dir.train_summary):  # finished before: still nothing to evaluate if no artifact was written
+            _check_trained(read_train_summary(run_dir.train_summary), run_dir)
+        else:
             train_stage(recipe, run_dir, resume, progress)
         if not done(run_dir.eval):
             evaluate_stage(recipe, run_dir, quick, progress)
@@ -99,10 +106,10 @@ def _report_what_ran(run_dir: RunDir) -> None:
 
 def _check_stored_audit(run_dir: RunDir) -> None:
     """On resume, an audit that stopped the run before still stops it (the data has not changed)."""
+    from .audit.report import AuditReport
     from .rundir import read_json
 
-    findings = read_json(run_dir.audit).get("findings") or []
-    errors = [f for f in findings if isinstance(f, dict) and f.get("severity") == "error"]
+    errors = AuditReport.from_dict(read_json(run_dir.audit)).errors
     if errors:
         raise SmalltuneError(f"the data audit found {len(errors)} error(s); details in {run_dir.audit}. "
                              "Fix the data and start a new run, or pass --force to train anyway", EXIT_FINDINGS)

@@ -24,7 +24,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -107,25 +107,35 @@ class RunDir:
             return []
         return sorted(p for p in self.checkpoints.glob("step-*") if p.is_dir())
 
-    def log(self, record: dict) -> None:
-        """Append one JSON line to the metrics log (a line is written whole or, on a crash, not at all)."""
+    def log(self, record) -> None:
+        """Append one record (a :mod:`smalltune.schema` metrics record, or its dict) to the metrics log.
+
+        A line is written whole or, on a crash, not at all.
+        """
+        from .schema import encode_metric
+
         self.path.mkdir(parents=True, exist_ok=True)
-        line = json.dumps(record, default=_json_default) + "\n"
+        line = json.dumps(encode_metric(record), default=_json_default) + "\n"  # stamped with the schema version
         with open(self.metrics, "a", encoding="utf-8") as f:
             f.write(line)
             f.flush()
             os.fsync(f.fileno())
 
-    def read_metrics(self) -> Iterator[dict]:
-        if not self.metrics.exists():
-            return iter(())
-        lines = self.metrics.read_text(encoding="utf-8").splitlines()
-        return (json.loads(line) for line in lines if line.strip().endswith("}"))
+    def read_metrics(self) -> list:
+        """The metrics log as typed records (:mod:`smalltune.schema.metrics`), in file order.
+
+        >>> evals = [r for r in RunDir("runs/x").read_metrics() if r.kind == "eval"]
+        """
+        from .schema import read_metrics
+
+        return read_metrics(self.metrics).records
 
     def truncate_metrics_after(self, step: int) -> None:
         """On resume, drop records logged after the checkpoint we resume from (they will be redone)."""
-        kept = [r for r in self.read_metrics() if r.get("step", 0) <= step]
-        atomic_write_text(self.metrics, "".join(json.dumps(r) + "\n" for r in kept))
+        from .schema import dumps_metrics
+
+        kept = [r for r in self.read_metrics() if (r.lookup("step") or 0) <= step]
+        atomic_write_text(self.metrics, dumps_metrics(kept))
 
 
 def default_run_name(recipe) -> str:

@@ -16,11 +16,12 @@ def run(args) -> int:
     from .. import load_recipe
     from ..pipeline import run as run_pipeline
 
-    from ..rundir import RunDir, read_json
+    from ..rundir import RunDir
+    from ..schema import read_train_summary
     from .train import report_unsafe_stop
 
     recipe = load_recipe(args.recipe, args.overrides)
     report_path = run_pipeline(recipe, resume=args.resume, quick=args.quick, force=args.force,
                                progress=not args.no_progress)
     print(report_path)
-    return report_unsafe_stop(read_json(RunDir(report_path.parent).train_summary))
+    return report_unsafe_stop(read_train_summary(RunDir(report_path.parent).train_summary).to_dict())

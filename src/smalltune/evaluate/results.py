@@ -1,4 +1,4 @@
-"""Typed evaluation results: what ``evaluate`` returns and writes as ``eval.json``.
+"""The metric shape of evaluation results; the records of ``eval.json`` are in :mod:`smalltune.schema.evaluation`.
 
 Every metric has one shape, :func:`metric`: base and fine-tuned values on the same inputs, their
 difference, a 95% paired bootstrap CI **of the delta** (items resampled, both models kept
@@ -8,11 +8,12 @@ together), and the item count. The report renders only from these dictionaries.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
+# The records of eval.json live in the result schema; re-exported for the probes and the runner.
+from ..schema.evaluation import EvalResult, EvalSettings, Sample, Verdict
 from .metrics import bootstrap_ci
 
 
@@ -54,40 +55,4 @@ def single(value: float | None, n: int) -> dict:
     return {"base": None, "finetuned": _clean(value), "delta": None, "ci": [None, None], "n": n}
 
 
-@dataclass
-class Verdict:
-    name: str
-    status: str  # "ok" | "warn" | "problem"
-    value: Any
-    threshold: str
-    message: str
-    fix: str
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-@dataclass
-class EvalResult:
-    """The whole evaluation; ``to_dict()`` is exactly what ``eval.json`` holds."""
-
-    run_dir: str
-    provenance: dict
-    settings: dict
-    probes: dict[str, dict] = field(default_factory=dict)
-    verdicts: list[Verdict] = field(default_factory=list)
-    samples: list[dict] = field(default_factory=list)
-
-    @property
-    def path(self) -> str:
-        from ..rundir import RunDir
-
-        return str(RunDir(self.run_dir).eval)
-
-    def to_dict(self) -> dict:
-        return {"provenance": self.provenance, "settings": self.settings, "probes": self.probes,
-                "verdicts": [v.to_dict() for v in self.verdicts], "samples": self.samples}
-
-    def worst_status(self) -> str:
-        order = {"ok": 0, "warn": 1, "problem": 2}
-        return max((v.status for v in self.verdicts), key=order.__getitem__, default="ok")
+__all__ = ["metric", "single", "EvalResult", "EvalSettings", "Sample", "Verdict"]

@@ -9,7 +9,7 @@ from ..errors import SmalltuneError
 from ..provenance import provenance
 from ..rundir import RunDir, atomic_write_json
 from .context import QUICK, Caps, EvalContext
-from .results import EvalResult
+from .results import EvalResult, EvalSettings, Sample
 from .verdicts import read_training, verdicts
 
 
@@ -79,16 +79,17 @@ def evaluate(run_dir, test=None, reference=None, quick: bool = False, probes=Non
             continue
         results[name] = probe.run(ctx)
     training = read_training(run)
-    settings = {
-        "generation": {**ctx.settings().to_dict(), "greedy": True},
-        "quick": quick, "caps": caps.__dict__, "seed": seed, "heldout": source,
-        "reference": ref_source, "skipped": skipped, "wall_seconds": round(time.perf_counter() - started, 1),
-        "ci": "95% paired bootstrap CI of the delta (finetuned - base), items resampled, 1000 resamples",
-    }
+    settings = EvalSettings(
+        generation={**ctx.settings().to_dict(), "greedy": True},
+        quick=quick, caps=dict(caps.__dict__), seed=seed, heldout=source,
+        reference=ref_source, skipped=skipped, wall_seconds=round(time.perf_counter() - started, 1),
+        ci="95% paired bootstrap CI of the delta (finetuned - base), items resampled, 1000 resamples",
+    )
     result = EvalResult(
         run_dir=str(run.path),
         provenance=provenance(recipe, seed, heldout_examples=len(heldout), reference_paragraphs=len(texts)),
-        settings=settings, probes=results, verdicts=verdicts(results, training), samples=ctx.samples,
+        settings=settings, probes=results, verdicts=verdicts(results, training),
+        samples=[Sample.from_dict(s) for s in ctx.samples],
     )
-    atomic_write_json(run.eval, result.to_dict())
+    atomic_write_json(run.eval, result.to_dict())  # schema_version first, as every result file
     return result

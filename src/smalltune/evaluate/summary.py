@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.table import Table
 
 from .. import console
+from ..schema.evaluation import EvalResult, Metric, probe_value
 
 # (probe, metric, label, format) rows of the headline table, in reading order.
 HEADLINES = [
@@ -27,26 +28,27 @@ def _fmt(fmt: str, v) -> str:
     return "–" if v is None else fmt.format(v)
 
 
-def _delta(fmt: str, m: dict) -> str:
-    if m.get("delta") is None:
+def _delta(fmt: str, m: Metric) -> str:
+    if m.delta is None:
         return "–"
-    d = fmt.replace("{:", "{:+").format(m["delta"])
-    lo, hi = m.get("ci") or (None, None)
+    d = fmt.replace("{:", "{:+").format(m.delta)
+    lo, hi = m.ci_low, m.ci_high
     return d if lo is None else f"{d} [{_fmt(fmt, lo)}, {_fmt(fmt, hi)}]"
 
 
-def print_summary(result) -> None:
+def print_summary(result: EvalResult) -> None:
     table = Table(title="evaluation: base vs fine-tuned (95% CI of the change)", title_justify="left")
     for col in ("metric", "base", "fine-tuned", "change [CI]", "n"):
         table.add_column(col, justify="left" if col == "metric" else "right")
     for probe, key, label, fmt in HEADLINES:
-        m = result.probes.get(probe, {}).get(key)
-        if m and m.get("n"):
-            table.add_row(label, _fmt(fmt, m["base"]), _fmt(fmt, m["finetuned"]), _delta(fmt, m), str(m["n"]))
-    for name, p in result.probes.get("robustness", {}).get("perturbations", {}).items():
-        d = p["drop"]
-        table.add_row(f"quality drop: {name}", _fmt("{:.2f}", d["base"]), _fmt("{:.2f}", d["finetuned"]),
-                      _delta("{:.2f}", d), str(d["n"]))
+        m = result.metric(probe, key)
+        if m and m.n:
+            table.add_row(label, _fmt(fmt, m.base), _fmt(fmt, m.finetuned), _delta(fmt, m), str(m.n))
+    perturbations = probe_value(result.probes, "robustness", "perturbations") or {}
+    for name in perturbations:
+        if (d := result.metric("robustness", "perturbations", name, "drop")) is not None:
+            table.add_row(f"quality drop: {name}", _fmt("{:.2f}", d.base), _fmt("{:.2f}", d.finetuned),
+                          _delta("{:.2f}", d), str(d.n))
     console.out.print(table)
     for v in result.verdicts:
         style = STYLE[v.status]
@@ -54,5 +56,5 @@ def print_summary(result) -> None:
         if v.fix:
             line += f"\n          [dim]fix:[/dim] {v.fix}"
         console.out.print(line)
-    for name, reason in result.settings.get("skipped", {}).items():
+    for name, reason in (result.settings.skipped or {}).items():
         console.warn(f"probe {name} skipped: {reason}")

@@ -2,15 +2,17 @@
 the fix to try. docs/evaluation.md justifies every threshold; change them there and here together.
 
 A verdict rule takes (probes, training) and returns a :class:`Verdict` or None when its inputs are
-missing; ``training`` holds ``train_summary.json`` and the evaluation records of ``metrics.jsonl``.
+missing; ``training`` is a :class:`TrainingLog`: ``train_summary.json`` and the evaluation records of
+``metrics.jsonl``, read through :mod:`smalltune.schema`.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Callable
 
 from ..registry import Registry
-from .results import Verdict
+from ..schema import EvalRecord, TrainSummary, Verdict, estimate_at, metric_at, probe_value
 
 Rule = Callable[[dict, dict], "Verdict | None"]
 RULES: Registry[Rule] = Registry("verdict")
@@ -27,21 +29,21 @@ ROBUST_WARN = 0.2  # fine-tuned quality drop on a perturbation
 REPEAT_WARN = 0.2  # share of repeated trigrams in fine-tuned answers
 
 
-def _get(d: dict, *keys):
-    for k in keys:
-        if not isinstance(d, dict) or d.get(k) is None:
-            return None
-        d = d[k]
-    return d
+@dataclass
+class TrainingLog:
+    """What the verdicts read of training: the summary (None when training did not finish) and its evaluations."""
 
+    summary: TrainSummary | None = None
+    evals: list[EvalRecord] = field(default_factory=list)
 
-def _best(training: dict) -> dict | None:
-    return _get(training, "summary", "best_metrics")
+    @property
+    def best(self) -> EvalRecord | None:
+        return self.summary.best if self.summary is not None else None
 
 
 @RULES.register("validation_perplexity")
-def validation_perplexity(probes, training):
-    ppl = _get(_best(training) or {}, "eval_ppl")
+def validation_perplexity(probes, training: TrainingLog):
+    ppl = training.best.eval_ppl if training.best else None
     if ppl is None:
         return None
     lo, hi = PPL_HEALTHY
@@ -59,8 +61,8 @@ def validation_perplexity(probes, training):
 
 
 @RULES.register("validation_accuracy")
-def validation_accuracy(probes, training):
-    acc = _get(_best(training) or {}, "eval_token_acc")
+def validation_accuracy(probes, training: TrainingLog):
+    acc = training.best.eval_token_acc if training.best else None
     if acc is None:
         return None
     thr = f"good > {ACC_GOOD:.0%}, investigate < {ACC_INVESTIGATE:.0%}"
@@ -71,20 +73,20 @@ def validation_accuracy(probes, training):
     return Verdict("validation_accuracy", "ok", acc, thr, f"validation token accuracy {acc:.1%} is {word}", "")
 
 
-def _evals(training) -> list[dict]:
-    return [r for r in training.get("evals", []) if r.get("eval_loss") is not None]
+def _evals(training: TrainingLog) -> list[EvalRecord]:
+    return [r for r in training.evals if r.eval_loss is not None]
 
 
 @RULES.register("convergence")
-def convergence(probes, training):
-    evals = _evals(training)
-    if len(evals) < 2 or evals[-1].get("epoch") is None:
+def convergence(probes, training: TrainingLog):
+    evals = [r for r in _evals(training) if r.epoch is not None]
+    if len(evals) < 2:
         return None
     last = evals[-1]
-    earlier = [r for r in evals[:-1] if last["epoch"] - r["epoch"] >= 1.0] or evals[:1]
+    earlier = [r for r in evals[:-1] if last.epoch - r.epoch >= 1.0] or evals[:1]
     ref = earlier[-1]
-    span = max(last["epoch"] - ref["epoch"], 1e-9)
-    change = (last["eval_loss"] - ref["eval_loss"]) / span
+    span = max(last.epoch - ref.epoch, 1e-9)
+    change = (last.eval_loss - ref.eval_loss) / span
     thr = f"|validation loss change| < {CONVERGED_PER_EPOCH} per epoch"
     if abs(change) < CONVERGED_PER_EPOCH:
         return Verdict("convergence", "ok", change, thr, f"validation loss changed {change:+.3f} per epoch at the end: converged", "")
@@ -96,31 +98,31 @@ def convergence(probes, training):
 
 
 @RULES.register("overfitting")
-def overfitting(probes, training):
-    evals = [r for r in _evals(training) if r.get("train_loss") is not None]
+def overfitting(probes, training: TrainingLog):
+    evals = [r for r in _evals(training) if r.train_loss is not None]
     if len(evals) < 2:
         return None
-    gaps = [r["eval_loss"] - r["train_loss"] for r in evals]
-    best = min(range(len(evals)), key=lambda i: evals[i]["eval_loss"])
+    gaps = [r.eval_loss - r.train_loss for r in evals]
+    best = min(range(len(evals)), key=lambda i: evals[i].eval_loss)
     growth = gaps[-1] - gaps[best]
     thr = f"train/validation gap growing by > {GAP_GROWTH} after the best evaluation"
-    if growth > GAP_GROWTH and evals[-1]["eval_loss"] > evals[best]["eval_loss"]:
+    if growth > GAP_GROWTH and evals[-1].eval_loss > evals[best].eval_loss:
         return Verdict("overfitting", "warn", growth, thr,
-                       f"train/validation gap grew by {growth:.3f} after step {evals[best].get('step')} while validation loss rose",
+                       f"train/validation gap grew by {growth:.3f} after step {evals[best].step} while validation loss rose",
                        "the best checkpoint was kept; for the next run lower train.epochs or train.lr, or raise method.dropout")
     return Verdict("overfitting", "ok", growth, thr, "no growing train/validation gap", "")
 
 
 @RULES.register("memorization")
 def memorization(probes, training):
-    m = _get(probes, "memorization", "verbatim_rate_long") or {}
-    if m.get("delta") is None:
-        m = _get(probes, "memorization", "memorized_rate") or {}
-    if m.get("delta") is None:
+    m = metric_at(probes, "memorization", "verbatim_rate_long")
+    if m is None or m.delta is None:
+        m = metric_at(probes, "memorization", "memorized_rate")
+    if m is None or m.delta is None:
         return None
-    d = m["delta"]
+    d = m.delta
     thr = f"rise in verbatim rate on long training answers: warn > {MEMO_WARN:.0%}, problem > {MEMO_PROBLEM:.0%}"
-    msg = f"fine-tuned model reproduces {m['finetuned']:.0%} of long training answers verbatim (base {m['base']:.0%})"
+    msg = f"fine-tuned model reproduces {m.finetuned:.0%} of long training answers verbatim (base {m.base:.0%})"
     if d > MEMO_PROBLEM:
         return Verdict("memorization", "problem", d, thr, msg, "lower train.epochs or train.lr, raise method.dropout; "
                        "paraphrase answers (augmentation) so no single wording is drilled in")
@@ -131,7 +133,8 @@ def memorization(probes, training):
 
 @RULES.register("forgetting_perplexity")
 def forgetting_perplexity(probes, training):
-    rel = _get(probes, "forgetting", "reference_ppl_relative_change", "value")
+    change = estimate_at(probes, "forgetting", "reference_ppl_relative_change")
+    rel = change.value if change else None
     if rel is None:
         return None
     thr = f"reference perplexity rise: warn > {FORGET_WARN:.0%}, problem > {FORGET_PROBLEM:.0%}"
@@ -146,13 +149,13 @@ def forgetting_perplexity(probes, training):
 
 @RULES.register("forgetting_questions")
 def forgetting_questions(probes, training):
-    m = _get(probes, "forgetting", "general_accuracy") or {}
-    if m.get("delta") is None:
+    m = metric_at(probes, "forgetting", "general_accuracy")
+    if m is None or m.delta is None:
         return None
-    drop = -m["delta"]
-    sure = m["ci"][1] is not None and m["ci"][1] < 0  # the whole CI of the change is below zero
+    drop = -m.delta
+    sure = m.ci_high is not None and m.ci_high < 0  # the whole CI of the change is below zero
     thr = f"general-question accuracy drop: warn > {QA_WARN:.0%}, problem > {QA_PROBLEM:.0%} with the CI below 0"
-    msg = f"general-question accuracy {m['base']:.0%} -> {m['finetuned']:.0%} (n={m['n']})"
+    msg = f"general-question accuracy {m.base:.0%} -> {m.finetuned:.0%} (n={m.n})"
     fix = "lower train.lr, fewer epochs, or replay general data; see the forgetting examples"
     if drop > QA_PROBLEM and sure:
         return Verdict("forgetting_questions", "problem", drop, thr, msg, fix)
@@ -163,8 +166,9 @@ def forgetting_questions(probes, training):
 
 @RULES.register("robustness")
 def robustness(probes, training):
-    per = _get(probes, "robustness", "perturbations") or {}
-    drops = {k: v["drop"]["finetuned"] for k, v in per.items() if v["drop"]["finetuned"] is not None}
+    per = {k: metric_at(probes, "robustness", "perturbations", k, "drop")
+           for k in (probe_value(probes, "robustness", "perturbations") or {})}
+    drops = {k: m.finetuned for k, m in per.items() if m is not None and m.finetuned is not None}
     if not drops:
         return None
     name, worst = max(drops.items(), key=lambda kv: kv[1])
@@ -178,7 +182,8 @@ def robustness(probes, training):
 
 @RULES.register("repetition")
 def repetition(probes, training):
-    rep = _get(probes, "diversity", "repetition_rate", "finetuned")
+    m = metric_at(probes, "diversity", "repetition_rate")
+    rep = m.finetuned if m else None
     if rep is None:
         return None
     thr = f"repeated trigrams in fine-tuned answers: warn > {REPEAT_WARN:.0%}"
@@ -188,17 +193,14 @@ def repetition(probes, training):
     return Verdict("repetition", "ok", rep, thr, msg, "")
 
 
-def read_training(run) -> dict:
+def read_training(run) -> TrainingLog:
     """``train_summary.json`` and the evaluation records of ``metrics.jsonl`` (empty when missing)."""
-    from ..rundir import read_json
+    from ..schema import read_metrics, read_train_summary
 
-    out: dict = {"summary": {}, "evals": []}
-    if run.train_summary.exists():
-        out["summary"] = read_json(run.train_summary)
-    out["evals"] = [r for r in run.read_metrics() if r.get("type") == "eval"]
-    return out
+    summary = read_train_summary(run.train_summary) if run.train_summary.exists() else None
+    return TrainingLog(summary=summary, evals=read_metrics(run.metrics).evals)
 
 
-def verdicts(probes: dict, training: dict) -> list[Verdict]:
+def verdicts(probes: dict, training: TrainingLog) -> list[Verdict]:
     """Every rule whose inputs exist, in registry order."""
     return [v for _, rule in RULES.items() if (v := rule(probes, training)) is not None]

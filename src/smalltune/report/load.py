@@ -1,9 +1,11 @@
 """Read a run directory's result files into typed structures for the report.
 
 The report renders only from these files (never from live objects), so a report can be rebuilt
-from a copied run directory. Every file is optional: a stage that did not run leaves its field
-``None`` and its section says "not run"; a file that exists but cannot be read is listed in
-``problems`` (shown at the top of the report) instead of failing the whole page.
+from a copied run directory. ``metrics.jsonl``, ``train_summary.json`` and ``eval.json`` are read
+through :mod:`smalltune.schema`; the recipe, provenance and audit are read here. Every file is
+optional: a stage that did not run leaves its field ``None`` and its section says "not run"; a file
+that exists but cannot be read (or was written by a newer smalltune) is listed in ``problems``
+(shown at the top of the report) instead of failing the whole page.
 """
 
 from __future__ import annotations
@@ -11,12 +13,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import yaml
 
 from ..errors import SmalltuneError
 from ..rundir import RunDir
+from ..schema import (EvalRecord, EventRecord, EvalResult, Sample, TrainRecord, TrainSummary, Verdict, read_eval,
+                      read_metrics, read_train_summary)
 
 # A directory counts as a run directory when it holds at least one of these.
 RESULT_FILES = ("recipe.yaml", "provenance.json", "audit.json", "metrics.jsonl", "train_summary.json", "eval.json")
@@ -24,21 +27,24 @@ RESULT_FILES = ("recipe.yaml", "provenance.json", "audit.json", "metrics.jsonl",
 
 @dataclass
 class Curves:
-    """The metrics log split by record type, each a list of records in step order."""
+    """The metrics log split by record type, each a list of typed records in step order."""
 
-    train: list[dict] = field(default_factory=list)  # {"step", "loss", "lr", ...}
-    evals: list[dict] = field(default_factory=list)  # {"step", "eval_loss", "eval_ppl", "eval_token_acc", "train_loss", ...}
-    events: list[dict] = field(default_factory=list)  # {"event": start|resume|guard|end, "step", ...}
+    train: list[TrainRecord] = field(default_factory=list)
+    evals: list[EvalRecord] = field(default_factory=list)
+    events: list[EventRecord] = field(default_factory=list)
 
     @property
-    def guard_events(self) -> list[dict]:
-        return [e for e in self.events if e.get("event") == "guard"]
+    def guard_events(self) -> list[EventRecord]:
+        return [e for e in self.events if e.event == "guard"]
 
-    def series(self, records: str, key: str) -> tuple[list[float], list[float]]:
-        """(steps, values) of ``key`` in ``self.<records>``, skipping records without a number for it."""
-        rows = [(r["step"], r[key]) for r in getattr(self, records)
-                if isinstance(r.get(key), (int, float)) and isinstance(r.get("step"), (int, float))]
+    def series(self, records: str, name: str) -> tuple[list[float], list[float]]:
+        """(steps, values) of field or signal ``name`` in ``self.<records>``, skipping records without a number."""
+        rows = [(r.step, r.lookup(name)) for r in getattr(self, records) if _number(r.step) and _number(r.lookup(name))]
         return [s for s, _ in rows], [float(v) for _, v in rows]
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 @dataclass
@@ -52,33 +58,6 @@ class Finding:
 
 
 @dataclass
-class Verdict:
-    name: str
-    status: str  # ok | warn | problem
-    value: Any
-    threshold: Any
-    message: str
-    fix: str
-
-
-@dataclass
-class Sample:
-    id: str
-    category: str
-    question: str
-    reference: str
-    base: str
-    finetuned: str
-    key_facts: list[str]
-
-    def facts_found(self, answer: str) -> int:
-        """Key facts the answer contains, by the evaluation's own matching rule."""
-        from ..evaluate.metrics import key_fact_recall
-
-        return round((key_fact_recall(answer or "", self.key_facts) or 0.0) * len(self.key_facts))
-
-
-@dataclass
 class RunResults:
     """Everything the report shows, as read from one run directory."""
 
@@ -88,22 +67,28 @@ class RunResults:
     audit: dict | None = None
     findings: list[Finding] | None = None
     curves: Curves | None = None
-    summary: dict | None = None
-    eval: dict | None = None
-    verdicts: list[Verdict] | None = None
-    samples: list[Sample] | None = None
+    summary: TrainSummary | None = None
+    eval: EvalResult | None = None
     problems: list[str] = field(default_factory=list)
 
     @property
     def probes(self) -> dict:
-        return (self.eval or {}).get("probes") or {}
+        return self.eval.probes if self.eval is not None else {}
+
+    @property
+    def verdicts(self) -> list[Verdict] | None:
+        return self.eval.verdicts if self.eval is not None else None
+
+    @property
+    def samples(self) -> list[Sample] | None:
+        return self.eval.samples if self.eval is not None else None
 
 
 def load_results(run_dir: str | Path) -> RunResults:
     """Read every result file of ``run_dir``; missing files stay ``None``.
 
     >>> results = load_results("runs/dental-demo")
-    >>> results.summary["best_step"] if results.summary else "training not run"
+    >>> results.summary.best_step if results.summary else "training not run"
     """
     run = RunDir(Path(run_dir))
     if not run.path.is_dir():
@@ -115,18 +100,26 @@ def load_results(run_dir: str | Path) -> RunResults:
     res.recipe = _read(run.recipe, _yaml, res.problems)
     res.provenance = _read(run.provenance, _json, res.problems)
     res.audit = _read(run.audit, _json, res.problems)
-    res.summary = _read(run.train_summary, _json, res.problems)
-    res.eval = _read(run.eval, _json, res.problems)
+    res.summary = _typed(run.train_summary, read_train_summary, res.problems)
+    res.eval = _typed(run.eval, read_eval, res.problems)
     if res.recipe is None and res.provenance and isinstance(res.provenance.get("recipe"), dict):
         res.recipe = res.provenance["recipe"]
     if res.audit is not None:
         res.findings = [_finding(f) for f in _list(res.audit.get("findings"))]
-    if res.eval is not None:
-        res.verdicts = [_verdict(v) for v in _list(res.eval.get("verdicts"))]
-        res.samples = [_sample(s) for s in _list(res.eval.get("samples"))]
     if run.metrics.exists():
         res.curves = _curves(run.metrics, res.problems)
     return res
+
+
+def _typed(path: Path, read, problems: list[str]):
+    """A schema-read result file, or None (missing; or unreadable / too new, noted in ``problems``)."""
+    if not path.exists():
+        return None
+    try:
+        return read(path)
+    except SmalltuneError as e:
+        problems.append(str(e).replace(f"{path.parent}/", "", 1))
+        return None
 
 
 def _read(path: Path, parse, problems: list[str]):
@@ -155,43 +148,20 @@ def _list(value) -> list[dict]:
     return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
 
 
-def _curves(path: Path, problems: list[str]) -> Curves:
-    curves = Curves()
-    bad = 0
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            bad += 1  # a run killed mid-write leaves at most a partial last line
-            continue
-        if not isinstance(rec, dict):
-            bad += 1
-            continue
-        kind = rec.get("type")
-        {"train": curves.train, "eval": curves.evals, "event": curves.events}.get(kind, []).append(rec)
-    if bad:
-        problems.append(f"metrics.jsonl: {bad} unreadable line(s) skipped")
+def _curves(path: Path, problems: list[str]) -> Curves | None:
+    try:
+        log = read_metrics(path)
+    except SmalltuneError as e:  # written by a newer smalltune: say so instead of misreading it
+        problems.append(str(e).replace(f"{path.parent}/", "", 1))
+        return None
+    if log.bad_lines:  # a run killed mid-write leaves at most a partial last line
+        problems.append(f"metrics.jsonl: {log.bad_lines} unreadable line(s) skipped")
     # On resume the log is truncated and redone, but sort anyway so plots never zig-zag.
-    for records in (curves.train, curves.evals):
-        records.sort(key=lambda r: r.get("step", 0) if isinstance(r.get("step"), (int, float)) else 0)
-    return curves
+    by_step = lambda r: r.step if _number(r.step) else 0  # noqa: E731
+    return Curves(train=sorted(log.train, key=by_step), evals=sorted(log.evals, key=by_step), events=log.events)
 
 
 def _finding(f: dict) -> Finding:
     return Finding(check=str(f.get("check", "")), severity=str(f.get("severity", "info")),
                    title=str(f.get("title") or f.get("check") or ""), count=f.get("count"),
                    message=str(f.get("message", "")), examples=_list(f.get("examples")))
-
-
-def _verdict(v: dict) -> Verdict:
-    return Verdict(name=str(v.get("name", "")), status=str(v.get("status", "")), value=v.get("value"),
-                   threshold=v.get("threshold"), message=str(v.get("message", "")), fix=str(v.get("fix") or ""))
-
-
-def _sample(s: dict) -> Sample:
-    facts = s.get("key_facts")
-    return Sample(id=str(s.get("id", "")), category=str(s.get("category") or ""), question=str(s.get("question", "")),
-                  reference=str(s.get("reference") or ""), base=str(s.get("base") or ""),
-                  finetuned=str(s.get("finetuned") or ""), key_facts=[str(x) for x in facts] if isinstance(facts, list) else [])

@@ -5,6 +5,7 @@ It reads the same :class:`RunResults` as the HTML page and links to it for the p
 
 from __future__ import annotations
 
+from ..schema import EvalRecord
 from .load import RunResults
 from .render import SEVERITY_ORDER, STATUS_ORDER, compare_rows, fmt, robustness_rows
 
@@ -76,13 +77,13 @@ def _audit_line(res: RunResults) -> str:
 
 def _train_line(res: RunResults) -> str:
     s = res.summary
-    if not s:
+    if s is None:
         return "not run" if res.curves is None else "started, not finished (no train_summary.json)"
-    m = s.get("best_metrics") or {}
-    text = f"{fmt(s.get('steps'))} steps, stopped: {cell(s.get('stopped', ''))}"
-    if s.get("best_step") is not None:
-        text += (f"; chosen step {s['best_step']}: validation loss {fmt(m.get('eval_loss'))}, "
-                 f"perplexity {fmt(m.get('eval_ppl'))}, token accuracy {fmt(m.get('eval_token_acc'))}")
+    m = s.best or EvalRecord()
+    text = f"{fmt(s.steps)} steps, stopped: {cell(s.stopped or '')}"
+    if s.best_step is not None:
+        text += (f"; chosen step {s.best_step}: validation loss {fmt(m.eval_loss)}, "
+                 f"perplexity {fmt(m.eval_ppl)}, token accuracy {fmt(m.eval_token_acc)}")
     return text
 
 

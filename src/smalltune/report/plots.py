@@ -43,13 +43,13 @@ def _mark_steps(axes, best_step, events) -> None:
         if best_step is not None:
             ax.axvline(best_step, color=BEST, ls="--", lw=1.2, label="chosen checkpoint" if ax is axes[0] else None)
         for i, e in enumerate(events):
-            if isinstance(e.get("step"), (int, float)):
+            if isinstance(e.step, (int, float)):
                 label = "guard event" if ax is axes[0] and i == 0 else None
-                ax.axvline(e["step"], color=GUARD, ls=":", lw=1.2, label=label)
+                ax.axvline(e.step, color=GUARD, ls=":", lw=1.2, label=label)
     top = axes[0]
     for e in events:
-        if isinstance(e.get("step"), (int, float)):
-            top.annotate(str(e.get("guard") or e.get("name") or "guard"), (e["step"], 1), xycoords=("data", "axes fraction"),
+        if isinstance(e.step, (int, float)):
+            top.annotate(str(e.guard or e.lookup("name") or "guard"), (e.step, 1), xycoords=("data", "axes fraction"),
                          xytext=(-3, -10), textcoords="offset points", color=GUARD, fontsize=8, ha="right")
 
 
@@ -70,8 +70,8 @@ def training_curves(curves: Curves | None, best_step=None) -> str | None:
         if vs:
             loss_ax.plot(vs, vl, color=VALID, lw=1.8, marker="o", ms=3, label="validation loss")
         loss_ax.set_ylabel("loss")
-        gaps = [(r["step"], r["eval_loss"] - r["train_loss"]) for r in curves.evals
-                if isinstance(r.get("eval_loss"), (int, float)) and isinstance(r.get("train_loss"), (int, float))]
+        gaps = [(r.step, r.eval_loss - r.train_loss) for r in curves.evals
+                if isinstance(r.eval_loss, (int, float)) and isinstance(r.train_loss, (int, float))]
         if gaps:
             gap_ax.bar([s for s, _ in gaps], [g for _, g in gaps], width=_bar_width([s for s, _ in gaps]),
                        color=[GUARD if g > 0 else BEST for _, g in gaps], alpha=0.7)

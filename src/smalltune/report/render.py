@@ -13,6 +13,7 @@ from pathlib import Path
 from markupsafe import Markup
 
 from ..rundir import RunDir, atomic_write_text
+from ..schema import EvalRecord, Metric
 from . import plots
 from .load import RunResults, load_results
 
@@ -44,8 +45,12 @@ def fmt(value) -> str:
     return str(value)
 
 
+def _num(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def compare_rows(probe, prefix: str = "") -> tuple[list[dict], list[dict]]:
-    """Split a probe's results into base-vs-fine-tuned rows and other scalar facts.
+    """Split a probe's section into base-vs-fine-tuned rows (its :class:`Metric` values) and other scalar facts.
 
     ``{"exact_match": {"base": .1, "finetuned": .6, "delta": .5}, "n": 72}`` gives one row for
     exact_match and one fact ``n = 72``; nested groups are flattened with dotted names.
@@ -55,13 +60,11 @@ def compare_rows(probe, prefix: str = "") -> tuple[list[dict], list[dict]]:
         return rows, facts
     for key, value in probe.items():
         name = f"{prefix}{key}"
-        if isinstance(value, dict) and ("base" in value or "finetuned" in value):
-            base, tuned = value.get("base"), value.get("finetuned")
-            delta = value.get("delta")
-            if delta is None and isinstance(base, (int, float)) and isinstance(tuned, (int, float)):
-                delta = tuned - base
-            rows.append({"name": name, "base": base, "finetuned": tuned, "delta": delta,
-                         "ci": value.get("ci"), "n": value.get("n")})
+        if (m := Metric.parse(value)) is not None:
+            delta = m.delta
+            if delta is None and _num(m.base) and _num(m.finetuned):
+                delta = m.finetuned - m.base
+            rows.append({"name": name, "base": m.base, "finetuned": m.finetuned, "delta": delta, "ci": m.ci, "n": m.n})
         elif isinstance(value, dict):
             sub_rows, sub_facts = compare_rows(value, f"{name}.")
             rows += sub_rows
@@ -85,16 +88,18 @@ def robustness_rows(probe) -> tuple[list[dict], list[dict]]:
         if not (isinstance(value, dict) and ("clean" in value or "perturbed" in value)):
             continue
         def side(key, model="finetuned", value=value):
-            v = value.get(key)
-            return v.get(model) if isinstance(v, dict) else (v if model == "finetuned" else None)
+            m = Metric.parse(value.get(key))
+            if m is not None:
+                return getattr(m, model)
+            return value.get(key) if model == "finetuned" else None
 
         clean, pert, drop = side("clean"), side("perturbed"), side("drop")
-        if drop is None and isinstance(clean, (int, float)) and isinstance(pert, (int, float)):
+        if drop is None and _num(clean) and _num(pert):
             drop = clean - pert
         example = value.get("example") if isinstance(value.get("example"), dict) else {}
         n = value.get("n")
-        if n is None and isinstance(value.get("perturbed"), dict):
-            n = value["perturbed"].get("n")
+        if n is None and (m := Metric.parse(value.get("perturbed"))) is not None:
+            n = m.n
         rows.append({"name": name, "clean": clean, "perturbed": pert, "drop": drop, "base_drop": side("drop", "base"),
                      "n": n, "example": example.get("perturbed"), "clean_example": example.get("clean")})
     return rows, facts
@@ -102,10 +107,9 @@ def robustness_rows(probe) -> tuple[list[dict], list[dict]]:
 
 def build_context(res: RunResults) -> dict:
     """Everything the template shows, computed from the result files only."""
-    s = res.summary or {}
-    best_step = s.get("best_step")
+    best_step = res.summary.best_step if res.summary else None
     if best_step is None and res.curves and res.curves.evals:
-        best_step = res.curves.evals[-1].get("best_step")
+        best_step = res.curves.evals[-1].best_step
     probes = res.probes
     ctx = {
         "title": (res.recipe or {}).get("name") or res.run_dir.name,
@@ -115,18 +119,18 @@ def build_context(res: RunResults) -> dict:
         "recipe_text": _recipe_text(res),
         "summary": res.summary,
         "best_step": best_step,
-        "provenance": res.provenance or (res.summary or {}).get("provenance") or (res.eval or {}).get("provenance"),
+        "provenance": res.provenance or (res.summary and res.summary.provenance) or (res.eval and res.eval.provenance),
         "audit": res.audit,
         "findings": sorted(res.findings or [], key=lambda f: SEVERITY_ORDER.get(f.severity, 3)),
         "audit_stats": _scalars(res.audit.get("stats")) if res.audit else [],
         "curves": res.curves,
         "training_svg": Markup(plots.training_curves(res.curves, best_step) or ""),
         "checkpoint_svg": Markup(plots.checkpoint_metrics(res.curves, best_step) or ""),
-        "checkpoints": [{k: r.get(k) for k in CHECKPOINT_KEYS} | {"best": r.get("step") == best_step}
+        "checkpoints": [{k: getattr(r, k) for k in CHECKPOINT_KEYS} | {"best": r.step == best_step}
                         for r in (res.curves.evals if res.curves else [])],
         "guard_events": res.curves.guard_events if res.curves else [],
         "eval": res.eval,
-        "eval_settings": _scalars((res.eval or {}).get("settings")),
+        "eval_settings": _scalars(res.eval.settings.to_dict()) if res.eval else [],
         "verdicts": sorted(res.verdicts or [], key=lambda v: STATUS_ORDER.get(v.status, 3)),
         "samples": res.samples or [],
     }
@@ -143,9 +147,9 @@ def build_context(res: RunResults) -> dict:
                          "svg": Markup(plots.robustness(rob_rows) or "")}
     ctx["forgetting"]["examples"] = [e for e in (probes.get("forgetting") or {}).get("examples") or []
                                      if isinstance(e, dict)][:8] if isinstance(probes.get("forgetting"), dict) else []
-    skipped = ((res.eval or {}).get("settings") or {}).get("skipped")
+    skipped = res.eval.settings.skipped if res.eval else None
     ctx["skipped"] = skipped if isinstance(skipped, dict) else {}
-    ctx["guard_summary"] = _scalars((res.summary or {}).get("guards"))
+    ctx["guard_summary"] = _scalars(res.summary.guards) if res.summary else []
     ctx["data"] = _data_rows(res)
     ctx["overview"] = _overview(res, best_step)
     return ctx
@@ -175,42 +179,43 @@ def _scalars(d, prefix: str = "") -> list[dict]:
 def _data_rows(res: RunResults) -> list[dict]:
     data = (res.recipe or {}).get("data") or {}
     rows = [{"name": k, "value": data.get(k)} for k in ("train", "validation", "test", "max_length") if data.get(k)]
-    sdata = (res.summary or {}).get("data") or {}
-    if sdata.get("validation_source"):
-        rows.append({"name": "validation from", "value": sdata["validation_source"]})
-    for split in ("train", "validation"):
-        st = sdata.get(split) or {}
-        if st:
-            rows.append({"name": f"{split} examples", "value": st.get("examples")})
-            rows.append({"name": f"{split} tokens (trainable)", "value": f"{fmt(st.get('tokens'))} ({fmt(st.get('trainable_tokens'))})"})
-            if st.get("truncated_examples"):
-                rows.append({"name": f"{split} truncated", "value": f"{st['truncated_examples']} examples, "
-                                                                       f"{fmt(st.get('truncated_tokens'))} tokens cut"})
+    if res.summary is None:
+        return rows
+    info = res.summary.data_info
+    if info.validation_source:
+        rows.append({"name": "validation from", "value": info.validation_source})
+    for split, st in (("train", info.train), ("validation", info.validation)):
+        if st is not None:
+            rows.append({"name": f"{split} examples", "value": st.examples})
+            rows.append({"name": f"{split} tokens (trainable)", "value": f"{fmt(st.tokens)} ({fmt(st.trainable_tokens)})"})
+            if st.truncated_examples:
+                rows.append({"name": f"{split} truncated", "value": f"{st.truncated_examples} examples, "
+                                                                       f"{fmt(st.truncated_tokens)} tokens cut"})
     return rows
 
 
 def _overview(res: RunResults, best_step) -> list[dict]:
     r = res.recipe or {}
-    s = res.summary or {}
+    s = res.summary
     rows = [{"name": "model", "value": (r.get("model") or {}).get("name")},
             {"name": "method", "value": _method_text(r.get("method") or {})}]
     t = r.get("train") or {}
     if t:
         rows.append({"name": "training", "value": f"lr {fmt(t.get('lr'))}, up to {fmt(t.get('epochs'))} epochs, "
                                                   f"batch {t.get('batch_size')}×{t.get('grad_accum', 1)}, seed {t.get('seed')}"})
-    if s:
-        stop = s.get("stopped", "")
-        rows.append({"name": "stopped", "value": f"{stop}: {s['stop_message']}" if s.get("stop_message") else stop})
-        rows.append({"name": "steps", "value": f"{fmt(s.get('steps'))} ({fmt(s.get('epochs'))} epochs), "
-                                               f"{fmt(s.get('train_tokens'))} tokens in {fmt(s.get('wall_seconds'))} s"})
-        if s.get("trainable_params"):
-            share = s["trainable_params"] / max(s.get("total_params") or 1, 1)
-            rows.append({"name": "parameters", "value": f"{fmt(s['trainable_params'])} trainable of "
-                                                        f"{fmt(s.get('total_params'))} ({share:.2%})"})
-        m = s.get("best_metrics") or {}
-        rows.append({"name": "chosen checkpoint", "value": f"step {best_step}: validation loss {fmt(m.get('eval_loss'))}, "
-                     f"perplexity {fmt(m.get('eval_ppl'))}, token accuracy {fmt(m.get('eval_token_acc'))} "
-                     f"({s.get('selection', '')})" if best_step is not None else "none"})
+    if s is not None:
+        stop = s.stopped or ""
+        rows.append({"name": "stopped", "value": f"{stop}: {s.stop_message}" if s.stop_message else stop})
+        rows.append({"name": "steps", "value": f"{fmt(s.steps)} ({fmt(s.epochs)} epochs), "
+                                               f"{fmt(s.train_tokens)} tokens in {fmt(s.wall_seconds)} s"})
+        if _num(s.trainable_params) and s.trainable_params:
+            share = s.trainable_params / max(s.total_params or 1, 1)
+            rows.append({"name": "parameters", "value": f"{fmt(s.trainable_params)} trainable of "
+                                                        f"{fmt(s.total_params)} ({share:.2%})"})
+        m = s.best or EvalRecord()
+        rows.append({"name": "chosen checkpoint", "value": f"step {best_step}: validation loss {fmt(m.eval_loss)}, "
+                     f"perplexity {fmt(m.eval_ppl)}, token accuracy {fmt(m.eval_token_acc)} "
+                     f"({s.selection or ''})" if best_step is not None else "none"})
     return [row for row in rows if row["value"]]
 
 
