@@ -10,10 +10,13 @@ recipe asks for it.
 from __future__ import annotations
 
 import difflib
+import functools
 import importlib.util
 import os
 import shutil
+import socket
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,34 +96,106 @@ def builtin_path(name: str) -> Path:
     return target
 
 
-def resolve(name: str) -> Path | str:
-    """Built-in name -> converted folder; existing folder -> itself; anything else is a hub id."""
+def resolve(name: str, revision: str | None = None) -> Path | str:
+    """Built-in name -> converted folder; existing folder -> itself; anything else is a hub id.
+
+    A hub id resolves to its cached copy when the hub cannot be reached (``HF_HUB_OFFLINE`` set, or
+    no connection within seconds), and fails at once when there is none: otherwise the hub client
+    retries for close to a minute before giving up.
+    """
     if name in BUILTIN_MODELS:
         return builtin_path(name)
     path = Path(name).expanduser()
+    if path.is_file():
+        raise SmalltuneError(f"model.name: {path} is a file; expected a model folder (config.json and *.safetensors)")
     if path.exists():
         if not (path / "config.json").exists():
             raise SmalltuneError(f"model.name: {path} is a folder without config.json (not a model folder)")
         return path
     if name.startswith((".", "/", "~")):
         raise SmalltuneError(f"model.name: {name} does not exist")
-    return name
+    offline = hub_offline_reason()
+    if offline is None:
+        return name
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(name, revision=revision, local_files_only=True))
+    except Exception:  # not cached, or not even a valid repository id: either way nothing to load
+        raise _not_found(name, f"not in the local hub cache, and {offline}") from None
+
+
+def hub_offline_reason(timeout: float = 3.0) -> str | None:
+    """Why the hub cannot be reached (``HF_HUB_OFFLINE`` set, no connection), or None when it can."""
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        if os.environ.get(var, "").strip().lower() in ("1", "true", "yes", "on"):
+            return f"{var} is set"
+    return _probe_hub(_hub_address(), timeout)
+
+
+def _hub_address() -> tuple[str, int]:
+    """host:port the hub client would connect to first: the HTTPS proxy when one is set, else the endpoint."""
+    from urllib.parse import urlparse
+
+    proxy = next((os.environ[v] for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy") if os.environ.get(v)), None)
+    url = urlparse(proxy or os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    return url.hostname or "huggingface.co", url.port or (80 if url.scheme == "http" else 443)
+
+
+@functools.lru_cache(maxsize=4)
+def _probe_hub(address: tuple[str, int], timeout: float) -> str | None:
+    # Name resolution has no timeout of its own, so the whole probe runs in a thread we stop waiting for.
+    reached: list[bool] = []
+
+    def connect():
+        try:
+            with socket.create_connection(address, timeout=timeout):
+                reached.append(True)
+        except OSError:
+            pass
+
+    worker = threading.Thread(target=connect, daemon=True)
+    worker.start()
+    worker.join(timeout + 0.5)
+    return None if reached else f"{address[0]}:{address[1]} did not answer within {timeout:g} s (offline?)"
+
+
+def _not_found(name: str, why: str) -> SmalltuneError:
+    close = difflib.get_close_matches(name, BUILTIN_MODELS.names(), n=1, cutoff=0.6)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return SmalltuneError(f"model.name: {name!r} is not a built-in model{hint}, not a local folder, and {why}")
 
 
 def _hub_error(name: str, err: Exception) -> SmalltuneError:
-    close = difflib.get_close_matches(name, BUILTIN_MODELS.names(), n=1, cutoff=0.6)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return SmalltuneError(
-        f"model.name: {name!r} is not a built-in model{hint}, not a local folder, and could not be "
-        f"loaded from the hub ({type(err).__name__}: {str(err).splitlines()[0][:160]})"
-    )
+    detail = f"{type(err).__name__}: {str(err).splitlines()[0][:160]}" if str(err) else type(err).__name__
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return SmalltuneError(f"model.name: {path} could not be loaded ({detail})")
+    return _not_found(name, f"could not be loaded from the hub ({detail})")
+
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def check_weights(folder: Path) -> None:
+    """A local model folder must hold safetensors weights; say how to convert pickle-only folders."""
+    if any(folder.glob("*.safetensors")):
+        return
+    pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if not pickles:
+        raise SmalltuneError(f"model.name: {folder} holds no model weights (expected *.safetensors)")
+    convert = (f"python -c \"from transformers import AutoModelForCausalLM as M; "
+               f"M.from_pretrained('{folder}', use_safetensors=False).save_pretrained('{folder}')\"")
+    raise SmalltuneError(
+        f"model.name: {folder} holds only pickle weights ({', '.join(pickles[:3])}); smalltune loads safetensors "
+        f"only, because loading a pickle can run code. If you trust the file, convert it once: {convert}")
 
 
 def load_tokenizer(name: str, revision: str | None = None, trust_remote_code: bool = False):
     """Tokenizer for ``name``; padding uses the end token when the model has no pad token."""
     from transformers import AutoTokenizer
 
-    where = resolve(name)
+    where = resolve(name, revision)
     try:
         tok = AutoTokenizer.from_pretrained(where, revision=revision, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as e:
@@ -139,7 +214,9 @@ def load_model(name: str, revision: str | None = None, trust_remote_code: bool =
     """
     from transformers import AutoModelForCausalLM
 
-    where = resolve(name)
+    where = resolve(name, revision)
+    if isinstance(where, Path):
+        check_weights(where)
     tok = load_tokenizer(name, revision, trust_remote_code)
     try:
         model = AutoModelForCausalLM.from_pretrained(

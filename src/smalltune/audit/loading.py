@@ -9,14 +9,13 @@ costs one line, not the file), then reuses the project's JSON/CSV readers and
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..data.example import Example
 from ..data.formats import detect_shape, normalise, record_problems
-from ..data.readers import READERS, RawRecord
+from ..data.readers import READERS, RawRecord, file_format, parse_json_record
 from ..errors import DataError
 from .text import CONTROL, MOJIBAKE, strings_in
 
@@ -44,18 +43,6 @@ class SplitData:
         return str(self.path)
 
 
-def _file_format(path: Path) -> str:
-    if not path.exists():
-        raise DataError(path, None, "file not found")
-    if path.is_dir():
-        raise DataError(path, None, "is a folder, expected a data file")
-    ext = path.suffix.lower().lstrip(".")
-    ext = "jsonl" if ext == "ndjson" else ext
-    if ext not in READERS:
-        raise DataError(path, None, f"unsupported file type '.{ext}'; use .jsonl, .json or .csv")
-    return ext
-
-
 def _decode_lines(raw: bytes, problems: list[Problem]) -> list[str]:
     """Decode each line on its own, recording invalid UTF-8 and NUL bytes with their line."""
     if raw.startswith(b"\xef\xbb\xbf"):
@@ -75,14 +62,7 @@ def _decode_lines(raw: bytes, problems: list[Problem]) -> list[str]:
 
 def _parse(fmt: str, lines: list[str]) -> list[RawRecord]:
     if fmt == "jsonl":  # per line, so one broken line does not hide the next
-        records = []
-        for n, line in enumerate(lines, 1):
-            if line.strip():
-                try:
-                    records.append(RawRecord(json.loads(line), n))
-                except json.JSONDecodeError as e:
-                    records.append(RawRecord(None, n, f"malformed JSON ({e.msg} at column {e.colno})"))
-        return records
+        return [parse_json_record(line, n) for n, line in enumerate(lines, 1) if line.strip()]
     return READERS.get(fmt)("\n".join(lines))
 
 
@@ -100,7 +80,7 @@ def _encoding_problems(value, line: int, bad_lines: set[int]) -> list[Problem]:
 def read_split(name: str, path: str | Path) -> SplitData:
     """Read one file completely; unusable input (missing, wrong type, nothing parseable) raises DataError."""
     path = Path(path)
-    fmt = _file_format(path)
+    fmt = file_format(path)
     split = SplitData(name, path)
     lines = _decode_lines(path.read_bytes(), split.problems)
     bad_lines = {p.line for p in split.problems if p.kind == "invalid_utf8"}

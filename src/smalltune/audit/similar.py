@@ -65,7 +65,7 @@ def shingle_hashes(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         ids += [vocab.get(w) or vocab.setdefault(w, zlib.crc32(w.encode()) or 1) for w in words]
         lengths.append(len(words))
     w = np.asarray(ids, dtype=np.uint64)
-    ends = np.cumsum(lengths) - 1  # last word of each text: its "bigram" is itself
+    ends = np.cumsum(lengths, dtype=np.int64) - 1  # last word of each text: its "bigram" is itself (int even when empty)
     nxt = np.r_[w[1:], np.uint64(0)]
     bigrams = (w * np.uint64(0x9E3779B1) + nxt * np.uint64(0x85EBCA77)) & MASK32
     bigrams[ends[np.asarray(lengths) > 0]] = w[ends[np.asarray(lengths) > 0]]

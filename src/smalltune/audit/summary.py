@@ -33,7 +33,8 @@ def audit_summary(report, console: Console | None = None) -> None:
     table.add_column("severity", no_wrap=True)
     table.add_column("finding", ratio=3)
     table.add_column("count", justify="right")
-    table.add_column("where (first few)", ratio=2)
+    # fold, never ellipsis: a long file name must not hide the line number at the end of "file:line"
+    table.add_column("where (first few)", ratio=2, min_width=16, overflow="fold")
     for f in report.findings:
         where = "\n".join(_pointer(e) for e in f.examples[:SHOWN])
         if len(f.examples) > SHOWN:

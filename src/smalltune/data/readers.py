@@ -34,7 +34,7 @@ def read_text(path: Path) -> str:
     except FileNotFoundError:
         raise DataError(path, None, "file not found") from None
     except IsADirectoryError:
-        raise DataError(path, None, "is a folder, expected a data file") from None
+        raise DataError(path, None, "is a directory, expected a data file (.jsonl, .json or .csv)") from None
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
@@ -42,17 +42,41 @@ def read_text(path: Path) -> str:
         raise DataError(path, line, f"not valid UTF-8 (byte {raw[e.start]:#x}); save the file as UTF-8") from None
 
 
+# No record shape nests deeper than a few levels (record -> messages -> turn -> metadata); a bound
+# far above that keeps a hostile file from exhausting the parser's recursion (and later the JSON
+# writers', which copy metadata into result files).
+MAX_DEPTH = 64
+TOO_DEEP = f"nested deeper than {MAX_DEPTH} levels (records are flat objects; is this file a data file?)"
+
+
+def too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
+    """Whether ``value`` nests lists/objects more than ``limit`` levels (checked without recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        v, depth = stack.pop()
+        if isinstance(v, (dict, list)):
+            if depth > limit:
+                return True
+            stack.extend((c, depth + 1) for c in (v.values() if isinstance(v, dict) else v))
+    return False
+
+
+def parse_json_record(text: str, line: int) -> RawRecord:
+    """One JSON value at ``line``: the record, or a record carrying the parse error (never raises)."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        return RawRecord(None, line, f"malformed JSON ({e.msg} at column {e.colno})")
+    except RecursionError:  # C decoder recursion: thousands of nested brackets
+        return RawRecord(None, line, TOO_DEEP)
+    except ValueError as e:  # valid syntax Python refuses, e.g. an integer of more than 4300 digits
+        return RawRecord(None, line, f"unreadable JSON value ({e})")
+    return RawRecord(None, line, TOO_DEEP) if too_deep(value) else RawRecord(value, line)
+
+
 @READERS.register("jsonl")
 def read_jsonl(text: str) -> list[RawRecord]:
-    records = []
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            records.append(RawRecord(json.loads(line), n))
-        except json.JSONDecodeError as e:
-            records.append(RawRecord(None, n, f"malformed JSON ({e.msg} at column {e.colno})"))
-    return records
+    return [parse_json_record(line, n) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
 
 
 @READERS.register("json")
@@ -62,6 +86,12 @@ def read_json(text: str) -> list[RawRecord]:
         whole = json.loads(text)
     except json.JSONDecodeError as e:
         return [RawRecord(None, e.lineno, f"malformed JSON ({e.msg} at column {e.colno})")]
+    except RecursionError:
+        return [RawRecord(None, 1, TOO_DEEP)]
+    except ValueError as e:
+        return [RawRecord(None, 1, f"unreadable JSON value ({e})")]
+    if too_deep(whole, MAX_DEPTH + 2):  # the array and its wrapper object add two levels
+        return [RawRecord(None, 1, TOO_DEEP)]
     if isinstance(whole, dict):  # {"data": [...]} or similar: the single list inside
         lists = [v for v in whole.values() if isinstance(v, list)]
         if len(lists) != 1:
@@ -120,9 +150,19 @@ def read_csv(text: str) -> list[RawRecord]:
 def read_records(path: str | Path) -> list[RawRecord]:
     """Raw records of a data file, chosen by extension (.jsonl, .json, .csv)."""
     path = Path(path)
+    return READERS.get(file_format(path))(read_text(path))
+
+
+def file_format(path: Path) -> str:
+    """The reader name for ``path`` (checked to exist and be a file); a clear DataError otherwise."""
+    if path.is_dir():
+        raise DataError(path, None, "is a directory, expected a data file (.jsonl, .json or .csv)")
+    if not path.exists():
+        raise DataError(path, None, "file not found")
     ext = path.suffix.lower().lstrip(".")
     if ext == "ndjson":
         ext = "jsonl"
     if ext not in READERS:
-        raise DataError(path, None, f"unsupported file type '.{ext}'; use .jsonl, .json or .csv")
-    return READERS.get(ext)(read_text(path))
+        kind = f"unsupported file type '.{ext}'" if ext else "no file extension"
+        raise DataError(path, None, f"{kind}; use .jsonl, .json or .csv")
+    return ext

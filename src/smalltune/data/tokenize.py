@@ -67,21 +67,55 @@ def assistant_spans(tokenizer, messages: list[dict]) -> tuple[str, list[tuple[in
     return full, spans
 
 
+# Only the first max_length tokens are kept, so only a head of a long text is tokenised: a 1 MB
+# answer would otherwise be tokenised whole (seconds and hundreds of MB per pass, for tokens that are
+# thrown away). Texts up to EXACT_CHARS are tokenised whole, so their cut counts are exact. Beyond,
+# the head starts at CHARS_PER_TOKEN characters per wanted token and grows until it yields MARGIN
+# tokens more than kept, so the kept tokens are exactly those of the whole text (the pre-tokenizer
+# splits locally; the margin absorbs the token the cut falls into).
+EXACT_CHARS = 32_768
+CHARS_PER_TOKEN = 8
+MARGIN = 16
+
+
+def _encode_head(tokenizer, text: str, max_length: int) -> tuple[list[int], list[tuple[int, int]], int]:
+    """(ids, offsets, characters tokenised) of a head of ``text`` long enough for ``max_length`` tokens."""
+    limit = max((max_length + MARGIN) * CHARS_PER_TOKEN, EXACT_CHARS)
+    while True:
+        head = text[:limit]
+        enc = tokenizer(head, add_special_tokens=False, return_offsets_mapping=True)
+        if limit >= len(text) or len(enc["input_ids"]) > max_length + MARGIN:
+            return enc["input_ids"], enc["offset_mapping"], len(head)
+        limit *= 4
+
+
 def tokenize_example(tokenizer, example: Example, max_length: int, system_prompt: str | None = None) -> Tokenized:
+    """Chat-template tokens of one example, cut at ``max_length``; labels only on assistant tokens.
+
+    When the text is far longer than ``max_length`` tokens, the tail is never tokenised and the cut
+    counts (``truncated_tokens``, ``truncated_trainable``) are estimated from the head's
+    characters per token.
+    """
     text, spans = assistant_spans(tokenizer, example.with_system(system_prompt))
-    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    ids, offsets = enc["input_ids"], enc["offset_mapping"]
+    ids, offsets, seen = _encode_head(tokenizer, text, max_length)
     labels = [
         tok if any(s <= start and end <= e and end > start for s, e in spans) else IGNORE
         for tok, (start, end) in zip(ids, offsets)
     ]
     cut = max(0, len(ids) - max_length)
+    cut_trainable = sum(1 for x in labels[max_length:] if x != IGNORE)
+    if seen < len(text):  # the untokenised tail, at the tokens per character of the head's second half
+        mid = seen // 2
+        rate = sum(1 for start, _ in offsets if start >= mid) / max(seen - mid, 1)
+        trainable_chars = sum(max(0, e - max(s, seen)) for s, e in spans)
+        cut += round((len(text) - seen) * rate)
+        cut_trainable += round(trainable_chars * rate)
     return Tokenized(
         example=example,
         input_ids=ids[:max_length],
         labels=labels[:max_length],
         truncated_tokens=cut,
-        truncated_trainable=sum(1 for x in labels[max_length:] if x != IGNORE),
+        truncated_trainable=cut_trainable,
     )
 
 

@@ -46,6 +46,10 @@ def check(ctx) -> list[Finding]:
     at = lambda c, k: {**first.get(c, {"file": train.file}), "category": c, "examples": k}  # noqa: E731
     n = sum(counts.values())
     ctx.stats["size"] = {"train_examples": n, "categories": dict(counts.most_common()), "method": method_for(n)}
+    if n == 0:  # every record had a problem: the format findings say which; nothing here to size
+        return [Finding("size", "error", "no usable training examples", 0,
+                        "every record of the training file has a problem (listed above); training would stop at "
+                        "the first one", [{"file": train.file, "line": 1, "examples": 0}])]
     findings = [Finding("size", "info", f"{n:,} training examples", n,
                         f"this size calls for {method_for(n)}; more data is the surest way to a better model",
                         [{"file": train.file, "line": 1, "examples": n}])]
