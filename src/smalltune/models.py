@@ -145,19 +145,21 @@ def _hub_address() -> tuple[str, int]:
 @functools.lru_cache(maxsize=4)
 def _probe_hub(address: tuple[str, int], timeout: float) -> str | None:
     # Name resolution has no timeout of its own, so the whole probe runs in a thread we stop waiting for.
-    reached: list[bool] = []
+    outcome: list[str | None] = []
 
     def connect():
         try:
             with socket.create_connection(address, timeout=timeout):
-                reached.append(True)
-        except OSError:
+                outcome.append(None)
+        except socket.timeout:
             pass
+        except OSError as e:  # refused, no route, name not resolved: no need to wait for the timeout
+            outcome.append(f"{address[0]}:{address[1]} is unreachable ({e.strerror or type(e).__name__}; offline?)")
 
     worker = threading.Thread(target=connect, daemon=True)
     worker.start()
     worker.join(timeout + 0.5)
-    return None if reached else f"{address[0]}:{address[1]} did not answer within {timeout:g} s (offline?)"
+    return outcome[0] if outcome else f"{address[0]}:{address[1]} did not answer within {timeout:g} s (offline?)"
 
 
 def _not_found(name: str, why: str) -> SmalltuneError:
