@@ -14,10 +14,10 @@ import warnings
 
 from .. import __version__
 from ..errors import SmalltuneError
-from . import audit, chat, compare, demo, evaluate, export, models, plan, recipe, report, run, train
+from . import audit, augment, chat, compare, demo, evaluate, export, models, plan, recipe, report, run, synth, train
 
 # In the order of the flow, then the helpers.
-VERBS = [audit, plan, train, evaluate, report, run, chat, export, compare, demo, recipe, models]
+VERBS = [augment, synth, audit, plan, train, evaluate, report, run, chat, export, compare, demo, recipe, models]
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
