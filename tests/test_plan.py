@@ -13,9 +13,11 @@ from smalltune.plan import plan
 from smalltune.plan.hardware import USABLE, detect_device
 from smalltune.plan.memory import GIB, estimate, model_shape
 from smalltune.plan.planner import DataFacts, choose_method, plan_from_facts
-from smalltune.plan.rules import BANDS, EVAL_SHARE, FORGETTING_BUDGET, RATES, RULES, Context, band_for
+from smalltune.plan.rules import BANDS, EVAL_SHARE, FORGETTING_BUDGET, RULES, Context, band_for
 from smalltune.recipe import MethodSection, load_recipe
 from smalltune.train.methods import METHODS
+
+RATES = {name: cls.rate for name, cls in METHODS.items()}  # each method declares its own rates
 
 
 @pytest.fixture(scope="module")

@@ -73,6 +73,10 @@ class ModelSection:
     trust_remote_code: bool = option(
         False, "run the model repository's own Python code; only for repositories you trust"
     )
+    load_in_4bit: bool = option(
+        False, "QLoRA (arXiv 2305.14314): load the base model's decoder linears in 4-bit NF4 and train an adapter "
+        "on it; needs a CUDA GPU and bitsandbytes (pip install 'smalltune[qlora]')"
+    )
 
 
 @dataclass
@@ -97,23 +101,25 @@ class MethodSection:
         "lora", "fine-tuning method: lora, dora, ia3, prefix, prompt, bottleneck, partial, hft or full "
         "(when to use which: docs/methods.md)"
     )
-    r: int = option(8, "lora/dora rank: size of the low-rank update", positive)
-    alpha: float = option(16, "lora/dora alpha: the update is scaled by alpha / r", positive)
-    dropout: float = option(0.1, "lora/dora/bottleneck: dropout on the adapter input (regularises small data)", fraction)
+    # Which methods read each key below is declared by the methods (``keys`` in train/methods/*.py)
+    # and added to the help where it is shown (field_help).
+    r: int = option(8, "rank: size of the low-rank update", positive)
+    alpha: float = option(16, "the low-rank update is scaled by alpha / r", positive)
+    dropout: float = option(0.1, "dropout on the adapter input (regularises small data)", fraction)
     target_modules: str | list[str] = option(
-        "all-linear", "lora/dora: modules that get adapters: 'all-linear' or a list of module names (q_proj, v_proj, ...)"
+        "all-linear", "modules that get adapters: 'all-linear' or a list of module names (q_proj, v_proj, ...)"
     )
-    num_virtual_tokens: int = option(20, "prefix/prompt: number of trained virtual tokens", positive)
-    bottleneck_size: int = option(16, "bottleneck: hidden width of each adapter (down-projection size)", positive)
+    num_virtual_tokens: int = option(20, "number of trained virtual tokens", positive)
+    bottleneck_size: int = option(16, "hidden width of each bottleneck adapter (down-projection size)", positive)
     bottleneck_after: list[str] = option(
-        ["o_proj", "down_proj"], "bottleneck: linear modules followed by an adapter (attention and MLP output projections)"
+        ["o_proj", "down_proj"], "linear modules followed by an adapter (attention and MLP output projections)"
     )
-    top_k_layers: int | None = option(2, "partial: train the last N decoder layers; empty or 0 = none", non_negative)
+    top_k_layers: int | None = option(2, "train the last N decoder layers; empty or 0 = none", non_negative)
     modules: list[str] = option(
-        [], "partial: also train every parameter inside these modules (dotted name parts: lm_head, norm, layers.0.mlp)"
+        [], "also train every parameter inside these modules (dotted name parts: lm_head, norm, layers.0.mlp)"
     )
     hft_fraction: float = option(
-        0.5, "hft: share of each layer's attention, MLP and norm weights trained per epoch (redrawn each epoch)",
+        0.5, "share of each layer's attention, MLP and norm weights trained per epoch (redrawn each epoch)",
         lambda v: None if 0 < v <= 1 else f"must be in (0, 1], got {v}",
     )
 
@@ -410,6 +416,10 @@ def _cross_checks(r: Recipe, problems: list[str]) -> None:
         problems.append(METHODS.unknown_message(r.method.name, "method.name"))
     else:
         problems.extend(METHODS.get(r.method.name)().problems(r.method))
+        if r.model.load_in_4bit and not METHODS.get(r.method.name).supports_4bit:
+            able = ", ".join(name for name, cls in METHODS.items() if cls.supports_4bit)
+            problems.append(f"model.load_in_4bit needs a method that trains an adapter on a frozen 4-bit base "
+                            f"({able}); method.name is {r.method.name}")
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -473,6 +483,9 @@ def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
         raise SmalltuneError(f"{path}: a recipe must be a YAML mapping of sections")
     recipe = recipe_from_dict(raw, overrides, source=str(path))
     _resolve_paths(recipe, path.parent)
+    from .train.methods import warn_ignored_keys
+
+    warn_ignored_keys(recipe.method)  # e.g. method.r set while method.name is ia3: a warning, not an error
     return recipe
 
 
@@ -523,7 +536,21 @@ def iter_fields(cls=Recipe, prefix: str = ""):
             yield from iter_fields(tp, f"{prefix}{f.name}.")
         else:
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-            yield f"{prefix}{f.name}", tp, default, f.metadata.get("help", ""), f.metadata.get("choices")
+            key = f"{prefix}{f.name}"
+            yield key, tp, default, field_help(key, f.metadata.get("help", "")), f.metadata.get("choices")
+
+
+def field_help(key: str, text: str) -> str:
+    """A field's help; a ``method.*`` key also names the methods that read it (each method declares its keys).
+
+    >>> field_help("method.r", "rank: size of the low-rank update")
+    'lora, dora: rank: size of the low-rank update'
+    """
+    if not key.startswith("method.") or key == "method.name":
+        return text
+    from .train.methods import methods_using
+
+    return f"{', '.join(methods_using(key)) or 'no method'}: {text}"
 
 
 def _yaml_scalar(value: Any) -> str:
@@ -537,7 +564,7 @@ def _dump(obj, notes: dict[str, str], comments: bool, prefix: str = "", indent: 
     for f in dataclasses.fields(obj):
         key = f"{prefix}{f.name}"
         value = getattr(obj, f.name)
-        note = notes.get(key) or f.metadata.get("help", "")
+        note = notes.get(key) or field_help(key, f.metadata.get("help", ""))
         if _is_section(hints[f.name]):
             if comments and indent == 0:
                 lines.append("")

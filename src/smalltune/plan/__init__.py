@@ -6,7 +6,8 @@ Import-light: the planner (and torch) load on the first call. The rules live in 
 
 
 def plan(data, model: str = "smollm2-135m-instruct", device_memory_gib: float | None = None, update: bool = False,
-         validation: str | None = None, test: str | None = None, output=None):
+         validation: str | None = None, test: str | None = None, output=None, processes: int = 1,
+         sharding: str = "ddp"):
     """Plan a recipe for training ``model`` on ``data``; see :func:`smalltune.plan.planner.plan`.
 
     >>> p = smalltune.plan("train.jsonl", output="recipe.yaml")
@@ -15,7 +16,7 @@ def plan(data, model: str = "smollm2-135m-instruct", device_memory_gib: float | 
     from .planner import plan as _plan
 
     return _plan(data, model=model, device_memory_gib=device_memory_gib, update=update, validation=validation,
-                 test=test, output=output)
+                 test=test, output=output, processes=processes, sharding=sharding)
 
 
 __all__ = ["plan"]

@@ -3,14 +3,24 @@
 The model's shape comes from its config alone: the model is built on torch's ``meta`` device, so
 a 70B config is planned without a byte of weights. Memory is the sum of
 
-* weights (fp32, as smalltune loads them) plus the method's own new parameters,
+* weights (fp32, as smalltune loads them) plus the method's own new parameters; with
+  ``model.load_in_4bit`` (QLoRA) the decoder layers' linear weights take 4 bits each plus their
+  quantization constants, the rest stays fp32 (peft's ``prepare_model_for_kbit_training``),
 * gradients (fp32) and AdamW's two fp32 states for the trainable parameters,
-* under bf16/fp16 autocast, a half-precision copy of the weights (cached or saved for backward),
+* under bf16/fp16 autocast, a half-precision copy of the full-precision weights,
 * activations: what autograd keeps per token of the batch for the backward pass, counted per
   decoder layer from the operations of a Llama-style block (norms, attention through SDPA, gated
   MLP; see :func:`layer_activations`), plus the output logits and their loss buffers, which for
   small models with big vocabularies are a large share (SmolLM2: 49,152 logits per token). On a
   CPU, a measured heap overhead (``CPU_HEAP_OVERHEAD``) is added on top of the counted tensors.
+  A 4-bit base trains with gradient checkpointing: each layer keeps only its input.
+* over several processes (``processes``), what ``sharding`` divides among them: nothing for DDP,
+  gradients and optimizer states for DeepSpeed ZeRO-2, and also the weights for ZeRO-3 and FSDP,
+  which then hold one all-gathered unit (a decoder layer, or the embeddings) at a time besides.
+  Activations are per process: ``train.batch_size`` is per device.
+
+What depends on the method (trainable and new parameters, optimizer states, the activations a
+layer keeps beyond the frozen block) is asked of the method's plugin (``train/methods``).
 
 Hand-written because no maintained library estimates *training* memory for peft adapters on
 transformers 5 (accelerate's ``estimate-memory`` covers weights only). benchmarks/plan_memory.py
@@ -27,6 +37,13 @@ GIB = 1024**3
 # a third of the activation memory (freed activation and gradient buffers stay in the C heap);
 # measured with LoRA on SmolLM2-135M, 256 and 1,024 tokens per batch (benchmarks/README.md).
 CPU_HEAP_OVERHEAD = 1.35
+# 4-bit NormalFloat with double quantization: 0.5 byte per weight plus 0.127 bits of constants per
+# weight (8-bit absmax per 64 weights, fp32 second-level constants per 256 blocks; QLoRA arXiv
+# 2305.14314 section 3). bitsandbytes quantizes the decoder layers' linear weights; embeddings, the
+# LM head and norms stay in full precision.
+NF4_BYTES = 0.5 + 0.127 / 8
+# What each --sharding strategy divides over the processes: (weights, gradients and optimizer states).
+SHARDING = {"ddp": (False, False), "zero2": (False, True), "zero3": (True, True), "fsdp": (True, True)}
 
 
 @dataclass
@@ -99,73 +116,26 @@ def _first_block(model):
     raise ValueError("no decoder layers found")
 
 
-# --- trainable parameters per method ---------------------------------------------------------
-# Each function returns (trainable, new) parameter counts: ``new`` are parameters the method adds
-# to the model (adapters), which also live in memory as weights. Unknown method settings fall back
-# to the defaults the method plugins use.
-def _lora(s: ModelShape, cfg, dora: bool = False) -> tuple[int, int]:
-    r = getattr(cfg, "r", 8)
-    targets = getattr(cfg, "target_modules", "all-linear")
-    chosen = [(n, i, o) for n, i, o in s.layer_linears
-              if targets == "all-linear" or n.rsplit(".", 1)[-1] in set(targets)]
-    n = s.layers * sum(r * (i + o) + (o if dora else 0) for _, i, o in chosen)
-    return n, n
-
-
-def _bottleneck(s: ModelShape, cfg) -> tuple[int, int]:
-    # h + up(gelu(down(h))) after each named projection: down (out x b + b) and up (b x out + out)
-    b = getattr(cfg, "bottleneck_size", 16)
-    after = set(getattr(cfg, "bottleneck_after", ["o_proj", "down_proj"]))
-    n = s.layers * sum(2 * o * b + b + o for name, _, o in s.layer_linears if name.rsplit(".", 1)[-1] in after)
-    return n, n
-
-
-def _partial(s: ModelShape, cfg) -> tuple[int, int]:
-    k = min(getattr(cfg, "top_k_layers", 2) or 0, s.layers)  # named extra modules are not counted
-    return k * s.layer_params, 0
-
-
-TRAINABLE = {
-    "lora": _lora,
-    "dora": lambda s, c: _lora(s, c, dora=True),
-    # peft's IA3 for Llama scales k_proj and v_proj outputs and down_proj's input
-    "ia3": lambda s, c: ((n := s.layers * (2 * s.kv_heads * s.head_dim + s.intermediate)), n),
-    "prefix": lambda s, c: ((n := getattr(c, "num_virtual_tokens", 20) * s.layers * 2 * s.kv_heads * s.head_dim), n),
-    "prompt": lambda s, c: ((n := getattr(c, "num_virtual_tokens", 20) * s.hidden), n),
-    "bottleneck": _bottleneck,
-    "partial": _partial,
-    "hft": lambda s, c: (int(s.layers * s.layer_params * getattr(c, "hft_fraction", 0.5)), 0),
-    "full": lambda s, c: (s.total_params, 0),
-}
-ADAPTERS = {"lora", "dora", "ia3", "prefix", "prompt", "bottleneck"}  # base frozen; artifact = new params only
-
-
 # --- activations -----------------------------------------------------------------------------
-def layer_activations(s: ModelShape, method: str, lora_dropout: float = 0.0, device: str = "cuda") -> float:
-    """fp32-equivalent elements autograd keeps per token for one decoder layer.
+def layer_activations(s: ModelShape, method, cfg, device: str = "cuda") -> float:
+    """fp32-equivalent elements autograd keeps per token for one decoder layer, for ``method`` (a plugin
+    instance from ``train.methods.METHODS``) with method section ``cfg``.
 
     Counted from the block's operations (transformers' Llama layer, SDPA attention with a padding
     mask, which repeats k/v to all heads), and checked against the tensors autograd actually saves
-    (``torch.autograd.graph.saved_tensors_hooks``, see benchmarks/README.md):
-
-    * each RMSNorm keeps its input (the residual stream); SDPA keeps q, k, v and its output;
-      the gated MLP keeps gate, silu(gate) and up (3 x intermediate).
-    * frozen base (adapters): a linear with a frozen weight keeps nothing, but each LoRA branch
-      keeps its dropped-out input and the dropout mask: 1 byte per element on CUDA (fused
-      dropout), a full fp32 noise tensor on CPU (composite dropout).
-    * trained base (full / partial / hft): every linear keeps its input, every norm its normalised
-      value: 3 more hidden-sized tensors per norm pair, the attention output and the MLP product.
+    (``torch.autograd.graph.saved_tensors_hooks``, see benchmarks/README.md): each RMSNorm keeps its
+    input (the residual stream); SDPA keeps q, k, v and its output; the gated MLP keeps gate,
+    silu(gate) and up (3 x intermediate). A linear with a frozen weight keeps nothing; what the
+    method's own modules or trained weights keep is the method's ``layer_activations``.
     """
     h, i, q = s.hidden, s.intermediate, s.q_dim
     base = 2 * h + 4 * q + 3 * i  # norm inputs, SDPA q/k/v/out (k/v repeated to all heads), MLP
-    if method in ("lora", "dora"):
-        ins = sum(fi for _, fi, _ in s.layer_linears)
-        mask = 1.0 if device == "cpu" else 0.25
-        kept = ins * (1 + mask) if lora_dropout > 0 else (2 * h + q + i)  # no dropout: inputs shared
-        return base + kept
-    if method in ADAPTERS:
-        return base + 2 * h  # bottleneck / ia3 / prefix: a hidden-sized input per inserted module
-    return base + 4 * h + q + i  # trained linears keep their inputs; norms keep normalised values
+    return base + method.layer_activations(s, cfg, device)
+
+
+def quantized_params(s: ModelShape) -> int:
+    """Weights bitsandbytes stores in 4 bits: the decoder layers' linear weights (biases stay)."""
+    return s.layers * sum(i * o for _, i, o in s.layer_linears)
 
 
 def logits_activations(s: ModelShape) -> float:
@@ -191,6 +161,9 @@ class MemoryEstimate:
     device_memory: int | None = None
     fits: bool | None = None
     adapter_file_bytes: int = 0
+    processes: int = 1  # the estimate is per process
+    sharding: str = "ddp"
+    load_in_4bit: bool = False
 
     def gib(self, part: str) -> float:
         return getattr(self, part) / GIB
@@ -207,49 +180,71 @@ class MemoryEstimate:
         parts = ", ".join(f"{p.replace('_', ' ')} {self.gib(p):.2f}" for p in
                           ("weights", "gradients", "optimizer_states", "activations"))
         dev = f" of {self.device_memory / GIB:.1f} GiB" if self.device_memory else ""
-        return f"{self.total / GIB:.2f} GiB{dev} ({parts} GiB)"
+        how = [f"per process of {self.processes} ({self.sharding})"] if self.processes > 1 else []
+        how += ["4-bit base"] if self.load_in_4bit else []
+        return f"{self.total / GIB:.2f} GiB{dev} ({parts} GiB{'; ' + ', '.join(how) if how else ''})"
 
 
 def estimate(s: ModelShape, method: str, method_cfg, batch_size: int, seq_len: int, precision: str = "fp32",
-             device_memory: int | None = None, device: str = "cuda") -> MemoryEstimate:
-    """Peak training memory of ``method`` on model ``s`` at ``batch_size`` x ``seq_len`` tokens.
+             device_memory: int | None = None, device: str = "cuda", processes: int = 1, sharding: str = "ddp",
+             load_in_4bit: bool = False) -> MemoryEstimate:
+    """Peak training memory of ``method`` on model ``s`` at ``batch_size`` x ``seq_len`` tokens, per process
+    when ``processes`` > 1 (``sharding`` one of ddp, zero2, zero3, fsdp); ``load_in_4bit`` plans QLoRA.
 
     >>> est = estimate(model_shape("smollm2-135m-instruct"), "lora", MethodSection(), 8, 256)
     >>> est.total / 2**30   # GiB
     """
-    trainable, new = TRAINABLE.get(method, TRAINABLE["full"])(s, method_cfg)
-    # hft trains a share of the layers at a time, but every weight is in the optimizer and gets
-    # AdamW states once it has been drawn; count states (and gradients' worst case) for all.
-    states_for = s.total_params if method == "hft" else trainable
+    from ..train.methods import METHODS
+
+    plugin = METHODS.get(method, "method.name")()
+    trainable, new = plugin.trainable_params(s, method_cfg)
     half = precision in ("bf16", "fp16")
-    # Under autocast every matmul weight also exists as a half-precision copy: cached for trainable
-    # weights, saved by each matmul for its backward for frozen ones.
-    weights = 4 * (s.total_params + new) + (2 * s.total_params if half else 0)
+    quantized = quantized_params(s) if load_in_4bit else 0
+    full = s.total_params - quantized  # weights kept in fp32
+    # Under autocast every full-precision matmul weight also exists as a half-precision copy: cached
+    # for trainable weights, saved by each matmul for its backward for frozen ones. 4-bit weights are
+    # dequantized one matmul at a time.
+    weights = int(NF4_BYTES * quantized) + 4 * (full + new) + (2 * full if half else 0)
     gradients = 4 * trainable
-    optimizer = 8 * states_for
+    optimizer = 8 * plugin.optimizer_params(s, method_cfg)
     act_bytes = 2 if half else 4
     tokens = batch_size * seq_len
-    # All layers' activations, plus one layer's worth of gradients in flight during its backward.
-    layer = layer_activations(s, method, getattr(method_cfg, "dropout", 0.0), device) * act_bytes
-    per_token = (s.layers + 1) * layer
+    layer = layer_activations(s, plugin, method_cfg, device) * act_bytes
+    if load_in_4bit:  # gradient checkpointing: each layer keeps its input; one layer is recomputed at a time
+        per_token = s.layers * s.hidden * act_bytes + 2 * layer
+    else:  # all layers' activations, plus one layer's worth of gradients in flight during its backward
+        per_token = (s.layers + 1) * layer
     per_token += logits_activations(s) * 4  # the loss upcasts logits to fp32 whatever the precision
     activations = int(tokens * per_token * (CPU_HEAP_OVERHEAD if device == "cpu" else 1.0))
+    if sharding not in SHARDING:
+        from ..errors import SmalltuneError
+
+        raise SmalltuneError(f"--sharding must be one of {', '.join(SHARDING)}, got {sharding!r}")
+    shard_weights, shard_states = SHARDING[sharding]
+    if processes > 1 and shard_states:
+        gradients, optimizer = gradients // processes, optimizer // processes
+    if processes > 1 and shard_weights:
+        # The unit being computed and the one prefetched are whole (all-gathered) on every process.
+        unit = max(s.layer_params, s.total_params - s.layers * s.layer_params)
+        weights = weights // processes + 2 * 4 * unit
     total = weights + gradients + optimizer + activations
-    adapter = 4 * (new if method in ADAPTERS else trainable)
+    adapter = 4 * (new if plugin.frozen_base else trainable)
     return MemoryEstimate(
         method=method, batch_size=batch_size, seq_len=seq_len, precision=precision, trainable_params=trainable,
         total_params=s.total_params + new, weights=weights, gradients=gradients, optimizer_states=optimizer,
         activations=activations, total=total, device_memory=device_memory,
         fits=None if device_memory is None else total <= device_memory, adapter_file_bytes=adapter,
+        processes=processes, sharding=sharding, load_in_4bit=load_in_4bit,
     )
 
 
 def max_seq_that_fits(s: ModelShape, method: str, method_cfg, precision: str, device_memory: int,
-                      device: str = "cuda") -> int:
-    """Longest sequence (multiple of 64) that fits at batch size 1, or 0 when not even 64 tokens do."""
-    one = estimate(s, method, method_cfg, 1, 1, precision, device=device)
+                      device: str = "cuda", **layout) -> int:
+    """Longest sequence (multiple of 64) that fits at batch size 1, or 0 when not even 64 tokens do.
+    ``layout``: ``processes``, ``sharding``, ``load_in_4bit`` as for :func:`estimate`."""
+    one = estimate(s, method, method_cfg, 1, 1, precision, device=device, **layout)
     fixed = one.total - one.activations
-    per_token = estimate(s, method, method_cfg, 1, 1024, precision, device=device).activations / 1024
+    per_token = estimate(s, method, method_cfg, 1, 1024, precision, device=device, **layout).activations / 1024
     if device_memory <= fixed:
         return 0
     return int((device_memory - fixed) / per_token) // 64 * 64

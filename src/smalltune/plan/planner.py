@@ -17,7 +17,7 @@ from pathlib import Path
 from ..errors import SmalltuneError
 from ..recipe import MethodSection, Recipe, recipe_from_dict
 from .hardware import GIB, USABLE, Device, detect_device
-from .memory import ADAPTERS, MemoryEstimate, ModelShape, estimate, human_bytes, max_seq_that_fits, model_shape
+from .memory import SHARDING, MemoryEstimate, ModelShape, estimate, human_bytes, max_seq_that_fits, model_shape
 from .rules import BANDS, RULES, Context, band_for
 
 LENGTH_SAMPLE = 2000  # examples tokenised to measure lengths (a seeded sample of bigger files)
@@ -103,18 +103,23 @@ def choose_method(ctx: Context, registered) -> None:
         ctx.why["method.name"] = f"{_band_note(ctx)} calls for {wanted}, which is not installed; lora instead"
 
 
-def fit_memory(ctx: Context, shape: ModelShape, cfg, device: Device) -> tuple[MemoryEstimate, list[str]]:
-    """Pick batch size, grad accumulation and precision so the estimate fits ``device.usable``.
+def fit_memory(ctx: Context, shape: ModelShape, cfg, device: Device,
+               sharding: str = "ddp") -> tuple[MemoryEstimate, list[str]]:
+    """Pick batch size, grad accumulation and precision so the estimate fits ``device.usable`` (per
+    process: ``ctx.processes`` data-parallel processes share the effective batch, ``sharding`` decides
+    what they share of the weights and optimizer).
 
     Returns the chosen estimate and, when nothing fits, what would.
     """
     precisions = (["bf16"] if device.bf16 else ["fp32", "fp16"]) if device.kind == "cuda" else \
         (["fp32", "bf16"] if device.bf16 else ["fp32"])
-    effective = ctx.schedule.effective_batch
+    effective, n = ctx.schedule.effective_batch, ctx.processes
+    layout = {"processes": n, "sharding": sharding}
     chosen = None
-    for micro in [b for b in MICRO_BATCHES if b <= effective]:
+    for micro in [b for b in MICRO_BATCHES if b * n <= effective] or [1]:
         for precision in precisions:
-            est = estimate(shape, ctx.method, cfg, micro, ctx.max_length, precision, device.usable, device.kind)
+            est = estimate(shape, ctx.method, cfg, micro, ctx.max_length, precision, device.usable, device.kind,
+                           **layout)
             if est.fits:
                 chosen = est
                 break
@@ -122,10 +127,11 @@ def fit_memory(ctx: Context, shape: ModelShape, cfg, device: Device) -> tuple[Me
             break
     suggestions: list[str] = []
     if chosen is None:
-        chosen = estimate(shape, ctx.method, cfg, 1, ctx.max_length, precisions[-1], device.usable, device.kind)
+        chosen = estimate(shape, ctx.method, cfg, 1, ctx.max_length, precisions[-1], device.usable, device.kind,
+                          **layout)
         suggestions = _what_would_fit(ctx, shape, cfg, device, precisions[-1], chosen)
     ctx.batch_size, ctx.precision = chosen.batch_size, chosen.precision
-    ctx.grad_accum = max(1, effective // chosen.batch_size)
+    ctx.grad_accum = max(1, effective // (chosen.batch_size * n))
     where = f"{device.usable / GIB:.1f} GiB usable of {device.source}"
     if chosen.fits:
         ctx.why["train.batch_size"] = f"largest micro-batch whose estimate fits: {chosen.summary()} ({where})"
@@ -140,14 +146,25 @@ def fit_memory(ctx: Context, shape: ModelShape, cfg, device: Device) -> tuple[Me
 
 def _what_would_fit(ctx: Context, shape: ModelShape, cfg, device: Device, precision: str,
                     est: MemoryEstimate) -> list[str]:
+    from ..train.methods import METHODS
+
+    layout = {"processes": est.processes, "sharding": est.sharding}
+    fits = lambda e: " and fits" if e.total <= device.usable else ""  # noqa: E731
     out = []
-    seq = max_seq_that_fits(shape, ctx.method, cfg, precision, device.usable, device.kind)
+    seq = max_seq_that_fits(shape, ctx.method, cfg, precision, device.usable, device.kind, **layout)
     if seq >= 64:
         out.append(f"data.max_length={seq} would fit at batch 1 (examples longer than that are truncated)")
-    if ctx.method not in ADAPTERS:
-        lora = estimate(shape, "lora", MethodSection(), 1, ctx.max_length, precision, device=device.kind)
-        out.append(f"method.name=lora would need {human_bytes(lora.total)}"
-                   + (" and fits" if lora.total <= device.usable else ""))
+    if not METHODS.get(ctx.method).frozen_base:
+        lora = estimate(shape, "lora", MethodSection(), 1, ctx.max_length, precision, device=device.kind, **layout)
+        out.append(f"method.name=lora would need {human_bytes(lora.total)}{fits(lora)}")
+    elif device.kind == "cuda":  # QLoRA: bitsandbytes' 4-bit kernels need a CUDA GPU
+        q = estimate(shape, ctx.method, cfg, 1, ctx.max_length, precision, device=device.kind, load_in_4bit=True,
+                     **layout)
+        out.append(f"model.load_in_4bit=true (QLoRA) would need {human_bytes(q.total)}{fits(q)}")
+    if est.processes > 1 and est.sharding != "fsdp":
+        f = estimate(shape, ctx.method, cfg, 1, ctx.max_length, precision, device=device.kind,
+                     processes=est.processes, sharding="fsdp")
+        out.append(f"--sharding fsdp over {est.processes} processes would need {human_bytes(f.total)} each{fits(f)}")
     out.append(f"a device with at least {human_bytes(est.total / USABLE[device.kind])} of memory "
                f"(this plan needs {human_bytes(est.total)} at {USABLE[device.kind]:.0%} usable)")
     return out
@@ -163,8 +180,10 @@ def choose_max_length(ctx: Context, facts: DataFacts, shape: ModelShape) -> None
 
 # --- the plan ----------------------------------------------------------------------------------
 def plan(data, model: str = "smollm2-135m-instruct", device_memory_gib: float | None = None, update: bool = False,
-         validation: str | None = None, test: str | None = None, output=None) -> Plan:
-    """Plan a recipe for ``data`` and ``model`` on this machine (or a device of ``device_memory_gib``).
+         validation: str | None = None, test: str | None = None, output=None, processes: int = 1,
+         sharding: str = "ddp") -> Plan:
+    """Plan a recipe for ``data`` and ``model`` on this machine (or a device of ``device_memory_gib``), for
+    ``processes`` data-parallel processes of one device each, sharded by ``sharding`` (ddp, zero2, zero3, fsdp).
 
     >>> p = plan("train.jsonl", output="recipe.yaml")
     >>> p.recipe.method.name, p.memory.fits
@@ -172,16 +191,21 @@ def plan(data, model: str = "smollm2-135m-instruct", device_memory_gib: float | 
     """
     if device_memory_gib is not None and device_memory_gib <= 0:
         raise SmalltuneError(f"--device-memory must be > 0 GiB, got {device_memory_gib:g}")
+    if processes < 1:
+        raise SmalltuneError(f"--processes must be >= 1, got {processes}")
+    if sharding not in SHARDING:
+        raise SmalltuneError(f"--sharding must be one of {', '.join(SHARDING)}, got {sharding!r}")
     local = Path(str(model)).expanduser()
     model = str(local.resolve()) if local.exists() else str(model)  # a folder: absolute, so the recipe works anywhere
     model_shape(model)  # a bad model name fails here, before the data is read (cached for the plan)
     facts = data_facts(str(data), model, validation)
-    return plan_from_facts(facts, str(data), model, device_memory_gib, update, validation, test, output)
+    return plan_from_facts(facts, str(data), model, device_memory_gib, update, validation, test, output,
+                           processes, sharding)
 
 
 def plan_from_facts(facts: DataFacts, data: str, model: str, device_memory_gib: float | None = None,
                     update: bool = False, validation: str | None = None, test: str | None = None,
-                    output=None) -> Plan:
+                    output=None, processes: int = 1, sharding: str = "ddp") -> Plan:
     """The plan for already-measured data facts (what :func:`plan` does after reading the file).
 
     >>> plan_from_facts(DataFacts(150_000, {}, 300, 200, "tokenizer"), "big.jsonl", "my-model").recipe.method.name
@@ -194,28 +218,27 @@ def plan_from_facts(facts: DataFacts, data: str, model: str, device_memory_gib: 
     smallest = min(facts.categories.items(), key=lambda kv: kv[1]) if facts.categories else (None, facts.n_train)
     ctx = Context(n_train=facts.n_train, n_smallest=smallest[1], smallest_category=smallest[0],
                   has_validation_file=bool(validation), validation_count=facts.n_validation,
-                  model_params=shape.total_params, update=update,
+                  model_params=shape.total_params, update=update, processes=processes,
                   band=band_for(smallest[1]), schedule=band_for(facts.n_train))
     choose_method(ctx, METHODS)
     choose_max_length(ctx, facts, shape)
     method_cfg = MethodSection(name=ctx.method, r=ctx.band.lora_r, alpha=2 * ctx.band.lora_r, dropout=ctx.band.dropout)
-    memory, suggestions = fit_memory(ctx, shape, method_cfg, device)
+    memory, suggestions = fit_memory(ctx, shape, method_cfg, device, sharding)
     return _assemble(ctx, facts, shape, device, memory, suggestions, data, model, validation, test, output)
 
 
 def _assemble(ctx, facts, shape, device, memory, suggestions, data, model, validation, test, output) -> Plan:
     from ..recipe import iter_fields
+    from ..train.methods import METHODS
 
-    lora_like = ctx.method in ("lora", "dora")
+    method = METHODS.get(ctx.method)
     schema = {key for key, *_ in iter_fields()}
     values, notes = {}, {}
     for rule in RULES:
         if rule.key not in schema:
             continue  # a section this installation does not have
-        if rule.key in ("method.r", "method.alpha") and not lora_like:
-            continue  # only LoRA-style methods read these
-        if rule.key == "method.dropout" and not (lora_like or ctx.method == "bottleneck"):
-            continue
+        if rule.key.startswith("method.") and rule.key != "method.name" and rule.key not in method.keys:
+            continue  # a key the planned method does not read
         value, why = rule.decide(ctx)
         values[rule.key], notes[rule.key] = value, why
     if ctx.update:
@@ -228,7 +251,7 @@ def _assemble(ctx, facts, shape, device, memory, suggestions, data, model, valid
     notes["data.train"] = f"{facts.n_train:,} examples" + (
         f" in {len(facts.categories)} categories" if facts.categories else "")
     notes["method"] = (f"{ctx.method}: {memory.trainable_params:,} trainable of {memory.total_params:,} parameters"
-                       f"; saved {'adapter' if ctx.method in ADAPTERS else 'weights'} "
+                       f"; saved {'adapter' if method.frozen_base else 'weights'} "
                        f"~{human_bytes(memory.adapter_file_bytes)}")
     recipe = recipe_from_dict(raw, source="(planned)")
     if not recipe.data.validation:
@@ -241,7 +264,8 @@ def _assemble(ctx, facts, shape, device, memory, suggestions, data, model, valid
                   facts={"data": facts.__dict__, "model": {"name": shape.name, "params": shape.total_params,
                                                            "layers": shape.layers, "hidden": shape.hidden},
                          "device": device.to_dict(), "band": ctx.band.label, "schedule_band": ctx.schedule.label,
-                         "steps_per_epoch": ctx.steps_per_epoch, "total_steps": ctx.total_steps})
+                         "steps_per_epoch": ctx.steps_per_epoch, "total_steps": ctx.total_steps,
+                         "processes": memory.processes, "sharding": memory.sharding})
     if output:
         _write(result, output, f"# Planned by `smalltune plan` for {facts.n_train:,} examples on {device.source}; "
                                f"each comment says why (`smalltune plan --explain` prints the rules).\n")
@@ -285,11 +309,14 @@ def _show(value) -> str:
 
 
 def explain_rows() -> tuple[list[tuple], list[tuple], list[tuple]]:
-    """(bands, rates, rules) rows for ``--explain``."""
-    from .rules import RATES
+    """(bands, methods, rules) rows for ``--explain``; the methods' rows come from their plugins."""
+    from ..train.methods import METHODS
 
     bands = [(b.label, b.method, ", ".join(b.alternatives), f"{b.epochs:g}", b.evals_per_epoch, b.patience,
               b.effective_batch, b.weight_decay, b.dropout, b.lora_r) for b in BANDS]
-    rates = [(m, f"{r.lr:g}", f"{r.update_lr:g}", r.source) for m, r in RATES.items()]
+    rates = [(m, f"{c.rate.lr:g}", f"{c.rate.update_lr:g}",
+              f"{c.rate.source}" + (f"; x{c.rate.large_model_factor:g} above 30B parameters"
+                                    if c.rate.large_model_factor != 1 else ""),
+              ", ".join(k.removeprefix("method.") for k in c.keys) or "-") for m, c in METHODS.items()]
     rules = [(r.key, r.rule, r.source) for r in RULES]
     return bands, rates, rules

@@ -1,14 +1,17 @@
 """The planner's rules, in one place: every number a plan writes comes from a row here.
 
-Three tables, read by the planner and printed by ``smalltune plan --explain``:
+Two tables, read by the planner and printed by ``smalltune plan --explain``:
 
 * ``BANDS``: dataset-size bands and what each implies (method, epochs, regularisation, cadence).
   The *method and regularisation* band is chosen by the smallest category's count when the data
   has categories (the least-represented task must not be overfit); the *schedule* band (epochs,
   evaluations, batch) by the total count.
-* ``RATES``: learning rates per method, fresh and ``--update``, with their sources.
 * ``RULES``: one row per recipe key the planner sets: the rule in words, its source, and the
   function that applies it to a :class:`Context` (the facts about data, model and device).
+
+What belongs to a method -- its learning rates (fresh and ``--update``, with sources), the recipe
+keys it reads, its memory -- is declared on the method's own class (``train/methods``); the rules
+ask it, and ``--explain`` prints it from there.
 """
 
 from __future__ import annotations
@@ -53,28 +56,6 @@ def band_for(count: int) -> Band:
     return next(b for b in BANDS if count < b.below)
 
 
-@dataclass(frozen=True)
-class Rate:
-    lr: float
-    update_lr: float  # incremental training of an already fine-tuned model
-    source: str
-
-
-FULL_RATE = Rate(2e-5, 3e-6, "full fine-tuning range 5e-6-5e-5, Stanford Alpaca (7B) used 2e-5; updates 1e-6-5e-6")
-RATES = {
-    "lora": Rate(2e-4, 5e-5, "LoRA arXiv 2106.09685 (2e-4 on GPT-2 M); QLoRA arXiv 2305.14314 (2e-4 to 13B, 1e-4 above)"),
-    "dora": Rate(2e-4, 5e-5, "DoRA arXiv 2402.09353 keeps LoRA's rates"),
-    "ia3": Rate(3e-3, 1e-3, "(IA)^3 / T-Few arXiv 2205.05638 (3e-3)"),
-    "prefix": Rate(1e-2, 3e-3, "prefix vectors need large steps (Prefix-Tuning arXiv 2101.00190; peft guides use ~1e-2)"),
-    "prompt": Rate(1e-2, 3e-3, "soft prompts need large steps (Prompt Tuning arXiv 2104.08691 used 0.3 with Adafactor)"),
-    "bottleneck": Rate(1e-4, 3e-5, "adapters: Houlsby et al. arXiv 1902.00751; AdapterHub arXiv 2007.07779 default 1e-4"),
-    "partial": FULL_RATE,
-    "hft": FULL_RATE,
-    "full": FULL_RATE,
-}
-LARGE_MODEL = 30e9  # parameters; QLoRA halves the adapter rate above this
-
-
 @dataclass
 class Context:
     """Facts a rule may read; the planner fills it in order (method and memory fit first)."""
@@ -92,6 +73,7 @@ class Context:
     max_length: int = 512
     batch_size: int = 8
     grad_accum: int = 1
+    processes: int = 1  # data-parallel processes (--processes); each takes batch_size examples per micro-batch
     precision: str = "fp32"
     why: dict[str, str] = field(default_factory=dict)  # reasons decided outside the table (method, fit)
 
@@ -111,7 +93,7 @@ class Context:
     @property
     def steps_per_epoch(self) -> int:
         train = self.n_train * (1 - (self.validation_fraction or 0))
-        return max(1, math.ceil(train / (self.batch_size * self.grad_accum)))
+        return max(1, math.ceil(train / (self.batch_size * self.grad_accum * self.processes)))
 
     @property
     def total_steps(self) -> int:
@@ -124,17 +106,21 @@ Decide = Callable[[Context], "tuple[Any, str]"]
 @dataclass(frozen=True)
 class Rule:
     key: str  # the recipe key the rule sets
-    rule: str  # the rule in words; numbers live in BANDS / RATES
+    rule: str  # the rule in words; numbers live in BANDS or on the method (its rate)
     source: str
     decide: Decide  # (value, one-line why)
 
 
 def _lr(c: Context):
-    rate = RATES.get(c.method, FULL_RATE)
+    from ..train.methods import LARGE_MODEL, METHODS
+
+    rate = METHODS.get(c.method, "method.name").rate
     lr = rate.update_lr if c.update else rate.lr
     why = f"{c.method} {'update ' if c.update else ''}rate ({rate.source})"
-    if c.method in ("lora", "dora") and c.model_params >= LARGE_MODEL:
-        lr, why = lr / 2, why + "; halved for a model over 30B parameters (QLoRA)"
+    if rate.large_model_factor != 1 and c.model_params >= LARGE_MODEL:
+        lr = lr * rate.large_model_factor
+        scaled = "halved" if rate.large_model_factor == 0.5 else f"x{rate.large_model_factor:g}"
+        why += f"; {scaled} for a model over {LARGE_MODEL / 1e9:.0f}B parameters"
     return lr, why
 
 
@@ -182,16 +168,17 @@ RULES: tuple[Rule, ...] = (
          "(20% under 150 examples ... 1% at 100k)", "a validation loss from at least ~30 examples",
          lambda c: (c.validation_fraction, "validation file given" if c.has_validation_file else
                     f"{c.validation_fraction:.0%} of {c.n_train:,} examples held out for validation")),
-    Rule("train.lr", "RATES[method] (update rate with --update); halved for LoRA above 30B parameters",
-         "see RATES", _lr),
+    Rule("train.lr", "the method's rate (update rate with --update), times its large-model factor above 30B "
+         "parameters", "each method's rate, in the learning-rates table", _lr),
     Rule("train.epochs", "schedule-band epochs: an upper bound, early stopping decides", "2-3 epochs normally, "
          "up to 20-25 for very small data with early stopping",
          lambda c: (c.schedule.epochs, f"upper bound for {c.n_train:,} examples; early stopping usually ends sooner")),
     Rule("train.batch_size", "largest of 8, 4, 2, 1 (up to the effective batch) whose memory estimate fits",
          "memory estimate (plan/memory.py)", lambda c: (c.batch_size, c.why["train.batch_size"])),
-    Rule("train.grad_accum", "effective batch / batch_size; schedule band effective batch 8/16/32/64",
-         "small batches give small data more optimizer steps", lambda c: (
-             c.grad_accum, f"effective batch {c.batch_size * c.grad_accum} = {c.batch_size} x {c.grad_accum}")),
+    Rule("train.grad_accum", "effective batch / (batch_size x processes); schedule band effective batch "
+         "8/16/32/64", "small batches give small data more optimizer steps", lambda c: (
+             c.grad_accum, f"effective batch {c.batch_size * c.grad_accum * c.processes} = {c.batch_size} x "
+                           f"{c.grad_accum}" + (f" x {c.processes} processes" if c.processes > 1 else ""))),
     Rule("train.precision", "GPU: bf16 (fp16 without bf16 support); CPU: fp32, bf16 only if fp32 does not fit",
          "mixed precision halves activation memory", lambda c: (c.precision, c.why["train.precision"])),
     Rule("train.warmup_ratio", "10% of planned steps, at most half an epoch", "QLoRA 3%, Alpaca 3%; "

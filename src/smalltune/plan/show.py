@@ -31,8 +31,8 @@ def print_rules() -> None:
     for row in bands:
         t.add_row(*map(str, row))
     out.print(t)
-    t = Table(title="learning rates by method", title_justify="left")
-    for col in ("method", "lr", "--update lr", "source"):
+    t = Table(title="methods: learning rates and the method.* keys each reads (train/methods)", title_justify="left")
+    for col in ("method", "lr", "--update lr", "source", "keys"):
         t.add_column(col)
     for row in rates:
         t.add_row(*map(str, row))
@@ -44,9 +44,14 @@ def print_rules() -> None:
         t.add_row(*row)
     out.print(t)
     from .hardware import USABLE
-    from .memory import CPU_HEAP_OVERHEAD
+    from .memory import CPU_HEAP_OVERHEAD, NF4_BYTES, SHARDING
     from .planner import MICRO_BATCHES
 
     out.print(f"memory: usable share GPU {USABLE['cuda']:.0%}, CPU RAM {USABLE['cpu']:.0%}; micro-batches tried "
               f"{', '.join(map(str, MICRO_BATCHES))}; CPU activations x{CPU_HEAP_OVERHEAD} heap overhead "
               f"(measured, benchmarks/README.md)")
+    shared = {name: " and ".join(p for p, on in zip(("weights", "gradients + optimizer states"), split) if on)
+              or "nothing" for name, split in SHARDING.items()}
+    out.print("sharding over --processes N divides: " + "; ".join(f"{k} {v}" for k, v in shared.items())
+              + f". 4-bit base (model.load_in_4bit, QLoRA arXiv 2305.14314): {NF4_BYTES:.3f} bytes per "
+                "decoder-layer linear weight, gradient checkpointing")

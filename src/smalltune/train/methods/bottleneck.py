@@ -22,7 +22,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ...errors import SmalltuneError
-from . import METHODS, Method
+from . import METHODS, Method, Rate
 
 WEIGHTS = "bottleneck.safetensors"
 CONFIG = "bottleneck.json"
@@ -77,6 +77,15 @@ def bottleneck_state(model) -> dict[str, torch.Tensor]:
 @METHODS.register("bottleneck")
 class BottleneckAdapters(Method):
     """Houlsby bottleneck adapters of width ``method.bottleneck_size`` after ``method.bottleneck_after``."""
+
+    keys = ("method.bottleneck_size", "method.bottleneck_after", "method.dropout")
+    rate = Rate(1e-4, 3e-5, "adapters: Houlsby et al. arXiv 1902.00751; AdapterHub arXiv 2007.07779 default 1e-4")
+
+    def trainable_params(self, s, cfg) -> tuple[int, int]:
+        # down (out x b + b) and up (b x out + out) after each named projection
+        b, after = cfg.bottleneck_size, set(cfg.bottleneck_after)
+        n = s.layers * sum(2 * o * b + b + o for name, _, o in s.layer_linears if name.rsplit(".", 1)[-1] in after)
+        return n, n
 
     def apply(self, model, cfg, recipe=None):
         self.config = {"size": cfg.bottleneck_size, "after": list(cfg.bottleneck_after), "dropout": cfg.dropout}

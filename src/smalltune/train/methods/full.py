@@ -10,13 +10,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import METHODS, Method
+from . import METHODS, Method, Rate
+
+FULL_RATE = Rate(2e-5, 3e-6, "full fine-tuning range 5e-6-5e-5, Stanford Alpaca (7B) used 2e-5; updates 1e-6-5e-6")
 
 
 class WholeModelMethod(Method):
-    """Base for methods whose artifact is the whole model folder."""
+    """Base for methods whose artifact is the whole model folder (and that train base weights)."""
 
     artifact = "model"
+    frozen_base = False
+    rate = FULL_RATE
+
+    def layer_activations(self, s, cfg, device: str) -> float:
+        # Trained linears keep their inputs and norms their normalised values: 3 more hidden-sized
+        # tensors per norm pair, the attention output and the MLP product.
+        return 4 * s.hidden + s.q_dim + s.intermediate
 
     def save(self, model, path: Path) -> None:
         model.save_pretrained(str(path), safe_serialization=True)
@@ -38,6 +47,9 @@ def set_trainable(model, names: set[str]) -> None:
 class Full(WholeModelMethod):
     """Every weight trains. Most capacity, most forgetting: prefer it only with enough data and an
     eye on the forgetting metrics."""
+
+    def trainable_params(self, s, cfg) -> tuple[int, int]:
+        return s.total_params, 0
 
     def apply(self, model, cfg, recipe=None):
         set_trainable(model, {n for n, _ in model.named_parameters()})

@@ -42,6 +42,12 @@ class Partial(WholeModelMethod):
     The lower layers hold the most general features; leaving them frozen limits forgetting.
     """
 
+    keys = ("method.top_k_layers", "method.modules")
+
+    def trainable_params(self, s, cfg) -> tuple[int, int]:
+        k = min(cfg.top_k_layers or 0, s.layers)  # named extra modules are not counted
+        return k * s.layer_params, 0
+
     def problems(self, cfg) -> list[str]:
         if not cfg.top_k_layers and not cfg.modules:
             return ["method.name partial needs method.top_k_layers > 0 or a list in method.modules"]
@@ -125,6 +131,15 @@ class HalfFineTuning(WholeModelMethod):
     no gradient and AdamW skips them); the loop's epoch hook then sets the epoch's mask. With
     several GPUs (DDP) parameters that get no gradient need ``find_unused_parameters``.
     """
+
+    keys = ("method.hft_fraction",)
+
+    def trainable_params(self, s, cfg) -> tuple[int, int]:
+        return int(s.layers * s.layer_params * cfg.hft_fraction), 0  # one epoch's share of the layers
+
+    def optimizer_params(self, s, cfg) -> int:
+        # Every weight is in the optimizer and gets AdamW states once it has been drawn.
+        return s.total_params
 
     def __init__(self):
         self.fraction = 0.5

@@ -5,16 +5,25 @@ tuning learn virtual tokens (peft's "prompt encoder"). Prompt tuning prepends it
 to the *input*, so the model's logits come back ``num_virtual_tokens`` positions longer than the
 input ids; we trim them with a forward hook so that every model smalltune hands out (to the loop,
 to ``dataset_metrics``, to evaluation) returns exactly one logit row per input token.
+
+A base loaded in 4 bits (``model.load_in_4bit``, QLoRA) is prepared for training here, in ``apply``
+(peft's ``prepare_model_for_kbit_training``: norms and embeddings in fp32, gradient checkpointing
+on), not when it is loaded: evaluation loads the same 4-bit base and needs none of that.
+
+Each class also says what the planner needs: its keys, learning rates, trainable-parameter count
+and activation memory (see ``methods/__init__.py``).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from . import METHODS, Method
+from . import METHODS, Method, Rate, WeightDelta
 
 
 class PeftMethod(Method):
+    supports_4bit = True  # peft's layers wrap bitsandbytes' 4-bit linears
+
     def peft_config(self, cfg):
         raise NotImplementedError
 
@@ -25,6 +34,10 @@ class PeftMethod(Method):
     def apply(self, model, cfg, recipe=None):
         from peft import get_peft_model
 
+        if getattr(model, "is_loaded_in_4bit", False):  # QLoRA (arXiv 2305.14314): gradient checkpointing on
+            from peft import prepare_model_for_kbit_training
+
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True)
         return self.finish(get_peft_model(model, self.peft_config(cfg)))
 
     def save(self, model, path: Path) -> None:
@@ -41,6 +54,42 @@ class LoRA(PeftMethod):
     """Low-rank adapters (LoRA: Low-Rank Adaptation of Large Language Models, arXiv 2106.09685)."""
 
     dora = False
+    keys = ("method.r", "method.alpha", "method.dropout", "method.target_modules")
+    rate = Rate(2e-4, 5e-5, "LoRA arXiv 2106.09685 (2e-4 on GPT-2 M); QLoRA arXiv 2305.14314 (2e-4 to 13B, "
+                "1e-4 above)", large_model_factor=0.5)
+
+    def trainable_params(self, s, cfg) -> tuple[int, int]:
+        # r x (in + out) per adapted linear; DoRA adds a magnitude vector of size out
+        chosen = [(n, i, o) for n, i, o in s.layer_linears
+                  if cfg.target_modules == "all-linear" or n.rsplit(".", 1)[-1] in set(cfg.target_modules)]
+        n = s.layers * sum(cfg.r * (i + o) + (o if self.dora else 0) for _, i, o in chosen)
+        return n, n
+
+    def layer_activations(self, s, cfg, device: str) -> float:
+        # Each LoRA branch keeps its dropped-out input and the dropout mask: 1 byte per element on
+        # CUDA (fused dropout), a full fp32 noise tensor on CPU (composite dropout). Without dropout
+        # the branches share the frozen linears' inputs.
+        if cfg.dropout > 0:
+            mask = 1.0 if device == "cpu" else 0.25
+            return sum(fi for _, fi, _ in s.layer_linears) * (1 + mask)
+        return 2 * s.hidden + s.q_dim + s.intermediate
+
+    def weight_deltas(self, model) -> list[WeightDelta]:
+        """``B @ A * scale`` (peft's ``get_delta_weight``) of every unmerged, active LoRA layer without DoRA."""
+        try:
+            from peft.tuners.lora import Linear as LoraLinear
+        except ImportError:  # peft absent: no LoRA layers to find
+            return []
+        found = []
+        for name, module in model.named_modules():
+            if isinstance(module, LoraLinear) and not module.merged:
+                for adapter in module.active_adapters:
+                    if adapter in module.lora_A and not module.use_dora.get(adapter, False):
+                        found.append(WeightDelta(
+                            f"{name}.delta_weight", module.get_base_layer().weight,
+                            lambda m=module, a=adapter: m.get_delta_weight(a),
+                            (*module.lora_A[adapter].parameters(), *module.lora_B[adapter].parameters())))
+        return found
 
     def peft_config(self, cfg):
         from peft import LoraConfig
@@ -61,6 +110,7 @@ class DoRA(LoRA):
     (DoRA: Weight-Decomposed Low-Rank Adaptation, arXiv 2402.09353). Same recipe keys as LoRA."""
 
     dora = True
+    rate = Rate(2e-4, 5e-5, "DoRA arXiv 2402.09353 keeps LoRA's rates", large_model_factor=0.5)
 
 
 @METHODS.register("ia3")
@@ -68,6 +118,13 @@ class IA3(PeftMethod):
     """Learned rescaling vectors on keys, values and the MLP (IA3, "Few-Shot Parameter-Efficient
     Fine-Tuning is Better and Cheaper than In-Context Learning", arXiv 2205.05638). peft picks the
     target modules for known architectures."""
+
+    rate = Rate(3e-3, 1e-3, "(IA)^3 / T-Few arXiv 2205.05638 (3e-3)")
+
+    def trainable_params(self, s, cfg) -> tuple[int, int]:
+        # peft's IA3 for Llama scales k_proj and v_proj outputs and down_proj's input
+        n = s.layers * (2 * s.kv_heads * s.head_dim + s.intermediate)
+        return n, n
 
     def peft_config(self, cfg):
         from peft import IA3Config
@@ -80,6 +137,13 @@ class PrefixTuning(PeftMethod):
     """Trained key/value prefixes in every attention layer (Prefix-Tuning: Optimizing Continuous
     Prompts for Generation, arXiv 2101.00190). Logits keep the input length."""
 
+    keys = ("method.num_virtual_tokens",)
+    rate = Rate(1e-2, 3e-3, "prefix vectors need large steps (Prefix-Tuning arXiv 2101.00190; peft guides use ~1e-2)")
+
+    def trainable_params(self, s, cfg) -> tuple[int, int]:
+        n = cfg.num_virtual_tokens * s.layers * 2 * s.kv_heads * s.head_dim  # a key and a value per layer
+        return n, n
+
     def peft_config(self, cfg):
         from peft import PrefixTuningConfig
 
@@ -91,24 +155,30 @@ class PromptTuning(PeftMethod):
     """Trained soft-prompt embeddings prepended to the input (The Power of Scale for
     Parameter-Efficient Prompt Tuning, arXiv 2104.08691)."""
 
+    keys = ("method.num_virtual_tokens",)
+    rate = Rate(1e-2, 3e-3, "soft prompts need large steps (Prompt Tuning arXiv 2104.08691 used 0.3 with Adafactor)")
+
+    def trainable_params(self, s, cfg) -> tuple[int, int]:
+        n = cfg.num_virtual_tokens * s.hidden
+        return n, n
+
     def peft_config(self, cfg):
         from peft import PromptTuningConfig
 
         return PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=cfg.num_virtual_tokens)
 
     def finish(self, model):
-        n = model.peft_config[model.active_adapter].num_virtual_tokens
-        model.register_forward_hook(_drop_virtual_positions(n))
+        model.register_forward_hook(_drop_virtual_positions, with_kwargs=True)
         return model
 
 
-def _drop_virtual_positions(n: int):
-    """Forward hook: trim the ``n`` virtual-token positions peft prepends to the logits."""
-
-    def hook(module, args, output):
-        logits = getattr(output, "logits", None)
-        if logits is not None and logits.dim() == 3:
-            output.logits = logits[:, n:]
-        return output
-
-    return hook
+def _drop_virtual_positions(module, args, kwargs, output):
+    """Forward hook: trim the virtual-token positions peft prepends to the logits, i.e. every position
+    beyond the input's length (none while the adapter is disabled, e.g. to score the base model)."""
+    logits = getattr(output, "logits", None)
+    inputs = kwargs.get("input_ids", args[0] if args else None)
+    if inputs is None:
+        inputs = kwargs.get("attention_mask", kwargs.get("inputs_embeds"))
+    if logits is not None and logits.dim() == 3 and inputs is not None and logits.shape[1] > inputs.shape[1]:
+        output.logits = logits[:, logits.shape[1] - inputs.shape[1]:]
+    return output

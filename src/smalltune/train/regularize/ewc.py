@@ -8,7 +8,8 @@ depends on it, measured by the diagonal of the Fisher information::
 
 What is penalised, per kind of trainable weight:
 
-* **LoRA layers** (peft ``lora.Linear`` without DoRA): the *effective weight update*
+* **LoRA layers** (peft ``lora.Linear`` without DoRA, found by the method's ``weight_deltas`` hook
+  in ``train/methods``): the *effective weight update*
   ``dW = B @ A * scale`` (peft's ``get_delta_weight``) against the Fisher of the frozen base
   weight ``W``. The anchor is the zero update, i.e. the base model itself, so this is exactly
   classical EWC on the merged weights ``W + dW`` -- the form the issue asks for, and the one whose
@@ -45,27 +46,21 @@ class Term:
         self.fisher: torch.Tensor | None = None
 
 
-def _lora_layers(model):
-    try:
-        from peft.tuners.lora import Linear as LoraLinear
-    except ImportError:  # peft absent: no LoRA layers to find
-        return []
-    found = []
-    for name, module in model.named_modules():
-        if isinstance(module, LoraLinear) and not module.merged:
-            for adapter in module.active_adapters:
-                if adapter in module.lora_A and not module.use_dora.get(adapter, False):
-                    found.append((name, module, adapter))
-    return found
+def penalty_terms(model, method=None) -> list[Term]:
+    """The terms EWC penalises for ``model`` as it is now (its trainable tensors decide).
 
+    Updates with a closed form come from the method's ``weight_deltas`` (LoRA's ``B @ A * scale``);
+    without a ``method``, from every registered method that finds its layers in ``model``.
+    """
+    from ..methods import METHODS
 
-def penalty_terms(model) -> list[Term]:
-    """The terms EWC penalises for ``model`` as it is now (its trainable tensors decide)."""
-    terms, covered = [], set()
-    for name, module, adapter in _lora_layers(model):
-        covered.update(id(p) for p in (*module.lora_A[adapter].parameters(), *module.lora_B[adapter].parameters()))
-        terms.append(Term(f"{name}.delta_weight", module.get_base_layer().weight,
-                          lambda m=module, a=adapter: m.get_delta_weight(a)))
+    terms, covered, bases = [], set(), set()
+    for m in [method] if method is not None else [cls() for _, cls in METHODS.items()]:
+        for d in m.weight_deltas(model):
+            if id(d.base) not in bases:  # dora inherits lora's hook: one term per base weight
+                bases.add(id(d.base))
+                covered.update(id(p) for p in d.params)
+                terms.append(Term(d.name, d.base, d.delta))
     for name, p in model.named_parameters():
         if p.requires_grad and id(p) not in covered:
             anchor = p.detach().clone()
@@ -120,7 +115,9 @@ class EWC(Regularizer):
             texts = general_texts(reg.ewc_samples, recipe.train.seed)
         max_len = min(recipe.data.max_length, FISHER_MAX_LENGTH)
         items = tokenize_plain(tokenizer, texts, max_len)[: reg.ewc_samples]
-        self.terms = penalty_terms(model)
+        from ..methods import METHODS
+
+        self.terms = penalty_terms(model, METHODS.get(recipe.method.name, "method.name")())
         fishers = estimate_fisher(model, [t.fisher_param for t in self.terms], items, device)
         for term, f in zip(self.terms, fishers):
             term.fisher = f.to(term.fisher_param.dtype)
