@@ -63,8 +63,8 @@ def sections(html: str) -> dict[str, str]:
 def rows(html: str) -> dict[str, str]:
     """Run label -> its table row."""
     body = sections(html)["runs"]
-    return {re.search(r"<strong>(.*?)</strong>", r).group(1): r for r in re.findall(r"<tr(?: class=\"on-front\")?>.*?</tr>", body, re.S)
-            if "<strong>" in r}
+    return {re.search(r"<strong title=[^>]*>(.*?)</strong>", r).group(1): r
+            for r in re.findall(r"<tr(?: class=\"on-front\")?>.*?</tr>", body, re.S) if "<strong title=" in r}
 
 
 def test_page_plots_runs_marks_the_front_and_survives_missing_results(runs, tmp_path):
@@ -77,7 +77,7 @@ def test_page_plots_runs_marks_the_front_and_survives_missing_results(runs, tmp_
     assert set(by_run) == {"fast", "gentle", "dominated", "unevaluated", EVIL.replace("<", "&lt;").replace(">", "&gt;").replace('"', "&#34;")}
     # "dominated" learned less and forgot more than "fast": off the front; the other two trade off.
     assert [k for k, r in by_run.items() if 'class="on-front"' in r] == ["fast", "gentle"]
-    assert "<th>train.lr</th>" in found["runs"] and "<th>method.r</th>" not in found["runs"]  # only what differs
+    assert "train.lr: <strong>0.001</strong>" in by_run["fast"] and "method.r" not in found["runs"]  # only what differs
     cell = '<td class="num"><strong>{}</strong><div class="facts">{}</div></td>'.format
     assert cell("0.6", "+0.5 [+0.4, +0.65]") in by_run["fast"]  # fine-tuned, then change [CI of the change]
     assert cell("+5.0%", "[+3.0%, +8.0%]") in by_run["fast"] and cell("50%", "+50.0% [+0.0%, +50.0%]") in by_run["fast"]

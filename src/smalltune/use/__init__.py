@@ -4,7 +4,8 @@
   template and system prompt, interactively or in batches.
 - :func:`export`: the adapter with a model card, optionally merged into a plain transformers
   folder (checked against the adapter's logits) and converted to GGUF.
-- :func:`compare`: one HTML page (or a Markdown table) of several runs' learning vs forgetting.
+- :func:`compare` / :func:`compare_markdown`: several runs' learning vs forgetting on one HTML page, or
+  as a Markdown table.
 
 Import-light like the other stages: torch, transformers and matplotlib load only when used.
 
@@ -43,4 +44,11 @@ def compare(run_dirs, **kwargs):
     return _compare(run_dirs, **kwargs)
 
 
-__all__ = ["chat", "answer", "export", "compare"]
+def compare_markdown(run_dirs, **kwargs):
+    """The comparison as a Markdown table (see :func:`smalltune.use.compare.compare_markdown`)."""
+    from .compare import compare_markdown as _compare_markdown
+
+    return _compare_markdown(run_dirs, **kwargs)
+
+
+__all__ = ["chat", "answer", "export", "compare", "compare_markdown"]

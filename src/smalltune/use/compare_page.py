@@ -102,7 +102,7 @@ def report_css() -> str:
 
 def context(c: Comparison) -> dict:
     rows = [{"label": r.label, "path": str(r.run.path), "status": r.status, "front": r.on_front,
-             "training": r.training, "differences": [fmt(r.differences.get(k)) for k in c.keys],
+             "training": r.training, "differences": [(k, fmt(r.differences.get(k))) for k in c.keys],
              "problems": r.run.problems, **row_cells(r)} for r in c.rows]
     return {
         "title": f"{len(c.rows)} run{'s' if len(c.rows) != 1 else ''}", "css": Markup(report_css()),
