@@ -34,7 +34,7 @@ def test_tiny_forgetting_budget_stops_and_keeps_a_checkpoint_within_budget(make_
     assert result.artifact_written and run.adapter.exists()
 
 
-def test_absurd_learning_rate_stops_on_numerical_guard_with_best_checkpoint_loadable(make_recipe, tmp_path, capsys):
+def test_absurd_learning_rate_stops_on_numerical_guard_and_publishes_nothing_worse_than_base(make_recipe, tmp_path, capsys):
     from smalltune.cli import main
 
     recipe = make_recipe(**{"train.lr": 1000.0, "train.epochs": 5, "eval.every_steps": 2})
@@ -48,8 +48,19 @@ def test_absurd_learning_rate_stops_on_numerical_guard_with_best_checkpoint_load
     summary = json.loads(run.train_summary.read_text())
     assert summary["stopped"] == "numerical" and summary["best_step"] is not None
     assert summary["steps"] < 5 * 8
-    assert summary["artifact_written"] and (run.best / "trainable.safetensors").exists()
-    model, tok, _ = load_trained(run.path)
+    # issue 20 item 7: the kept checkpoint is worse than the untrained model on validation, so it is not the result
+    base_loss, best_loss = summary["base_metrics"]["eval_loss"], summary["best_metrics"]["eval_loss"]
+    assert best_loss > base_loss
+    assert not summary["artifact_written"] and not run.adapter.exists()
+    assert "worse than the base model" in summary["stop_message"] and "worse than the base model" in err
+    assert (run.best / "trainable.safetensors").exists()  # still there for inspection
+
+
+def test_a_checkpoint_better_than_base_is_published(make_recipe):
+    result = train(make_recipe(**{"train.max_steps": 6}), progress=False)
+    assert result.base_metrics["eval_loss"] > result.best_metrics["eval_loss"]
+    assert result.artifact_written
+    model, tok, _ = load_trained(result.run_dir)
     ids = tok("When are you open?", return_tensors="pt")
     with torch.no_grad():
         assert torch.isfinite(model(**ids).logits).all()

@@ -139,6 +139,7 @@ def test_sam_step_equals_manual_two_step_update(earlier_grad):
 
 def test_neftune_noise_has_the_paper_scale_and_is_off_in_eval(tiny_model_dir):
     from smalltune.models import load_model
+    from smalltune.train.plugins import PluginEnv
     from smalltune.train.regularize.neftune import NEFTune
 
     model, _ = load_model(str(tiny_model_dir))
@@ -146,7 +147,7 @@ def test_neftune_noise_has_the_paper_scale_and_is_off_in_eval(tiny_model_dir):
     ids = torch.randint(0, 1000, (4, 50))
     clean = emb(ids).detach()
     reg = NEFTune()
-    reg.setup(model, None, SimpleNamespace(regularize=SimpleNamespace(neftune_alpha=5.0)), "cpu")
+    reg.setup(PluginEnv(model, None, recipe=SimpleNamespace(regularize=SimpleNamespace(neftune_alpha=5.0))))
     L, d = ids.shape[1], clean.shape[-1]
     bound = 5.0 / (L * d) ** 0.5
     model.train()
@@ -162,7 +163,6 @@ def test_neftune_noise_has_the_paper_scale_and_is_off_in_eval(tiny_model_dir):
 
 
 def test_replay_mixes_the_requested_share(make_recipe, tokenizer, tmp_path):
-    from smalltune.data.reference import reference_sample
     from smalltune.train.data import prepare_data
     from smalltune.train.regularize.replay import REPLAY_SOURCE
 
@@ -170,7 +170,7 @@ def test_replay_mixes_the_requested_share(make_recipe, tokenizer, tmp_path):
     replayed = [x for x in data.train if x.example.source == REPLAY_SOURCE]
     assert len(replayed) == 10 and len(data.train) == 40  # 30 domain examples + 10 = 25% general
     assert data.counts()["replay_examples"] == 10
-    measured = {t for k in (24, 64) for t in reference_sample(k, 0)}
+    measured = set(data.reference.measure)
     assert not any(x.example.target in measured for x in replayed)  # never the text forgetting is measured on
 
     from conftest import chat, write_jsonl

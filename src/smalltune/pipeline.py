@@ -89,10 +89,13 @@ def run(recipe: Recipe, resume: bool = False, quick: bool = False, force: bool =
             train_stage(recipe, run_dir, resume, progress)
         if not done(run_dir.eval):
             evaluate_stage(recipe, run_dir, quick, progress)
+        return report_stage(run_dir)
     except SmalltuneError:
         _report_what_ran(run_dir)
         raise
-    return report_stage(run_dir)
+    finally:
+        if run_dir.lock is not None:
+            run_dir.lock.release()  # held from the start: one writer for every stage
 
 
 def _report_what_ran(run_dir: RunDir) -> None:

@@ -22,7 +22,7 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +78,7 @@ class RunDir:
     """Paths inside one run directory; creating it does not write anything but the folder."""
 
     path: Path
+    lock: Any = field(default=None, repr=False, compare=False)  # the RunLock while this process writes
 
     def __post_init__(self):
         self.path = Path(self.path)
@@ -93,6 +94,7 @@ class RunDir:
     eval = property(lambda self: self.path / "eval.json")
     report = property(lambda self: self.path / "report.html")
     report_md = property(lambda self: self.path / "report.md")
+    splits = property(lambda self: self.path / "splits.json")
 
     def mkdir(self) -> "RunDir":
         self.path.mkdir(parents=True, exist_ok=True)
@@ -138,6 +140,62 @@ class RunDir:
         atomic_write_text(self.metrics, dumps_metrics(kept))
 
 
+_HELD: dict[str, list] = {}  # lock file -> [descriptor, holders in this process]
+
+
+class RunLock:
+    """One writer per run directory: an exclusive ``flock`` on ``<run>/.lock``.
+
+    The kernel drops the lock when its process exits, however it exits (``kill -9`` included), so
+    a lock can never go stale; the file keeps the holder's pid for the error message. Re-entrant
+    within one process (``smalltune run`` holds it while ``train`` opens the same folder). Without
+    ``fcntl`` (Windows) there is no lock, and the docs say so.
+    """
+
+    def __init__(self, path: Path):
+        self.path, self._held = Path(path) / ".lock", False
+
+    def acquire(self) -> "RunLock":
+        from .errors import SmalltuneError
+
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX
+            return self
+        key = str(self.path.resolve())
+        if key in _HELD:
+            _HELD[key][1] += 1
+            self._held = True
+            return self
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise SmalltuneError(f"{self.path.parent} is in use by another smalltune process (pid {holder}); "
+                                 f"wait for it to finish or set another output_dir") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        _HELD[key] = [fd, 1]
+        self._held = True
+        return self
+
+    def release(self) -> None:
+        if not self._held:
+            return
+        self._held = False
+        key = str(self.path.resolve())
+        entry = _HELD.get(key)
+        if entry is None:
+            return
+        entry[1] -= 1
+        if entry[1] == 0:
+            os.close(entry[0])  # closing the descriptor releases the flock
+            del _HELD[key]
+
+
 def default_run_name(recipe) -> str:
     import datetime as _dt
 
@@ -145,11 +203,14 @@ def default_run_name(recipe) -> str:
     return f"{stem}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
 
-def open_run_dir(recipe, resume: bool = False) -> RunDir:
-    """Create (or, with ``resume``, reopen) the recipe's run directory and write recipe + provenance.
+def open_run_dir(recipe, resume: bool = False, main: bool = True) -> RunDir:
+    """Create (or, with ``resume``, reopen) the recipe's run directory, lock it, write recipe + provenance.
 
-    Fills ``recipe.output_dir`` when empty. Refuses to overwrite a directory that already holds a
-    run unless resuming, and refuses to resume with settings that differ from the stored ones.
+    Fills ``recipe.output_dir`` when empty. The lock is taken before anything else is checked or
+    written (one writer per directory; ``run.lock.release()`` or process exit frees it). Refuses to
+    overwrite a directory that already holds a run unless resuming, and refuses to resume with
+    settings that differ from the stored ones. ``main=False`` (other ranks of a multi-process run)
+    only opens: the main process checks, locks and writes.
     """
     from .errors import SmalltuneError
     from .provenance import provenance
@@ -161,6 +222,24 @@ def open_run_dir(recipe, resume: bool = False) -> RunDir:
         recipe.name = recipe.name or default_run_name(recipe)
         recipe.output_dir = str(Path("runs") / recipe.name)
     run = RunDir(Path(recipe.output_dir))
+    if not main:
+        return run
+    if run.path.exists() and not run.path.is_dir():
+        raise SmalltuneError(f"output_dir {run.path} is a file, not a folder")
+    run.lock = RunLock(run.path).acquire()
+    try:
+        _check_run_dir(run, recipe, resume, SmalltuneError, load_recipe)
+    except BaseException:
+        run.lock.release()
+        raise
+    if not resume:
+        recipe.name = recipe.name or run.path.name
+        recipe.save(run.recipe)
+        atomic_write_json(run.provenance, provenance(recipe))
+    return run
+
+
+def _check_run_dir(run: "RunDir", recipe, resume: bool, SmalltuneError, load_recipe) -> None:
     started = run.metrics.exists() or run.checkpoints.exists()
     if resume:
         if not run.recipe.exists():
@@ -169,14 +248,8 @@ def open_run_dir(recipe, resume: bool = False) -> RunDir:
         changed = sorted(k for k in _diff(stored, recipe.to_dict()) if k not in ("name",))
         if changed:
             raise SmalltuneError(f"--resume: the recipe differs from the run's stored recipe.yaml in {', '.join(changed)}")
-        return run
-    if started:
+    elif started:
         raise SmalltuneError(f"{run.path} already holds a run; pass --resume to continue it, or set another output_dir")
-    run.mkdir()
-    recipe.name = recipe.name or run.path.name
-    recipe.save(run.recipe)
-    atomic_write_json(run.provenance, provenance(recipe))
-    return run
 
 
 def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:

@@ -21,26 +21,28 @@ def caps_from_recipe(recipe, quick: bool) -> Caps:
                 probe_questions=e.probe_questions, max_new_tokens=e.max_new_tokens)
 
 
-def _heldout(recipe, test):
-    """(examples, source): the test file, else the validation file, else the carved validation split."""
-    from ..data import carve_validation, load_examples
+def _heldout(recipe, test, run_path):
+    """(examples, source): the test file, else the validation file, else the run's recorded validation split."""
+    from ..data import load_examples
+    from ..train.splits import recorded_splits
 
     d = recipe.data
     if test:
         return load_examples(test), str(test)
     if d.validation:
         return load_examples(d.validation), f"{d.validation} (validation file: no test set given)"
-    _, val = carve_validation(load_examples(d.train), d.validation_fraction, recipe.train.seed)
-    return val, "carved validation split (no test set given)"
+    return recorded_splits(run_path, recipe).validation, "the run's validation split (no test set given)"
 
 
-def _reference(reference, recipe, caps: Caps, seed: int):
-    from ..data.reference import load_reference_file, reference_sample
+def _reference(reference, recipe, caps: Caps, run_path):
+    from ..data.reference import load_reference_file
+    from ..train.splits import measurement_paragraphs
 
     if reference:
         return load_reference_file(reference), str(reference)
     try:
-        return reference_sample(max(caps.reference_paragraphs, 1), seed), "Wikipedia paragraphs (gensim test data)"
+        return (measurement_paragraphs(run_path, recipe, max(caps.reference_paragraphs, 1)),
+                "Wikipedia paragraphs (gensim test data; the run's measurement paragraphs, never trained on)")
     except SmalltuneError as e:  # the reference packages are optional: skip the probe, say why
         return [], str(e)
 
@@ -64,8 +66,8 @@ def evaluate(run_dir, test=None, reference=None, quick: bool = False, probes=Non
     model, tok, recipe = load_trained(run.path)
     seed = recipe.train.seed
     caps = caps_from_recipe(recipe, quick)
-    heldout, source = _heldout(recipe, test or recipe.data.test)
-    texts, ref_source = _reference(reference, recipe, caps, seed)
+    heldout, source = _heldout(recipe, test or recipe.data.test, run.path)
+    texts, ref_source = _reference(reference, recipe, caps, run.path)
     ctx = EvalContext(model=model, tokenizer=tok, recipe=recipe, run_dir=run.path, caps=caps, seed=seed,
                       test=heldout, test_source=source, reference_texts=texts, reference_source=ref_source,
                       progress=progress, batch_size=recipe.eval.batch_size)

@@ -5,14 +5,14 @@ functions below import their modules on first call.
 """
 
 
-def train(recipe, resume: bool = False, progress: bool = True):
-    """Fine-tune according to ``recipe``; see :func:`smalltune.train.loop.train`.
+def train(recipe, resume: bool = False, progress: bool = True, **kwargs):
+    """Fine-tune according to ``recipe``; see :func:`smalltune.train.loop.train` (``base=``, ``splits=``).
 
     >>> result = smalltune.train(smalltune.load_recipe("recipe.yaml"))
     """
     from .loop import train as _train
 
-    return _train(recipe, resume=resume, progress=progress)
+    return _train(recipe, resume=resume, progress=progress, **kwargs)
 
 
 def load_trained(run_dir):

@@ -1,9 +1,9 @@
-"""From the recipe's data section to tokenised train and validation sets.
+"""From in-memory splits to tokenised train and validation sets.
 
-Order: read -> split -> target transforms on examples (self-distillation) -> tokenise -> target
-transforms on tokens (selective token masking) -> replay mixing. The target transforms score or
-rewrite with the *base* model, so ``prepare_data`` runs before the method is applied; validation
-keeps the original references, and replayed general data is not masked.
+Order: splits (read once, recorded) -> data plugins on examples (self-distillation) -> tokenise ->
+data plugins on tokens (selective token masking) -> extra items (replay). The target plugins score
+or rewrite with the *base* model, so ``prepare_data`` runs before the method is applied;
+validation keeps the original references, and replayed general data is not masked.
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..data import Tokenized, TokenizeStats, carve_validation, load_examples, tokenize_examples
+from ..data import Tokenized, TokenizeStats, tokenize_examples
 from ..errors import SmalltuneError
-from .regularize.replay import replay_items
-from .targets import transform_examples, transform_tokens
+from .plugins import PluginEnv, build_plugins
+from .splits import ReferenceRoles, Splits, load_splits, reference_roles
 
 
 @dataclass
@@ -24,7 +24,9 @@ class PreparedData:
     train_stats: TokenizeStats
     validation_stats: TokenizeStats
     validation_source: str  # the file, or "carved 15% of train (stratified by category)"
-    transforms: dict = field(default_factory=dict)  # what target transforms and replay did (counts, shares)
+    transforms: dict = field(default_factory=dict)  # what data plugins did (counts, shares)
+    splits: Splits | None = None
+    reference: ReferenceRoles | None = None  # which general paragraphs serve which purpose
 
     def counts(self) -> dict:
         return {"train_examples": len(self.train), "validation_examples": len(self.validation),
@@ -32,35 +34,35 @@ class PreparedData:
                 **self.transforms}
 
 
-def prepare_data(recipe, tokenizer, model=None, run_path: Path | None = None, device="cpu") -> PreparedData:
-    """Tokenised train / validation sets; ``model`` (the base model) is needed only by target transforms.
+def prepare_data(recipe, tokenizer, model=None, run_path: Path | None = None, device="cpu",
+                 splits: Splits | None = None, reference: ReferenceRoles | None = None) -> PreparedData:
+    """Tokenised train / validation sets; ``model`` (the base model) is needed only by target plugins.
+
+    ``splits`` defaults to the recipe's files; tuning and cross-validation pass their own.
 
     >>> data = prepare_data(recipe, tok, model, run.path)
     >>> data.counts()["train_examples"]
     """
+    from .targets import DATA_PLUGINS
+
     d = recipe.data
-    examples = load_examples(d.train)
-    if d.validation:
-        train_ex, val_ex = examples, load_examples(d.validation)
-        source = d.validation
-    else:
-        train_ex, val_ex = carve_validation(examples, d.validation_fraction, recipe.train.seed)
-        share = len(val_ex) / len(examples)
-        stratified = " (stratified by category)" if any(e.category for e in examples) else ""
-        source = f"carved {len(val_ex)} of {len(examples)} training examples ({share:.0%}){stratified}"
-    transforms: dict = {}
-    train_ex, info = transform_examples(recipe, train_ex, model, tokenizer, run_path, device)
-    transforms.update(info)
+    splits = splits or load_splits(recipe)
+    reference = reference or reference_roles(recipe)
+    plugins = build_plugins(recipe, DATA_PLUGINS)
+    env = PluginEnv(model, tokenizer, device, recipe.eval.batch_size, recipe=recipe, run_path=run_path,
+                    reference=reference)
+    train_ex, transforms = plugins.transform_examples(splits.train, env)
     train, train_stats = tokenize_examples(tokenizer, train_ex, d.max_length, d.system_prompt)
-    val, val_stats = tokenize_examples(tokenizer, val_ex, d.max_length, d.system_prompt)
+    val, val_stats = tokenize_examples(tokenizer, splits.validation, d.max_length, d.system_prompt)
     if not train:
         raise SmalltuneError(f"{d.train}: no example has a trainable assistant token within data.max_length={d.max_length}")
     if not val:
         raise SmalltuneError("validation set is empty: give data.validation or more training examples")
-    train, info = transform_tokens(recipe, train, model, tokenizer, device)
+    train, info = plugins.transform_tokens(train, env)
     transforms.update(info)
     if not train:
         raise SmalltuneError(f"targets.stm_threshold={recipe.targets.stm_threshold} masks every training token; raise it")
-    replay, info = replay_items(recipe, tokenizer, len(train))
+    extra, info = plugins.extra_items(len(train), env)
     transforms.update(info)
-    return PreparedData(train + replay, val, train_stats, val_stats, source, transforms)
+    return PreparedData(train + extra, val, train_stats, val_stats, splits.validation_source, transforms,
+                        splits, reference)

@@ -1,12 +1,13 @@
-"""The training loop, top to bottom in one file.
+"""The training loop, top to bottom in one file: ``fit`` trains prepared parts; ``train`` composes it all.
 
 We drive training with an ``accelerate`` loop rather than ``transformers.Trainer``: guards,
-checkpoint selection and resumption stay visible here in ~200 lines, and ``accelerate launch``
-still takes the same code to several GPUs (DDP / FSDP / DeepSpeed).
+checkpoint selection and resumption stay visible here, and ``accelerate launch`` still takes the
+same code to several processes (DDP / FSDP / DeepSpeed).
 
-Order of events per optimizer step: forward -> loss on assistant tokens -> backward -> clip ->
-step -> log. Every ``eval_every`` steps: validation metrics -> guards -> best checkpoint ->
-periodic checkpoint (for --resume).
+Order of events per optimizer step: forward -> loss on assistant tokens (+ plugin penalties) ->
+backward (through the plugins' step strategy, e.g. SAM) -> clip -> step guards (agreed across
+ranks) -> optimizer step -> log. Every ``eval_every`` steps: validation metrics -> plugins measure
+and check -> best checkpoint -> periodic checkpoint (for --resume).
 """
 
 from __future__ import annotations
@@ -14,25 +15,23 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import torch
-from accelerate import Accelerator
-from accelerate.utils import set_seed
-from torch.utils.data import DataLoader, Sampler
+from accelerate.utils import gather_object, set_seed
 
 from .. import console
-from ..data.batching import batch_indices, collate
-from ..models import load_from_recipe
 from ..provenance import provenance
-from ..recipe import Recipe
-from ..rundir import atomic_write_json, open_run_dir, publish_dir
-from .checkpoint import latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
-from .data import prepare_data
-from .guards import UNSAFE_STOPS, GuardContext, build_guards, build_selector, drop_snapshots, keep_best, restore_best
+from ..rundir import RunDir, atomic_write_json, open_run_dir, publish_dir
+from .checkpoint import clean_interrupted, latest_checkpoint, load_checkpoint, prune_checkpoints, rng_state, save_checkpoint
+from .data import PreparedData, prepare_data
+from .guards import UNSAFE_STOPS, drop_snapshots, keep_best, restore_best
 from .loss import causal_lm_loss, dataset_metrics
-from .methods import METHODS, count_parameters
-from .regularize import build_regularizers, build_step
+from .plugins import GuardEvent, PluginEnv
+from .regularize.sam import PlainStep
+from .setup import Base, Parts, build_optimizer, build_scheduler, make_accelerator, resolve_precision, setup
+from .splits import write_record
+
+__all__ = ["TrainResult", "LoopState", "fit", "train", "build_optimizer", "build_scheduler", "resolve_precision"]
 
 
 @dataclass
@@ -55,225 +54,266 @@ class TrainResult:
     events: list = field(default_factory=list)
     guards: dict = field(default_factory=dict)  # each guard's end-of-run numbers (gap, forgetting, ...)
     artifact_written: bool = True
+    base_metrics: dict | None = None  # the base model on the same validation set, before training
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-class EpochBatches(Sampler):
-    """Length-grouped shuffled batches, reshuffled per epoch (seed + epoch) so resume is exact."""
+@dataclass
+class LoopState:
+    """Where the loop is; saved in every checkpoint, so a resumed run continues exactly here."""
 
-    def __init__(self, lengths: list[int], batch_size: int, seed: int, group_by_length: bool):
-        self.lengths, self.batch_size, self.seed, self.group = lengths, batch_size, seed, group_by_length
-        self.epoch = 0
+    step: int = 0
+    epoch: int = 0
+    batches_in_epoch: int = 0
+    train_tokens: int = 0
+    elapsed: float = 0.0
+    events: list = field(default_factory=list)
+    stop_reason: str | None = None
+    stop_message: str = ""
+    base_eval: dict | None = None  # validation metrics of the untrained model: nothing worse is published
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self):
-        return iter(batch_indices(self.lengths, self.batch_size, self.seed + self.epoch, self.group))
-
-    def __len__(self) -> int:
-        return math.ceil(len(self.lengths) / self.batch_size)
-
-
-def resolve_precision(precision: str) -> str:
-    if precision == "auto":
-        return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
-    return {"fp32": "no"}.get(precision, precision)
+    def note(self, event: GuardEvent) -> None:
+        """Record a guard event; the first 'stop' becomes the run's stop reason."""
+        self.events.append(event.to_dict())
+        if event.action == "stop" and self.stop_reason is None:
+            self.stop_reason, self.stop_message = event.guard, event.message
 
 
-def build_optimizer(model, t) -> torch.optim.Optimizer:
-    # No weight decay on biases and norm weights (1-D tensors), as is standard for AdamW.
-    params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.ndim >= 2]
-    no_decay = [p for p in params if p.ndim < 2]
-    groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=t.lr)
-
-
-def build_scheduler(optimizer, t, total_steps: int):
-    from transformers import get_scheduler
-
-    name = {"constant": "constant_with_warmup"}.get(t.scheduler, t.scheduler)
-    return get_scheduler(name, optimizer, num_warmup_steps=round(t.warmup_ratio * total_steps),
-                         num_training_steps=total_steps)
-
-
-def train(recipe: Recipe, resume: bool = False, progress: bool = True) -> TrainResult:
+def train(recipe, resume: bool = False, progress: bool = True, base: Base | None = None, splits=None,
+          verbose: bool = True) -> TrainResult:
     """Fine-tune ``recipe.model`` on ``recipe.data`` with ``recipe.method``; returns and writes the summary.
+
+    ``base`` reuses a loaded base model (a fresh copy per call); ``splits`` passes the examples in
+    memory instead of reading ``recipe.data`` (folds, tuning).
 
     >>> result = train(load_recipe("examples/dental/recipe.yaml", ["train.max_steps=20"]))
     >>> result.best_metrics["eval_ppl"]
     """
-    t = recipe.train
-    run = open_run_dir(recipe, resume)
-    set_seed(t.seed)
-    accelerator = Accelerator(mixed_precision=resolve_precision(t.precision), gradient_accumulation_steps=t.grad_accum)
-    main = accelerator.is_main_process
+    accelerator = make_accelerator(recipe)
+    if not recipe.output_dir and accelerator.num_processes > 1:
+        recipe.output_dir = _shared_output_dir(recipe)
+    run = open_run_dir(recipe, resume, main=accelerator.is_main_process)  # locks the folder first
+    try:
+        set_seed(recipe.train.seed)
+        model, tok = base.fresh() if base else _load(recipe)
+        data = prepare_data(recipe, tok, model, run.path, accelerator.device, splits=splits)  # base model scores targets
+        parts = setup(recipe, model, tok, data, accelerator)
+        return fit(parts, data, run, resume=resume, progress=progress, verbose=verbose)
+    finally:
+        if run.lock is not None:
+            run.lock.release()
 
-    # --- model, data, method ----------------------------------------------------------------
-    model, tok = load_from_recipe(recipe)
-    data = prepare_data(recipe, tok, model, run.path, accelerator.device)  # target transforms use the base model
-    method = METHODS.get(recipe.method.name, "method.name")()
-    model = method.apply(model, recipe.method, recipe)
-    trainable, total = count_parameters(model)
-    if main:
-        console.train_header(recipe, data, trainable, total, run.path)
 
-    # --- optimisation plan --------------------------------------------------------------------
-    sampler = EpochBatches([len(x) for x in data.train], t.batch_size, t.seed, t.group_by_length)
-    # Its own generator: creating an iterator must not draw from the global RNG (dropout's), or a
-    # resumed run would see different dropout masks than an uninterrupted one.
-    loader = DataLoader(data.train, batch_sampler=sampler, collate_fn=lambda b: collate(b, tok.pad_token_id),
-                        generator=torch.Generator().manual_seed(t.seed))
-    steps_per_epoch = max(1, math.ceil(len(sampler) / t.grad_accum))
-    total_steps = math.ceil(t.epochs * steps_per_epoch)
-    if t.max_steps:
-        total_steps = min(total_steps, t.max_steps)
-    eval_every = recipe.eval.every_steps or max(1, steps_per_epoch // recipe.eval.per_epoch)
-    optimizer = build_optimizer(model, t)
-    scheduler = build_scheduler(optimizer, t, total_steps)
-    model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+def fit(parts: Parts, data: PreparedData, run: RunDir, resume: bool = False, progress: bool = True,
+        verbose: bool = True) -> TrainResult:
+    """Train prepared ``parts`` on ``data`` into ``run``; the one loop every training goes through."""
+    p, recipe, t = parts, parts.recipe, parts.recipe.train
+    acc, model, plugins, selector = p.accelerator, p.model, p.plugins, p.selector
+    main = acc.is_main_process
+    log = run.log if main else (lambda record: None)  # one writer: the main process
+    env = PluginEnv(model, p.tokenizer, acc.device, recipe.eval.batch_size, acc.autocast, acc.unwrap_model,
+                    recipe=recipe, run_path=run.path, accelerator=acc, reference=data.reference)
+    if main and verbose:
+        console.train_header(recipe, data, p.trainable, p.total, run.path)
 
-    # --- regularisation: set up on the starting weights (before any resume), so anchors are the base --
-    regularizers = build_regularizers(recipe)
-    regularizers.setup(accelerator.unwrap_model(model), tok, recipe, accelerator.device)
-    step = build_step(recipe, accelerator, model.parameters())  # plain backward, or SAM's two passes
+    # --- plugins on the starting weights (before any resume, so anchors are the base) -------------
+    info = plugins.setup(env)  # e.g. the EWC Fisher, the forgetting budget's base perplexity
+    step = plugins.wrap_step(PlainStep(acc, list(model.parameters())))  # plain backward, or SAM's two passes
+    regularizers = [x.name for x in plugins if x.name in _regularizer_names()]
 
     def objective(batch):
-        """(task loss, total loss to minimise = task loss + regularisation penalties) of one micro-batch."""
+        """(task loss, total loss to minimise = task loss + plugin penalties) of one micro-batch."""
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         task = causal_lm_loss(logits, batch["labels"])
-        return task, task + regularizers.penalty(model)
+        return task, task + plugins.penalty(model)
 
-    guards, selector = build_guards(recipe), build_selector(recipe)
-    state = {"step": 0, "epoch": 0, "batches_in_epoch": 0, "train_tokens": 0, "elapsed": 0.0, "events": []}
+    def validation_metrics() -> dict:
+        return dataset_metrics(model, data.validation, recipe.eval.batch_size, acc.device, p.tokenizer.pad_token_id,
+                               acc.autocast)
 
-    # --- resume -------------------------------------------------------------------------------
+    # --- resume, or start ---------------------------------------------------------------------------
+    state = LoopState()
     if resume and (ckpt := latest_checkpoint(run)) is not None:
-        saved = load_checkpoint(ckpt, method, accelerator.unwrap_model(model), optimizer, scheduler)
-        state.update(saved["loop"])
+        if main:
+            clean_interrupted(run)
+        saved = load_checkpoint(ckpt, p.method, p.unwrapped, p.optimizer, p.scheduler, rank=acc.process_index)
+        state = LoopState(**saved["loop"])
         selector.load_state_dict(saved["selector"])
-        for g in guards:
-            g.load_state_dict(saved["guards"].get(g.name, {}))
-        run.truncate_metrics_after(state["step"])
-        run.log({"type": "event", "event": "resume", "step": state["step"], "checkpoint": ckpt.name})
+        plugins.load_state_dict(saved["plugins"])
         if main:
-            console.info(f"resuming from {ckpt} (step {state['step']} of {total_steps})")
-    elif not resume:
-        run.log({"type": "event", "event": "start", "step": 0, "total_steps": total_steps, "eval_every": eval_every,
-                 "steps_per_epoch": steps_per_epoch, **data.counts(), "regularizers": regularizers.names,
-                 **regularizers.info})
-
-    def autocast():
-        return accelerator.autocast()
-
-    guard_ctx = GuardContext(model, tok, accelerator.device, recipe.eval.batch_size, autocast, accelerator.unwrap_model)
-    guards.setup(guard_ctx)  # e.g. the forgetting budget scores the base model once, here
-
-    def log_guard_event(event, stop_reason: str | None) -> str | None:
-        """Record a guard event; the first 'stop' becomes the run's stop reason."""
-        state["events"].append(event.to_dict())
-        run.log({"type": "event", "event": "guard", **event.to_dict()})
-        if event.action == "stop" and stop_reason is None:
-            stop_reason, state["stop_message"] = event.guard, event.message
-        return stop_reason
-
-    def evaluate_and_checkpoint(stop_reason: str | None) -> str | None:
-        """Validation metrics, best checkpoint, guards, periodic checkpoint; returns a stop reason."""
-        step = state["step"]
-        record = dataset_metrics(model, data.validation, recipe.eval.batch_size, accelerator.device,
-                                 tok.pad_token_id, autocast)
-        record.update(step=step, epoch=round(step / steps_per_epoch, 3), train_loss=window_loss())
-        for event in guards.evaluate(record, step, guard_ctx):  # also adds each guard's signal to the record
-            stop_reason = log_guard_event(event, stop_reason)
-        unwrapped = accelerator.unwrap_model(model)
-        keep_best(run, method, unwrapped, selector, record, step, write=main)  # selection sees the guards' flags
-        run.log({"type": "eval", **record, "best_step": selector.best_step})
+            run.truncate_metrics_after(state.step)
+        log({"type": "event", "event": "resume", "step": state.step, "checkpoint": ckpt.name})
+        if main and verbose:
+            console.info(f"resuming from {ckpt} (step {state.step} of {p.total_steps})")
+    else:
         if main:
-            save_checkpoint(run, run.checkpoint(step), method, unwrapped,
-                            {"loop": {**state, "elapsed": elapsed()}, "selector": selector.state_dict(),
-                             "guards": {g.name: g.state_dict() for g in guards}},
-                            optimizer, scheduler)
+            clean_interrupted(run)
+            write_record(run.path, data.splits, data.reference, _sources(recipe, data))
+        state.base_eval = _base_metrics(p, validation_metrics)
+        log({"type": "event", "event": "start", "step": 0, "total_steps": p.total_steps, "eval_every": p.eval_every,
+             "steps_per_epoch": p.steps_per_epoch, "processes": acc.num_processes, **data.counts(),
+             "regularizers": regularizers, **info, "base_eval": state.base_eval})
+
+    def note(event: GuardEvent) -> None:
+        state.note(event)
+        log({"type": "event", "event": "guard", **event.to_dict()})
+
+    def evaluate_and_checkpoint() -> None:
+        """Validation metrics, plugins measure and check, best checkpoint, periodic checkpoint."""
+        record = validation_metrics()
+        record.update(step=state.step, epoch=round(state.step / p.steps_per_epoch, 3), train_loss=window_loss())
+        for event in plugins.evaluate(record, state.step, env):  # also adds each guard's signal to the record
+            note(event)
+        keep_best(run, p.method, p.unwrapped, selector, record, state.step, write=main)  # sees the guards' flags
+        log({"type": "eval", **record, "best_step": selector.best_step})
+        rngs = gather_object([rng_state()]) if acc.num_processes > 1 else [rng_state()]
+        if main:
+            save_checkpoint(run, run.checkpoint(state.step), p.method, p.unwrapped,
+                            {"loop": asdict(state) | {"elapsed": elapsed()}, "selector": selector.state_dict(),
+                             "plugins": plugins.state_dict()}, p.optimizer, p.scheduler, rngs)
             prune_checkpoints(run, t.keep_checkpoints)
             bar.set_postfix(eval_loss=f"{record['eval_loss']:.3f}", best=selector.best_step)
-        return stop_reason
 
-    # --- the loop -----------------------------------------------------------------------------
-    started = time.perf_counter() - state["elapsed"]
+    # --- the loop -----------------------------------------------------------------------------------
+    started = time.perf_counter() - state.elapsed
     elapsed = lambda: time.perf_counter() - started  # noqa: E731
     recent: list[float] = []
     window_loss = lambda: sum(recent) / len(recent) if recent else None  # noqa: E731
-    stop_reason = None
-    bar = console.progress(total_steps, state["step"], disable=not (progress and main))
+    bar = console.progress(p.total_steps, state.step, disable=not (progress and main))
     model.train()
-    while state["step"] < total_steps and stop_reason is None:
-        sampler.set_epoch(state["epoch"])
-        method.on_epoch_start(accelerator.unwrap_model(model), state["epoch"], t.seed)
-        batches = accelerator.skip_first_batches(loader, state["batches_in_epoch"]) if state["batches_in_epoch"] else loader
+    while state.step < p.total_steps and state.stop_reason is None:
+        p.loader.set_epoch(state.epoch)  # the loop's epoch, not the loader's own counter (exact resume)
+        p.method.on_epoch_start(p.unwrapped, state.epoch, t.seed)
+        skip = state.batches_in_epoch
+        batches = acc.skip_first_batches(p.loader, skip) if skip else p.loader
         for batch in batches:
-            with accelerator.accumulate(model):
+            with acc.accumulate(model):
                 loss, _ = step(lambda: objective(batch))  # forward and backward
                 grad_norm = None
-                if accelerator.sync_gradients and (t.max_grad_norm or guards.wants_grad_norm):
-                    grad_norm = float(accelerator.clip_grad_norm_(model.parameters(), t.max_grad_norm or math.inf))
-                if (event := guards.check_step(loss.item(), grad_norm, state["step"] + 1)) is not None:
-                    stop_reason = log_guard_event(event, stop_reason)
+                if acc.sync_gradients and (t.max_grad_norm or plugins.wants_grad_norm):
+                    grad_norm = float(acc.clip_grad_norm_(model.parameters(), t.max_grad_norm or math.inf))
+                if (event := _agreed(acc, plugins.check_step(loss.item(), grad_norm, state.step + 1))) is not None:
+                    note(event)
                     break  # before optimizer.step(): no non-finite update reaches the weights
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-            state["batches_in_epoch"] += 1
-            state["train_tokens"] += int(batch["attention_mask"].sum())
+                p.optimizer.step()
+                if acc.sync_gradients and not acc.optimizer_step_was_skipped:
+                    p.scheduler.step()  # once per optimizer step, whatever the number of processes
+                p.optimizer.zero_grad(set_to_none=True)
+            state.batches_in_epoch += 1
+            state.train_tokens += int(batch["attention_mask"].sum()) * acc.num_processes
             recent.append(loss.item())
-            if not accelerator.sync_gradients:
+            if not acc.sync_gradients:
                 continue
-            state["step"] += 1
-            run.log({"type": "train", "step": state["step"], "epoch": round(state["step"] / steps_per_epoch, 3),
-                     "loss": loss.item(), "lr": scheduler.get_last_lr()[0], "grad_norm": grad_norm,
-                     "tokens": state["train_tokens"], "elapsed": round(elapsed(), 2), **regularizers.metrics()})
+            state.step += 1
+            log({"type": "train", "step": state.step, "epoch": round(state.step / p.steps_per_epoch, 3),
+                 "loss": loss.item(), "lr": p.scheduler.get_last_lr()[0], "grad_norm": grad_norm,
+                 "tokens": state.train_tokens, "elapsed": round(elapsed(), 2), **plugins.metrics()})
             bar.update(1)
             bar.set_postfix_str(f"loss={loss.item():.3f}", refresh=False)
-            if state["step"] % eval_every == 0 or state["step"] == total_steps:
-                stop_reason = evaluate_and_checkpoint(stop_reason)
+            if state.step % p.eval_every == 0 or state.step == p.total_steps:
+                evaluate_and_checkpoint()
                 recent.clear()
-            if stop_reason or state["step"] >= total_steps:
+            if state.stop_reason or state.step >= p.total_steps:
                 break
         else:
-            state["epoch"] += 1
-            state["batches_in_epoch"] = 0
+            state.epoch += 1
+            state.batches_in_epoch = 0
     bar.close()
-    regularizers.close()
+    plugins.close()
 
-    # --- finish: restore the best checkpoint, save the artifact, summarise ----------------------
-    unwrapped = accelerator.unwrap_model(model)
-    # Without a chosen checkpoint, weights that went non-finite or past the forgetting budget are not published.
-    publish = restore_best(run, method, unwrapped, selector) or stop_reason not in UNSAFE_STOPS
+    # --- finish: restore the best checkpoint, publish it if it beats the base, summarise --------------
+    publish, why_not = _publishable(run, p, selector, state)
     if main and publish:
-        tmp = run.path / f".{method.artifact}.tmp"
-        method.save(unwrapped, tmp)
-        tok.save_pretrained(tmp)  # the artifact folder then stands alone (chat template included)
-        publish_dir(tmp, run.path / method.artifact)
-    accelerator.wait_for_everyone()  # every process has restored the chosen weights before they go
+        tmp = run.path / f".{p.method.artifact}.tmp"
+        p.method.save(p.unwrapped, tmp)
+        p.tokenizer.save_pretrained(tmp)  # the artifact folder then stands alone (chat template included)
+        publish_dir(tmp, run.path / p.method.artifact)
+    acc.wait_for_everyone()  # every process has restored the chosen weights before they go
     if main:
         drop_snapshots(run)
-    if not publish:
-        state["stop_message"] = state.get("stop_message", "") + f"; no checkpoint passed the guards, so no {method.artifact}/ was written"
-    stopped = stop_reason or ("max_steps" if state["step"] < math.ceil(t.epochs * steps_per_epoch) else "completed")
+    if why_not:
+        state.stop_message = "; ".join(x for x in (state.stop_message, why_not) if x)
+    planned = math.ceil(t.epochs * p.steps_per_epoch)
+    stopped = state.stop_reason or ("max_steps" if state.step < planned else "completed")
     result = TrainResult(
-        run_dir=str(run.path), stopped=stopped, stop_message=state.get("stop_message", ""),
-        steps=state["step"], epochs=round(state["step"] / steps_per_epoch, 3),
+        run_dir=str(run.path), stopped=stopped, stop_message=state.stop_message,
+        steps=state.step, epochs=round(state.step / p.steps_per_epoch, 3),
         best_step=selector.best_step, best_metrics=selector.best_record, selection=selector.reason(),
-        train_tokens=state["train_tokens"], wall_seconds=round(elapsed(), 2),
-        trainable_params=trainable, total_params=total,
+        train_tokens=state.train_tokens, wall_seconds=round(elapsed(), 2),
+        trainable_params=p.trainable, total_params=p.total,
         data={"validation_source": data.validation_source, "train": data.train_stats.to_dict(),
               "validation": data.validation_stats.to_dict(), "transforms": data.transforms,
-              "regularizers": {"names": regularizers.names, **regularizers.info}},
-        events=state["events"], guards=guards.summary(), artifact_written=publish,
+              "regularizers": {"names": regularizers, **info}, "processes": acc.num_processes},
+        events=state.events, guards=plugins.summary(), artifact_written=publish, base_metrics=state.base_eval,
     )
     if main:
-        run.log({"type": "event", "event": "end", "step": state["step"], "stopped": stopped})
+        log({"type": "event", "event": "end", "step": state.step, "stopped": stopped})
         atomic_write_json(run.train_summary, {**result.to_dict(), "provenance": provenance(recipe, **data.counts())})
-        console.train_footer(result)
+        if verbose:
+            console.train_footer(result)
     return result
+
+
+# --- helpers of the loop (each a decision the loop would otherwise spell out inline) -------------------
+def _load(recipe):
+    from ..models import load_from_recipe
+
+    return load_from_recipe(recipe)
+
+
+def _regularizer_names() -> set[str]:
+    from .regularize import REGULARIZERS
+
+    return {name for name, _ in REGULARIZERS.items()}
+
+
+def _shared_output_dir(recipe) -> str:
+    """Under several processes every rank must write to one folder: the main process names it."""
+    from ..rundir import default_run_name
+
+    return f"runs/{gather_object([default_run_name(recipe)])[0]}"
+
+
+def _sources(recipe, data: PreparedData) -> dict:
+    """Which source served which purpose in this run (measurement sources are never trained on)."""
+    t = data.transforms
+    return {"train": recipe.data.train, "validation": data.validation_source,
+            "replay": t.get("replay_source"), "ewc_fisher": "reference text, training pool" if recipe.regularize.ewc_lambda else None,
+            "forgetting_guard": "reference text, measurement paragraphs" if recipe.guards.forgetting_budget is not None else None,
+            "evaluation_reference": "reference text, measurement paragraphs (splits.json reference.measure)",
+            "evaluation_general_questions": "capitals (gensim questions-words) and chatterbot-corpus: measurement only"}
+
+
+def _base_metrics(p: Parts, validation_metrics) -> dict:
+    """The untrained model on the validation set: adapters disabled, or the weights before step 1."""
+    import contextlib
+
+    model = p.unwrapped
+    off = model.disable_adapter() if hasattr(model, "disable_adapter") else contextlib.nullcontext()
+    with off:
+        return validation_metrics()
+
+
+def _agreed(acc, event: GuardEvent | None) -> GuardEvent | None:
+    """A step guard's stop, agreed by every process: one rank's non-finite loss stops all of them together."""
+    if acc.num_processes == 1:
+        return event
+    flags = acc.gather(torch.tensor([event is not None], device=acc.device, dtype=torch.float32))
+    if not bool(flags.max()):
+        return None
+    found = [e for e in gather_object([event.to_dict() if event else None]) if e]
+    return GuardEvent(**found[0])
+
+
+def _publishable(run: RunDir, p: Parts, selector, state: LoopState) -> tuple[bool, str]:
+    """Restore the chosen checkpoint; publish it unless nothing safe was chosen or it is worse than the base."""
+    chosen = restore_best(run, p.method, p.unwrapped, selector)
+    if not chosen and state.stop_reason in UNSAFE_STOPS:
+        return False, f"no checkpoint passed the guards, so no {p.method.artifact}/ was written"
+    best, base = selector.best_record, state.base_eval
+    if chosen and best and base and best["eval_loss"] > base["eval_loss"]:
+        return False, (f"the best checkpoint (step {selector.best_step}, validation loss {best['eval_loss']:.3f}) is "
+                       f"worse than the base model ({base['eval_loss']:.3f}), so no {p.method.artifact}/ was written")
+    return True, ""

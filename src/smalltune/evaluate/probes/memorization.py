@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...data import carve_validation, load_examples, tokenize_examples
+from ...data import tokenize_examples
 from .. import metrics as M
 from ..context import MODELS, weighted_loss
 from ..results import _clean, metric
@@ -25,14 +25,11 @@ BINS = ((0, 8), (8, 16), (16, 32), (32, 64), (64, None))
 WORST = 5
 
 
-def training_examples(recipe) -> list:
-    """The examples the run actually trained on (the carved validation split left out)."""
-    d = recipe.data
-    examples = load_examples(d.train)
-    if d.validation:
-        return examples
-    train, _ = carve_validation(examples, d.validation_fraction, recipe.train.seed)
-    return train
+def training_examples(recipe, run_path=None) -> list:
+    """The examples the run actually trained on (its recorded split; the validation examples left out)."""
+    from ...train.splits import load_splits, recorded_splits
+
+    return (recorded_splits(run_path, recipe) if run_path else load_splits(recipe)).train
 
 
 def _tokens(tok, text: str) -> list[int]:
@@ -51,7 +48,7 @@ def _score(tok, output: str, target: str) -> dict:
 
 def run(ctx) -> dict:
     tok = ctx.tokenizer
-    examples = ctx.sample(training_examples(ctx.recipe), ctx.caps.memorization, "memorization")
+    examples = ctx.sample(training_examples(ctx.recipe, ctx.run_dir), ctx.caps.memorization, "memorization")
     prompts = [ctx.render(ex.prompt(ctx.system_prompt)) for ex in examples]
     targets = [ex.target for ex in examples]
     longest = max(len(_tokens(tok, t)) for t in targets)

@@ -36,25 +36,15 @@ def unsafe_stop_message(summary: dict) -> str | None:
 
 
 def build_guards(recipe) -> GuardSet:
-    """The guards a recipe asks for, in the order they run (measurements first, early stopping last).
+    """The guards a recipe turns on, from the registry, in the order they run (measurements first,
+    early stopping last).
 
     >>> [g.name for g in build_guards(recipe)]
     ['numerical', 'over_memorization', 'overfitting', 'convergence', 'early_stopping']
     """
-    g, es = recipe.guards, recipe.early_stopping
-    guards = GuardSet()
-    # Numerical health replaces a hard error, so it runs even with the other guards off.
-    guards.append(NumericalHealth(g.grad_norm_limit if g.enabled else None, recipe.train.lr,
-                                  tolerate_inf_grad=recipe.train.precision == "fp16"))
-    if g.enabled:
-        if g.forgetting_budget is not None:
-            guards.append(ForgettingBudget(g.forgetting_budget, g.forgetting_action, g.reference_tokens))
-        guards.append(OverMemorization(g.ppl_factor, g.acc_tolerance))
-        guards.append(OverfittingGap(g.gap_patience))
-        guards.append(Convergence(g.converged_delta))
-    if es.enabled:
-        guards.append(EarlyStopping(es.metric, es.patience, es.min_delta))
-    return guards
+    from ..plugins import build_plugins
+
+    return build_plugins(recipe, GUARDS)
 
 
 def build_selector(recipe) -> CheckpointSelector:

@@ -21,6 +21,12 @@ class Convergence(Guard):
     """
 
     name = "convergence"
+    keys = ("guards.converged_delta",)
+    order = 40
+
+    @classmethod
+    def from_recipe(cls, recipe):
+        return cls(recipe.guards.converged_delta)
 
     def __init__(self, delta: float = 0.1):
         self.delta = delta

@@ -20,6 +20,17 @@ class EarlyStopping(Guard):
     """
 
     name = "early_stopping"
+    keys = ("early_stopping.enabled", "early_stopping.metric", "early_stopping.patience", "early_stopping.min_delta")
+    order = 90  # decides last, after every measurement
+
+    @classmethod
+    def enabled(cls, recipe) -> bool:
+        return recipe.early_stopping.enabled
+
+    @classmethod
+    def from_recipe(cls, recipe):
+        es = recipe.early_stopping
+        return cls(es.metric, es.patience, es.min_delta)
 
     def __init__(self, metric: str = "eval_loss", patience: int = 3, min_delta: float = 0.0):
         self.metric, self.patience, self.min_delta = metric, patience, min_delta

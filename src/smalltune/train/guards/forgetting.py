@@ -1,7 +1,7 @@
 """Forgetting budget: perplexity on general reference text may rise at most ``budget`` over the base.
 
-At every evaluation we score a small fixed sample of general English (Wikipedia paragraphs from
-:mod:`smalltune.data.reference`, ``reference_tokens`` tokens, a few percent of an evaluation's
+At every evaluation we score a small fixed sample of general English (the measurement paragraphs
+of :func:`smalltune.train.splits.reference_roles`, never trained on; ``reference_tokens`` tokens, a few percent of an evaluation's
 cost) and compare with the base model's perplexity on the same tokens, measured once before
 training: with the adapter disabled for PEFT models, otherwise before the first step (the weights
 are still the base's then). The base value is part of the guard state, so ``--resume`` keeps it.
@@ -18,13 +18,12 @@ import contextlib
 from .base import GUARDS, Guard, GuardContext, GuardEvent
 
 
-def reference_items(tokenizer, tokens: int, max_length: int = 256, seed: int = 0) -> list:
-    """Tokenised reference paragraphs, about ``tokens`` tokens in all (fixed for a given seed)."""
-    from ...data.reference import reference_sample
+def reference_items(tokenizer, texts: list[str], tokens: int, max_length: int = 256) -> list:
+    """Tokenised windows of ``texts``, about ``tokens`` tokens in all, in order."""
     from ...data.tokenize import tokenize_plain
 
     items, total = [], 0
-    for item in tokenize_plain(tokenizer, reference_sample(64, seed), max_length):
+    for item in tokenize_plain(tokenizer, texts, max_length):
         if total >= tokens:
             break
         items.append(item)
@@ -49,6 +48,17 @@ class ForgettingBudget(Guard):
     """
 
     name = "forgetting_budget"
+    keys = ("guards.forgetting_budget", "guards.forgetting_action", "guards.reference_tokens")
+    order = 10
+
+    @classmethod
+    def enabled(cls, recipe) -> bool:
+        return recipe.guards.enabled and recipe.guards.forgetting_budget is not None
+
+    @classmethod
+    def from_recipe(cls, recipe):
+        g = recipe.guards
+        return cls(g.forgetting_budget, g.forgetting_action, g.reference_tokens)
 
     def __init__(self, budget: float, action: str = "stop", tokens: int = 2048):
         self.budget, self.action, self.tokens = budget, action, tokens
@@ -59,7 +69,10 @@ class ForgettingBudget(Guard):
         self._items: list = []
 
     def setup(self, ctx: GuardContext) -> None:
-        self._items = reference_items(ctx.tokenizer, self.tokens)
+        from ..splits import GUARD_PARAGRAPHS
+
+        texts = ctx.reference.take_measure("measure_forgetting_guard", GUARD_PARAGRAPHS)
+        self._items = reference_items(ctx.tokenizer, texts, self.tokens)
         if self.base_ppl is None:  # a resumed run keeps the value measured at its start
             model = ctx.unwrap(ctx.model)
             off = model.disable_adapter() if hasattr(model, "disable_adapter") else contextlib.nullcontext()

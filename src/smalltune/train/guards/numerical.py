@@ -22,6 +22,18 @@ class NumericalHealth(Guard):
     """
 
     name = "numerical"
+    keys = ("guards.grad_norm_limit", "train.lr", "train.precision")
+    order = 0
+
+    @classmethod
+    def enabled(cls, recipe) -> bool:
+        return True  # replaces a hard error, so it runs even with the other guards off
+
+    @classmethod
+    def from_recipe(cls, recipe):
+        g = recipe.guards
+        return cls(g.grad_norm_limit if g.enabled else None, recipe.train.lr,
+                   tolerate_inf_grad=recipe.train.precision == "fp16")
 
     def __init__(self, grad_norm_limit: float | None = 1000.0, lr: float | None = None,
                  tolerate_inf_grad: bool = False):

@@ -28,6 +28,12 @@ class OverMemorization(Guard):
     """
 
     name = "over_memorization"
+    keys = ("guards.ppl_factor", "guards.acc_tolerance")
+    order = 20
+
+    @classmethod
+    def from_recipe(cls, recipe):
+        return cls(recipe.guards.ppl_factor, recipe.guards.acc_tolerance)
 
     def __init__(self, ppl_factor: float = 1.5, acc_tolerance: float = 0.01):
         self.ppl_factor, self.acc_tolerance = ppl_factor, acc_tolerance

@@ -33,6 +33,12 @@ def slope(xs: list[float], ys: list[float]) -> float | None:
 @GUARDS.register("overfitting")
 class OverfittingGap(Guard):
     name = "overfitting"
+    keys = ("guards.gap_patience",)
+    order = 30
+
+    @classmethod
+    def from_recipe(cls, recipe):
+        return cls(recipe.guards.gap_patience)
 
     def __init__(self, patience: int = 3, window: int = 4):
         self.patience, self.window = patience, window

@@ -23,8 +23,8 @@ What is penalised, per kind of trainable weight:
 
 The Fisher is the empirical one: the mean over reference windows of the squared gradient of the
 window's mean token loss under the starting model (eval mode, fp32). The windows are general
-Wikipedia text (:func:`replay.general_texts`), kept apart from the paragraphs forgetting is
-measured on. No library offers EWC for transformers + peft models, hence this module.
+Wikipedia text from the training pool of :func:`smalltune.train.splits.reference_roles`, kept
+apart from the paragraphs forgetting is measured on. No library offers EWC for transformers + peft models, hence this module.
 """
 
 from __future__ import annotations
@@ -101,29 +101,32 @@ class EWC(Regularizer):
     """``regularize.ewc_lambda``: elastic pull towards the starting weights, weighted by the Fisher."""
 
     name = "ewc"
+    keys = ("regularize.ewc_lambda", "regularize.ewc_samples")
 
-    @staticmethod
-    def enabled(recipe) -> bool:
+    @classmethod
+    def enabled(cls, recipe) -> bool:
         return recipe.regularize.ewc_lambda > 0
 
-    def setup(self, model, tokenizer, recipe, device, texts: list[str] | None = None) -> dict:
-        from .replay import general_texts
-
-        reg = recipe.regularize
+    def setup(self, env, texts: list[str] | None = None) -> dict:
+        recipe, reg = env.recipe, env.recipe.regularize
         self.lam = reg.ewc_lambda
-        if texts is None:
-            texts = general_texts(reg.ewc_samples, recipe.train.seed)
+        if texts is None:  # general text outside every measurement sample (splits.reference_roles)
+            texts = env.reference.take_train("ewc_fisher", reg.ewc_samples)
         max_len = min(recipe.data.max_length, FISHER_MAX_LENGTH)
-        items = tokenize_plain(tokenizer, texts, max_len)[: reg.ewc_samples]
+        model = env.unwrap(env.model)
+        items = tokenize_plain(env.tokenizer, texts, max_len)[: reg.ewc_samples]
         from ..methods import METHODS
 
         self.terms = penalty_terms(model, METHODS.get(recipe.method.name, "method.name")())
-        fishers = estimate_fisher(model, [t.fisher_param for t in self.terms], items, device)
+        fishers = estimate_fisher(model, [t.fisher_param for t in self.terms], items, env.device)
         for term, f in zip(self.terms, fishers):
             term.fisher = f.to(term.fisher_param.dtype)
         self.last = 0.0
         return {"ewc_fisher_windows": len(items), "ewc_terms": len(self.terms),
                 "ewc_fisher_mean": float(sum(f.sum() for f in fishers) / max(sum(f.numel() for f in fishers), 1))}
+
+    def state_dict(self) -> dict:
+        return {}  # recomputed from the starting weights in setup
 
     def penalty(self, model) -> torch.Tensor | None:
         if not self.terms:

@@ -23,20 +23,25 @@ class NEFTune(Regularizer):
     """``regularize.neftune_alpha``: embedding noise during training only."""
 
     name = "neftune"
+    keys = ("regularize.neftune_alpha",)
 
-    @staticmethod
-    def enabled(recipe) -> bool:
+    @classmethod
+    def enabled(cls, recipe) -> bool:
         return recipe.regularize.neftune_alpha > 0
 
-    def setup(self, model, tokenizer, recipe, device) -> dict:
+    def setup(self, env) -> dict:
         from transformers.integrations.neftune import neftune_post_forward_hook
 
-        self.embeddings = input_embeddings(model)
-        self.embeddings.neftune_noise_alpha = recipe.regularize.neftune_alpha
-        self.handle = self.embeddings.register_forward_hook(neftune_post_forward_hook)
-        return {"neftune_alpha": recipe.regularize.neftune_alpha}
+        alpha = env.recipe.regularize.neftune_alpha
+        self._embeddings = input_embeddings(env.unwrap(env.model))
+        self._embeddings.neftune_noise_alpha = alpha
+        self._handle = self._embeddings.register_forward_hook(neftune_post_forward_hook)
+        return {"neftune_alpha": alpha}
+
+    def state_dict(self) -> dict:
+        return {}
 
     def close(self) -> None:
-        self.handle.remove()
-        if hasattr(self.embeddings, "neftune_noise_alpha"):
-            del self.embeddings.neftune_noise_alpha
+        self._handle.remove()
+        if hasattr(self._embeddings, "neftune_noise_alpha"):
+            del self._embeddings.neftune_noise_alpha

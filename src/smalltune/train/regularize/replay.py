@@ -8,9 +8,8 @@ so on average a batch holds that share. The general data is either
 * ``regularize.replay_file``: a general instruction file in any smalltune data format (loss on
   the assistant turns, as for the domain data).
 
-Reference paragraphs that forgetting is *measured* on (the :func:`reference_sample` draws of the
-forgetting guard and of evaluation) are never replayed or used for the EWC Fisher, so the
-forgetting numbers stay honest.
+General paragraphs come from the training pool of :func:`smalltune.train.splits.reference_roles`,
+which never holds a paragraph that forgetting is measured on, whatever the sample sizes.
 """
 
 from __future__ import annotations
@@ -19,24 +18,12 @@ import random
 from pathlib import Path
 
 from ...data import load_examples, tokenize_examples
-from ...data.reference import reference_paragraphs, reference_sample
 from ...data.tokenize import Tokenized, tokenize_plain
 from ...errors import SmalltuneError
+from ..targets import DATA_PLUGINS
+from . import Regularizer
 
 REPLAY_SOURCE = "replay:reference-text"
-
-
-def general_texts(n: int, seed: int) -> list[str]:
-    """``n`` general paragraphs, disjoint from the forgetting-measurement sample.
-
-    >>> len(general_texts(8, seed=0))
-    8
-    """
-    # The samples the forgetting guard and evaluation draw (64 or 24 paragraphs, seed 0 or the run's)
-    held_out = {text for k in (24, 64) for s in {0, seed} for text in reference_sample(k, s)}
-    pool = [p for p in reference_paragraphs() if p not in held_out]
-    random.Random(seed).shuffle(pool)
-    return pool[:n]
 
 
 def replay_count(ratio: float, n_train: int) -> int:
@@ -44,31 +31,39 @@ def replay_count(ratio: float, n_train: int) -> int:
     return round(ratio * n_train / (1 - ratio)) if ratio > 0 else 0
 
 
-def replay_items(recipe, tokenizer, n_train: int) -> tuple[list[Tokenized], dict]:
-    """Tokenised general items for ``n_train`` domain examples, and facts for the run log.
+@DATA_PLUGINS.register("replay")
+class Replay(Regularizer):
+    """``regularize.replay_ratio``: general items mixed into the training set."""
 
-    >>> items, info = replay_items(recipe, tok, len(train))  # recipe.regularize.replay_ratio = 0.2
-    """
-    reg, d = recipe.regularize, recipe.data
-    n = replay_count(reg.replay_ratio, n_train)
-    if n == 0:
-        return [], {}
-    rng = random.Random(recipe.train.seed + 1)
-    if reg.replay_file:
-        if not Path(reg.replay_file).is_file():
-            raise SmalltuneError(f"regularize.replay_file: {reg.replay_file} not found")
-        pool, _ = tokenize_examples(tokenizer, load_examples(reg.replay_file), d.max_length, d.system_prompt)
-        if not pool:
-            raise SmalltuneError(f"regularize.replay_file: {reg.replay_file} has no example with a trainable "
-                                 f"assistant token within data.max_length={d.max_length}")
-        source = reg.replay_file
-    else:
-        pool = []
-        for text in general_texts(n, recipe.train.seed):  # one window per paragraph: more variety
-            pool.extend(tokenize_plain(tokenizer, [text], d.max_length)[:1])
-        for k, item in enumerate(pool):
-            item.example.source, item.example.id = REPLAY_SOURCE, f"replay-{k}"
-        source = "reference text (Wikipedia paragraphs)"
-    # Fewer general items than asked: repeat them (a small general file replayed several times).
-    chosen = rng.sample(pool, n) if len(pool) >= n else [pool[i % len(pool)] for i in range(n)]
-    return chosen, {"replay_examples": n, "replay_source": source, "replay_ratio": reg.replay_ratio}
+    name = "replay"
+    keys = ("regularize.replay_ratio", "regularize.replay_file")
+
+    @classmethod
+    def enabled(cls, recipe) -> bool:
+        return recipe.regularize.replay_ratio > 0
+
+    def extra_items(self, n_train: int, env) -> tuple[list[Tokenized], dict]:
+        recipe = env.recipe
+        reg, d = recipe.regularize, recipe.data
+        n = replay_count(reg.replay_ratio, n_train)
+        if n == 0:
+            return [], {}
+        rng = random.Random(recipe.train.seed + 1)
+        if reg.replay_file:
+            if not Path(reg.replay_file).is_file():
+                raise SmalltuneError(f"regularize.replay_file: {reg.replay_file} not found")
+            pool, _ = tokenize_examples(env.tokenizer, load_examples(reg.replay_file), d.max_length, d.system_prompt)
+            if not pool:
+                raise SmalltuneError(f"regularize.replay_file: {reg.replay_file} has no example with a trainable "
+                                     f"assistant token within data.max_length={d.max_length}")
+            source = reg.replay_file
+        else:
+            pool = []
+            for text in env.reference.take_train("replay", n):  # one window per paragraph: more variety
+                pool.extend(tokenize_plain(env.tokenizer, [text], d.max_length)[:1])
+            for k, item in enumerate(pool):
+                item.example.source, item.example.id = REPLAY_SOURCE, f"replay-{k}"
+            source = "reference text (Wikipedia paragraphs, training pool)"
+        # Fewer general items than asked: repeat them (a small general file replayed several times).
+        chosen = rng.sample(pool, n) if len(pool) >= n else [pool[i % len(pool)] for i in range(n)]
+        return chosen, {"replay_examples": n, "replay_source": source, "replay_ratio": reg.replay_ratio}

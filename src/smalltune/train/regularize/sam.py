@@ -18,6 +18,8 @@ from typing import Callable
 
 import torch
 
+from . import REGULARIZERS, Regularizer
+
 Objective = Callable[[], tuple[torch.Tensor, torch.Tensor]]  # () -> (task loss, total loss to minimise)
 
 
@@ -70,7 +72,29 @@ class SAMStep(PlainStep):
         return task, total
 
 
-def build_step(recipe, accelerator, params) -> PlainStep:
-    """The step strategy the recipe asks for (``regularize.sam_rho`` > 0 -> SAM)."""
-    rho = recipe.regularize.sam_rho
-    return SAMStep(accelerator, list(params), rho) if rho > 0 else PlainStep(accelerator, list(params))
+@REGULARIZERS.register("sam")
+class SAM(Regularizer):
+    """``regularize.sam_rho``: replace the plain step with SAM's two passes."""
+
+    name = "sam"
+    keys = ("regularize.sam_rho",)
+
+    def __init__(self, rho: float = 0.05):
+        self.rho = rho
+
+    @classmethod
+    def enabled(cls, recipe) -> bool:
+        return recipe.regularize.sam_rho > 0
+
+    @classmethod
+    def from_recipe(cls, recipe):
+        return cls(recipe.regularize.sam_rho)
+
+    def setup(self, env) -> dict:
+        return {"sam_rho": self.rho}
+
+    def wrap_step(self, step: PlainStep) -> PlainStep:
+        return SAMStep(step.accelerator, step.params, self.rho)
+
+    def state_dict(self) -> dict:
+        return {}

@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Callable
 
 from ...data.example import Example
+from ..plugins import Plugin
+from . import DATA_PLUGINS, need_model
 
 CACHE_NAME = "self_distill.jsonl"
 TEMPLATE = (
@@ -165,3 +167,37 @@ def _with_target(example: Example, answer: str) -> Example:
     messages = [dict(m) for m in example.messages]
     messages[last]["content"] = answer
     return dataclasses.replace(example, messages=messages, meta={**example.meta, "original_target": example.target})
+
+
+
+@DATA_PLUGINS.register("self_distill")
+class SelfDistill(Plugin):
+    """``targets.self_distill``: answers rewritten in the base model's words, cached in the run directory."""
+
+    name = "self_distill"
+    keys = ("targets.self_distill", "targets.self_distill_max_new_tokens")
+    order = 10
+
+    @classmethod
+    def enabled(cls, recipe) -> bool:
+        return recipe.targets.self_distill
+
+    def transform_examples(self, examples, env):
+        import sys
+
+        from ... import console
+        from ...generate import GenerationSettings, generate
+
+        need_model(env.model, "targets.self_distill")
+        recipe = env.recipe
+        settings = GenerationSettings(max_new_tokens=recipe.targets.self_distill_max_new_tokens,
+                                      batch_size=recipe.eval.batch_size)
+        env.model.to(env.device)
+
+        def rewrite(conversations):
+            # generation is the slow part of data preparation: show it (on a terminal only, not in logs)
+            with console.progress(len(conversations), disable=not sys.stderr.isatty(), desc="self-distilling") as bar:
+                return generate(env.model, env.tokenizer, conversations, settings, progress=bar)
+
+        cache = Path(env.run_path) / "targets" if env.run_path else None
+        return self_distill(examples, rewrite, cache, recipe.data.system_prompt)

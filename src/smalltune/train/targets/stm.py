@@ -18,6 +18,8 @@ import torch
 from ...data.batching import collate, eval_batches
 from ...data.tokenize import IGNORE, Tokenized
 from ..loss import token_losses
+from ..plugins import Plugin
+from . import DATA_PLUGINS, need_model
 
 
 @torch.no_grad()
@@ -74,3 +76,23 @@ def selective_token_mask(model, items: list[Tokenized], threshold: float, device
     info = {"stm_threshold": threshold, "stm_masked_tokens": masked, "stm_response_tokens": before,
             "stm_masked_share": round(masked / before, 4) if before else 0.0, "stm_dropped_examples": dropped}
     return kept, info
+
+
+
+@DATA_PLUGINS.register("stm")
+class SelectiveTokenMasking(Plugin):
+    """``targets.stm_threshold``: mask the base model's most surprising target tokens."""
+
+    name = "stm"
+    keys = ("targets.stm_threshold",)
+    order = 20
+
+    @classmethod
+    def enabled(cls, recipe) -> bool:
+        return recipe.targets.stm_threshold is not None
+
+    def transform_tokens(self, items, env):
+        need_model(env.model, "targets.stm_threshold")
+        env.model.to(env.device)
+        return selective_token_mask(env.model, items, env.recipe.targets.stm_threshold, env.device,
+                                    env.tokenizer.pad_token_id, env.batch_size)

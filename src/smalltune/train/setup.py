@@ -1,0 +1,164 @@
+"""Building the parts of a training run, apart from fitting them (``loop.fit``).
+
+Shaped after litgpt's ``setup`` -> ``fit`` and torchtune's recipes: :func:`setup` turns a recipe,
+a base model and prepared data into :class:`Parts` (accelerator, method-applied model, optimizer,
+scheduler, loader, plugins, selector); nothing here trains. Callers that train many times in one
+process (tuning, cross-validation, updates) keep a :class:`Base` and take a fresh copy of the
+loaded base model per training instead of reading it from disk again.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+from ..data.batching import batch_indices, collate
+from ..models import load_from_recipe
+from .data import PreparedData
+from .guards import GUARDS, CheckpointSelector, build_selector
+from .methods import METHODS, Method, count_parameters
+from .plugins import PluginSet, build_plugins
+from .regularize import REGULARIZERS
+
+
+class EpochBatches(Sampler):
+    """Length-grouped shuffled batches, reshuffled per epoch (seed + epoch) so resume is exact.
+
+    The epoch comes from the loop's own state through the prepared loader's ``set_epoch`` (never
+    from the loader's iteration counter, which restarts at 0 after a resume).
+    """
+
+    def __init__(self, lengths: list[int], batch_size: int, seed: int, group_by_length: bool):
+        self.lengths, self.batch_size, self.seed, self.group = lengths, batch_size, seed, group_by_length
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        return iter(batch_indices(self.lengths, self.batch_size, self.seed + self.epoch, self.group))
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.lengths) / self.batch_size)
+
+
+class Base:
+    """A base model loaded once, handed out as fresh copies (tuning trials, folds, updates).
+
+    >>> base = Base.load(recipe)
+    >>> for trial in trials: train(trial_recipe, base=base)
+    """
+
+    def __init__(self, model, tokenizer, name: str):
+        self.model, self.tokenizer, self.name = model, tokenizer, name
+
+    @classmethod
+    def load(cls, recipe) -> "Base":
+        model, tok = load_from_recipe(recipe)
+        return cls(model, tok, recipe.model.name)
+
+    def fresh(self):
+        """(model, tokenizer): an independent copy, so one training never sees another's weights."""
+        return copy.deepcopy(self.model), self.tokenizer
+
+
+def resolve_precision(precision: str) -> str:
+    if precision == "auto":
+        return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+    return {"fp32": "no"}.get(precision, precision)
+
+
+def make_accelerator(recipe):
+    """An Accelerator for this recipe; resets accelerate's process-wide state when the precision changes.
+
+    accelerate keeps one ``AcceleratorState`` per process and refuses a second Accelerator with
+    another precision; a tuning search trains several precisions in one process, so we reset that
+    state (not the distributed ``PartialState``, which stays valid).
+    """
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    precision = resolve_precision(recipe.train.precision)
+    state = AcceleratorState._shared_state
+    if state and state.get("_mixed_precision", precision) != precision:
+        AcceleratorState._reset_state()
+    return Accelerator(mixed_precision=precision, gradient_accumulation_steps=recipe.train.grad_accum)
+
+
+def build_optimizer(model, t) -> torch.optim.Optimizer:
+    # No weight decay on biases and norm weights (1-D tensors), as is standard for AdamW.
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=t.lr)
+
+
+def build_scheduler(optimizer, t, total_steps: int):
+    from transformers import get_scheduler
+
+    name = {"constant": "constant_with_warmup"}.get(t.scheduler, t.scheduler)
+    return get_scheduler(name, optimizer, num_warmup_steps=round(t.warmup_ratio * total_steps),
+                         num_training_steps=total_steps)
+
+
+@dataclass
+class Parts:
+    """Everything ``fit`` needs, built and prepared; ``model`` is the accelerate-wrapped model."""
+
+    recipe: Any
+    accelerator: Any
+    model: Any
+    tokenizer: Any
+    method: Method
+    optimizer: Any
+    scheduler: Any
+    loader: Any
+    plugins: PluginSet  # regularisers and guards, in order
+    selector: CheckpointSelector
+    steps_per_epoch: int
+    total_steps: int
+    eval_every: int
+    trainable: int
+    total: int
+
+    @property
+    def unwrapped(self):
+        return self.accelerator.unwrap_model(self.model)
+
+
+def setup(recipe, model, tokenizer, data: PreparedData, accelerator=None) -> Parts:
+    """Apply the method to ``model`` (the base) and build everything around it; trains nothing.
+
+    >>> parts = setup(recipe, model, tok, prepare_data(recipe, tok, model))
+    >>> result = fit(parts, data, run)
+    """
+    t = recipe.train
+    accelerator = accelerator or make_accelerator(recipe)
+    method = METHODS.get(recipe.method.name, "method.name")()
+    model = method.apply(model, recipe.method, recipe)
+    trainable, total = count_parameters(model)
+    sampler = EpochBatches([len(x) for x in data.train], t.batch_size, t.seed, t.group_by_length)
+    # Its own generator: creating an iterator must not draw from the global RNG (dropout's), or a
+    # resumed run would see different dropout masks than an uninterrupted one.
+    loader = DataLoader(data.train, batch_sampler=sampler, collate_fn=lambda b: collate(b, tokenizer.pad_token_id),
+                        generator=torch.Generator().manual_seed(t.seed))
+    optimizer = build_optimizer(model, t)
+    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    # Per process: the prepared loader holds this rank's share of the batches.
+    steps_per_epoch = max(1, math.ceil(len(loader) / t.grad_accum))
+    total_steps = math.ceil(t.epochs * steps_per_epoch)
+    if t.max_steps:
+        total_steps = min(total_steps, t.max_steps)
+    # Not prepared: accelerate's scheduler wrapper steps once per process, which ran the cosine
+    # out N times too fast under N ranks; the loop steps it once per optimizer step.
+    scheduler = build_scheduler(optimizer.optimizer, t, total_steps)
+    eval_every = recipe.eval.every_steps or max(1, steps_per_epoch // recipe.eval.per_epoch)
+    plugins = build_plugins(recipe, REGULARIZERS, GUARDS)
+    return Parts(recipe, accelerator, model, tokenizer, method, optimizer, scheduler, loader, plugins,
+                 build_selector(recipe), steps_per_epoch, total_steps, eval_every, trainable, total)

@@ -1,0 +1,90 @@
+"""Exact resume (issue 20 item 1): killed at several points -- across epoch boundaries and during a
+checkpoint write -- and resumed, a run ends with the bitwise-same adapter as an uninterrupted one."""
+
+from __future__ import annotations
+
+import shutil
+from types import SimpleNamespace
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from smalltune import train
+from smalltune.rundir import RunDir
+
+# 30 training examples (6 carved for validation), batch 4: 8 batches per epoch, so 20 steps span 3 epochs.
+COMMON = {"train.max_steps": 20, "eval.every_steps": 2, "early_stopping.enabled": False, "train.epochs": 5}
+
+
+def adapter(run_dir) -> dict:
+    return load_file(str(RunDir(run_dir).adapter / "adapter_model.safetensors"))
+
+
+def crash_at_call(monkeypatch, n: int):
+    """Make the n-th loss computation from now raise, as if the process were killed mid-step."""
+    from smalltune.train import loop
+
+    real, calls = loop.causal_lm_loss, {"n": 0}
+
+    def crash(*args):
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(loop, "causal_lm_loss", crash)
+    return lambda: monkeypatch.setattr(loop, "causal_lm_loss", real)
+
+
+def test_killed_three_times_across_epochs_resumes_bitwise(make_recipe, tmp_path, monkeypatch):
+    clean = train(make_recipe(**COMMON, output_dir=str(tmp_path / "clean")), progress=False)
+    out = str(tmp_path / "crashed")
+    resume_step, resume = 0, False
+    for kill_step in (5, 11, 17):  # epoch 0, epoch 1 (after crossing a boundary), epoch 2
+        restore = crash_at_call(monkeypatch, kill_step - resume_step)
+        with pytest.raises(KeyboardInterrupt):
+            train(make_recipe(**COMMON, output_dir=out), resume=resume, progress=False)
+        restore()
+        resume_step, resume = int(RunDir(out).step_checkpoints()[-1].name.split("-")[1]), True
+        assert resume_step == kill_step - 1  # checkpoints every 2 steps
+    resumed = train(make_recipe(**COMMON, output_dir=out), resume=True, progress=False)
+    assert resumed.steps == 20 and resumed.epochs > 2
+    a, b = adapter(clean.run_dir), adapter(out)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    run = RunDir(out)
+    assert [r.step for r in run.read_metrics() if r.kind == "train"] == list(range(1, 21))
+    clean_losses = [r.loss for r in RunDir(clean.run_dir).read_metrics() if r.kind == "train"]
+    assert [r.loss for r in run.read_metrics() if r.kind == "train"] == clean_losses
+    assert resumed.train_tokens == clean.train_tokens
+
+
+def test_killed_during_a_checkpoint_write_resumes_and_cleans_up(make_recipe, tmp_path, monkeypatch):
+    from smalltune.train import checkpoint
+
+    clean = train(make_recipe(**COMMON, output_dir=str(tmp_path / "clean")), progress=False)
+    out = str(tmp_path / "crashed")
+    real_publish, calls = checkpoint.publish_dir, {"n": 0}
+
+    def killed_while_publishing(tmp, folder):
+        calls["n"] += 1
+        if calls["n"] == 5:  # the 5th checkpoint (step 10, crossing into epoch 1): files written, not published
+            raise KeyboardInterrupt
+        real_publish(tmp, folder)
+
+    monkeypatch.setattr(checkpoint, "publish_dir", killed_while_publishing)
+    # a kill -9 runs no `finally: rmtree(tmp)`: the checkpoint module's own cleanup does nothing this once
+    monkeypatch.setattr(checkpoint, "shutil", SimpleNamespace(rmtree=lambda *a, **k: None))
+    with pytest.raises(KeyboardInterrupt):
+        train(make_recipe(**COMMON, output_dir=out), progress=False)
+    monkeypatch.setattr(checkpoint, "publish_dir", real_publish)
+    monkeypatch.setattr(checkpoint, "shutil", shutil)
+    run = RunDir(out)
+    assert any(p.name.startswith(".step-000010") for p in run.checkpoints.iterdir())  # the interrupted write
+    assert run.step_checkpoints()[-1].name == "step-000008"  # the previous checkpoint is intact
+
+    resumed = train(make_recipe(**COMMON, output_dir=out), resume=True, progress=False)
+    assert resumed.steps == 20
+    assert not [p for p in run.checkpoints.iterdir() if p.name.startswith(".")]  # temporary folders removed
+    a, b = adapter(clean.run_dir), adapter(out)
+    assert all(torch.equal(a[k], b[k]) for k in a)
