@@ -82,11 +82,11 @@ class LoopState:
 
 
 def train(recipe, resume: bool = False, progress: bool = True, base: Base | None = None, splits=None,
-          verbose: bool = True) -> TrainResult:
+          verbose: bool = True, plugins=()) -> TrainResult:
     """Fine-tune ``recipe.model`` on ``recipe.data`` with ``recipe.method``; returns and writes the summary.
 
     ``base`` reuses a loaded base model (a fresh copy per call); ``splits`` passes the examples in
-    memory instead of reading ``recipe.data`` (folds, tuning).
+    memory instead of reading ``recipe.data`` (folds, tuning); ``plugins`` are added to the recipe's.
 
     >>> result = train(load_recipe("examples/dental/recipe.yaml", ["train.max_steps=20"]))
     >>> result.best_metrics["eval_ppl"]
@@ -99,7 +99,7 @@ def train(recipe, resume: bool = False, progress: bool = True, base: Base | None
         set_seed(recipe.train.seed)
         model, tok = base.fresh() if base else _load(recipe)
         data = prepare_data(recipe, tok, model, run.path, accelerator.device, splits=splits)  # base model scores targets
-        parts = setup(recipe, model, tok, data, accelerator)
+        parts = setup(recipe, model, tok, data, accelerator, extra_plugins=plugins)
         return fit(parts, data, run, resume=resume, progress=progress, verbose=verbose)
     finally:
         if run.lock is not None:

@@ -132,11 +132,13 @@ class Parts:
         return self.accelerator.unwrap_model(self.model)
 
 
-def setup(recipe, model, tokenizer, data: PreparedData, accelerator=None) -> Parts:
+def setup(recipe, model, tokenizer, data: PreparedData, accelerator=None, extra_plugins=()) -> Parts:
     """Apply the method to ``model`` (the base) and build everything around it; trains nothing.
 
     >>> parts = setup(recipe, model, tok, prepare_data(recipe, tok, model))
     >>> result = fit(parts, data, run)
+
+    ``extra_plugins`` join the recipe's plugins (a tuning search adds its pruner this way).
     """
     t = recipe.train
     accelerator = accelerator or make_accelerator(recipe)
@@ -160,5 +162,7 @@ def setup(recipe, model, tokenizer, data: PreparedData, accelerator=None) -> Par
     scheduler = build_scheduler(optimizer.optimizer, t, total_steps)
     eval_every = recipe.eval.every_steps or max(1, steps_per_epoch // recipe.eval.per_epoch)
     plugins = build_plugins(recipe, REGULARIZERS, GUARDS)
+    plugins += sorted(extra_plugins, key=lambda x: x.order)  # the caller's own (tuning's pruner)
+    plugins.sort(key=lambda x: x.order)
     return Parts(recipe, accelerator, model, tokenizer, method, optimizer, scheduler, loader, plugins,
                  build_selector(recipe), steps_per_epoch, total_steps, eval_every, trainable, total)
