@@ -138,6 +138,18 @@ def test_backtranslation_checks_the_round_trip(data):
         ("backtranslate", "French", "Combien coûte un nettoyage ?")
 
 
+def test_a_pivot_that_reads_french_but_comes_back_as_nonsense_is_a_failed_round_trip(data):
+    train, _ = data
+    pivots = {p: "Je suis à l'adresse de l'adresse pour l'adresse." for p in REPLIES}  # French, not a translation
+    pivots["How much is a cleaning?"] = "Combien coûte un nettoyage ?"
+    back = {"Je suis à l'adresse de l'adresse pour l'adresse.": "I am here to address you.",
+            "Combien coûte un nettoyage ?": "How much does a cleaning cost?"}
+    result = augment(train, "backtranslate", generate_fn=fake_translator(pivots, back), progress=False)
+    # the pivot check passes (French words, no English), the way back does not: still a failed round trip
+    assert (result.summary["accepted"], result.summary["rejected"]) == (1, {"meaning": 6})
+    assert result.message == "the generator could not translate (6/7 round trips failed the check)"
+
+
 def test_round_trip_rules():
     ctx = FilterContext()
     def check(source, pivot, language="French"):
@@ -151,6 +163,8 @@ def test_round_trip_rules():
     assert "empty" in check("When are you open on Saturday?", "  ")
     assert "not French" in check("When are you open on Saturday?", "Wann haben Sie am Samstag geöffnet?")
     assert check("Summit Mutual?", "Summit Mutual ?") is None  # names only: nothing to tell by
+    assert "lost the number '14'" in check("Can my 14-year-old come alone?", "Mon fils peut-il venir seul ?")
+    assert check("Can my 14-year-old come alone?", "Mon fils de 14 ans peut-il venir seul ?") is None
     assert pivot_overlap("Summit Mutual?", "Summit Mutual ?", ["Summit", "Mutual"]) is None
 
 

@@ -95,9 +95,31 @@ PASSAGE = "Prices\nA cleaning costs $85. A check-up costs $60. Dr. Sethi sees ch
     ("Not in the text.", "does not answer"),
 ])
 def test_grounding(answer, reason):
-    c = Candidate("How much is a cleaning?", PASSAGE, "p#1", "synth", answer=answer, passage=PASSAGE)
+    c = Candidate("How much is a cleaning?", PASSAGE.split("\n", 1)[1], "p#1", "synth", answer=answer, passage=PASSAGE)
     detail = grounding(c, FilterContext())
     assert (detail is None) if reason is None else (reason in detail)
+
+
+@pytest.mark.parametrize("question, reason", [
+    ("When do you open on Saturday?", None),
+    ("what time do you open saturday", None),
+    ("Saturday opening.", "not a question"),
+    ("What about this text?", "echoes the request ('this text')"),
+    ("What a wonderful gift! Would you like to know more about our clinic?", "echoes the request"),
+    ("Could you " + "please " * 30 + "tell me the hours?", "too long for a question"),
+    ("", "nothing generated"),
+])
+def test_question_rules(question, reason):
+    from smalltune.augment.filters import question as rule
+
+    detail = rule(Candidate(question, "We open at 9 am.", "p#1", "synth", passage="We open at 9 am."), FilterContext())
+    assert (detail is None) if reason is None else (reason in detail)
+
+
+def test_an_answer_made_of_the_section_title_is_not_grounded():
+    c = Candidate("Where do I park?", "Free parking behind the building.", "p#1", "synth", answer="Plan your visit",
+                  passage="Plan your visit > Parking\nFree parking behind the building.")
+    assert grounding(c, FilterContext()) == "the answer says nothing from the passage's text"
 
 
 QUESTIONS = {"Opening hours": "When do you open on Saturday?", "Prices": "How much is a cleaning?",

@@ -29,7 +29,7 @@ class Candidate:
     """One generated prompt (augment) or question/answer pair (synth), with what it came from."""
 
     text: str  # the new prompt (augment) or the generated question (synth)
-    source_text: str  # what it rephrases (the original prompt) or what it asks about (the passage)
+    source_text: str  # what it rephrases (the original prompt) or asks about (the passage's text, without its title)
     source_id: str
     method: str
     answer: str = ""  # the answer it is trained with: the user's (augment) or the generated one (synth)
@@ -51,7 +51,12 @@ FILTERS: Registry[Filter] = Registry("generation filter")
 ECHO_MARKERS = ("rephrase", "rewrite", "rewritten", "paraphrase", "translat", "original question", "here is",
                 "here's", "question:", "reply with", "passage", "sure,", "certainly",
                 # the generator replying as an assistant instead of writing the user's message
-                "i'm sorry", "i am sorry", "i'm not sure", "i'm here to help", "i can help", "happy to help", "as an ai")
+                "i'm sorry", "i am sorry", "i'm not sure", "i'm here to help", "i can help", "happy to help", "as an ai",
+                "how can i help", "how may i help", "would you like", "great question", "wonderful question",
+                "i'm glad", "i'm so glad")
+# A synthetic question that points at its source instead of asking about the topic.
+READING_MARKERS = ("this text", "the text", "according to", "mentioned", "the section", "this section")
+MAX_QUESTION_WORDS = 30
 REFUSAL = re.compile(r"not (?:in|mentioned in|stated in) the (?:passage|text)|(?:passage|text) does not|"
                      r"no information|i (?:don't|do not) know|cannot answer|can't answer", re.I)
 # Frequent function words of common pivot languages: a text in that language contains some of them.
@@ -174,7 +179,8 @@ def is_question(text: str) -> bool:
 
 @FILTERS.register("round_trip")
 def round_trip(c: Candidate, ctx: FilterContext) -> str | None:
-    """Back-translation: the pivot text must exist and be in another language (and read as the pivot language)."""
+    """Back-translation: the pivot text exists, keeps the source's numbers, is not the source in disguise, and
+    (for six common languages) reads as the pivot language."""
     if c.pivot is None:
         return None
     if not c.pivot.strip():
@@ -182,6 +188,9 @@ def round_trip(c: Candidate, ctx: FilterContext) -> str | None:
     overlap = pivot_overlap(c.source_text, c.pivot, c.facts)
     if overlap is not None and overlap > ctx.max_pivot_overlap:
         return f"the pivot text shares {overlap:.0%} of its words with the source: not a translation"
+    lost = [n for n in re.findall(r"\d+", c.source_text) if n not in re.findall(r"\d+", c.pivot)]
+    if lost:
+        return f"the pivot text lost the number {lost[0]!r}"
     language = str(c.meta.get("pivot_language", "")).lower()
     expected = set(PIVOT_WORDS.get(language, "").split())
     if expected and len(words(c.pivot)) >= 3 and not expected & set(words(c.pivot)):
@@ -255,8 +264,11 @@ def question(c: Candidate, ctx: FilterContext) -> str | None:
     if not is_question(text):
         return "not a question"
     low = text.lower()
-    marker = next((m for m in ECHO_MARKERS if m in low), None)
-    return f"echoes the request ({marker.strip(',:')!r})" if marker else None
+    marker = next((m for m in ECHO_MARKERS + READING_MARKERS if m in low), None)
+    if marker:
+        return f"echoes the request ({marker.strip(',:')!r})"
+    n = len(words(text))
+    return f"{n} words: too long for a question" if n > MAX_QUESTION_WORDS else None
 
 
 @FILTERS.register("grounding")
@@ -276,6 +288,8 @@ def grounding(c: Candidate, ctx: FilterContext) -> str | None:
     if missing:
         return f"{missing[0]!r} is not in the passage"
     mine = stems(content_words(c.answer))
+    if not mine & stems(content_words(c.source_text)):
+        return "the answer says nothing from the passage's text"
     support = len(mine & stems(passage_words)) / len(mine) if mine else 0.0
     if support < ctx.min_support:
         return f"{support:.0%} of the answer's content words occur in the passage (< {ctx.min_support:.0%})"

@@ -22,6 +22,7 @@ from .filters import Candidate, FilterContext, prompt_facts
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 SHOWN_PER_REASON = 5  # rejected candidates kept per reason in the counts file, to see what went wrong
+ROUND_TRIP_FAILURES = ("round_trip", "empty", "echo", "meaning")
 HELD_OUT_NAME = re.compile(r"(?:^|[-_.])(?:val|valid|validation|dev|test|eval|heldout|holdout)(?:[-_.]|$)", re.I)
 
 
@@ -200,7 +201,9 @@ def augment(data, method: str = "paraphrase", model: str = DEFAULT_MODEL, per_ex
     output = Path(output) if output else default_output(data, method)
     write_records(output, (raws if with_originals else []) + records)
     message = None
-    failed = counts.rejected.get("round_trip", 0)
+    # A round trip fails when the pivot text is no translation, or what comes back is no rephrasing of the source
+    # (a copy, a duplicate or a leak is a translation that worked).
+    failed = sum(counts.rejected.get(r, 0) for r in ROUND_TRIP_FAILURES) if method == "backtranslate" else 0
     if failed and 2 * failed >= counts.candidates:
         message = f"the generator could not translate ({failed}/{counts.candidates} round trips failed the check)"
     cfile = counts_path(output, "augment")

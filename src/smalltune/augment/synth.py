@@ -50,7 +50,7 @@ def answer_text(reply: str) -> str:
 def produce(jobs: list[Job], generate, system_prompt: str | None = None) -> list[Candidate]:
     questions = generate([request(QUESTION.format(document=Path(j.passage.document).name, passage=j.passage.context,
                                                   style=STYLES[j.variant])) for j in jobs])
-    out = [Candidate(text=clean(q), source_text=j.passage.context, source_id=j.passage.id, method="synth",
+    out = [Candidate(text=clean(q), source_text=j.passage.text, source_id=j.passage.id, method="synth",
                      passage=j.passage.context, payload=j.passage, order=(j.index, j.variant))
            for j, q in zip(jobs, questions)]
     asked = [c for c in out if RULES.get("question")(c, FilterContext()) is None]  # no answer for a non-question
