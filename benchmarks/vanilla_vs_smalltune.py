@@ -30,7 +30,10 @@ ARMS = {
     "lora lr2e-4 3ep": ["method.name=lora", "train.lr=2e-4", "train.epochs=3"],
     "lora lr2e-4 10ep": ["method.name=lora", "train.lr=2e-4", "train.epochs=10"],
 }
-SMALLTUNE = "smalltune plan + guards"
+SMALLTUNE = "smalltune plan + guards"  # v1 defaults (seed 0 only, before issue 14): kept as measured, not rerun
+DEFAULTS = "smalltune plan v2"  # the recipe `smalltune plan` writes since issue 14 (LoRA 1e-3, self-replay 0.2, ...)
+TUNED = "smalltune tune"  # `smalltune tune` on the same data, then its chosen trial
+TUNE_TRIALS = 6
 METRICS = ["key_fact_recall", "reference_ppl_change", "general_accuracy_change", "memorized_rate", "verbatim_rate",
            "test_ppl", "train_seconds", "epochs_run"]
 NAME = "vanilla_vs_smalltune"
@@ -41,18 +44,38 @@ def planned_recipe(train_file) -> "E.Path":
     """``smalltune plan``'s recipe for the subset (written once; shared by every seed)."""
     import smalltune
 
-    path = E.WORK / NAME / f"plan-{train_file.stem}.yaml"
+    path = E.WORK / NAME / f"plan-v2-{train_file.stem}.yaml"
     if not path.exists():
         smalltune.plan(str(train_file), validation=str(E.DEMO / "validation.jsonl"), test=str(E.DEMO / "test.jsonl"),
                        output=str(path))
     return path
 
 
+def tuned_run(train_file, common: list[str], out) -> tuple[dict, dict]:
+    """Run (or resume) the search; the chosen trial's summary and the search's cost."""
+    from smalltune import load_recipe
+    from smalltune.tune import tune
+
+    recipe = load_recipe(planned_recipe(train_file), common + [f"tune.trials={TUNE_TRIALS}"])
+    t0 = time.perf_counter()
+    result = tune(recipe, resume=(out / "tune.db").exists(), progress=False)
+    if result.chosen is None:
+        raise SystemExit(f"tuning chose nothing: {result.why}")
+    summary = E.json.loads((E.Path(result.run_dir) / "train_summary.json").read_text())
+    cost = {"tune_trials": len(result.trials), "tune_pruned": sum(r.state == "pruned" for r in result.trials),
+            "tune_seconds": round(time.perf_counter() - t0, 1), "tune_chosen": result.why}
+    return summary, cost
+
+
 def run_arm(arm: str, seed: int, train_file) -> dict:
     out = E.WORK / NAME / f"{arm.replace(' ', '_')}-s{seed}"
     # the plan does not know the demo's system prompt; vanilla arms get the planned max length
     common = E.data_overrides(train_file, seed, out) + ["data.max_length=192", f"data.system_prompt={SYSTEM}"]
-    if arm == SMALLTUNE:
+    cost: dict = {}
+    if arm == TUNED:
+        summary, cost = tuned_run(train_file, common, out)
+        out = E.Path(summary["run_dir"])
+    elif arm in (SMALLTUNE, DEFAULTS):
         summary = E.train_run(planned_recipe(train_file), common)
     else:
         lora = ["method.r=8", "method.alpha=16", "method.dropout=0.05"] if "lora" in arm else []
@@ -61,7 +84,7 @@ def run_arm(arm: str, seed: int, train_file) -> dict:
     numbers = E.evaluate_run(out, E.eval_caps())
     return {"arm": arm, "seed": seed, **numbers, "train_seconds": summary["wall_seconds"], "epochs_run": summary["epochs"],
             "steps": summary["steps"], "stopped": summary["stopped"], "selection": summary.get("selection"),
-            "eval_seconds": round(time.perf_counter() - t0, 1)}
+            "eval_seconds": round(time.perf_counter() - t0, 1), **cost}
 
 
 
@@ -74,7 +97,9 @@ def summarize(rows: "E.Rows", args) -> None:
           E.fmt(a["test_ppl"]), E.fmt(a["train_seconds"], digits=0), E.fmt(a["epochs_run"], digits=1)]
          for arm, a in agg.items()])
     E.write_result(NAME, {"command": E.command(NAME, rows, args), "seeds": sorted({r["seed"] for r in rows.rows}),
-                          "train_size": args.train_size, "arms": {**ARMS, SMALLTUNE: "smalltune plan's recipe, unchanged"},
+                          "train_size": args.train_size, "arms": {**ARMS, SMALLTUNE: "smalltune plan's recipe before issue 14 (seed 0)",
+                                   DEFAULTS: "smalltune plan's recipe since issue 14, unchanged",
+                                   TUNED: f"smalltune tune, {TUNE_TRIALS} trials, its chosen trial"},
                           "vanilla_defaults": E.VANILLA, "summary": agg, "table": table, "rows": rows.rows})
     plot(agg)
     print(table)
@@ -93,7 +118,7 @@ def plot(agg: dict) -> None:
             continue
         x, y = a["reference_ppl_change"], a["key_fact_recall"]
         ax.errorbar(100 * x["mean"], 100 * y["mean"], xerr=100 * (x["std"] or 0), yerr=100 * (y["std"] or 0),
-                    fmt="*" if arm == SMALLTUNE else "o", ms=12 if arm == SMALLTUNE else 7, capsize=3, label=arm)
+                    fmt="*" if arm.startswith("smalltune") else "o", ms=12 if arm.startswith("smalltune") else 7, capsize=3, label=arm)
         if a["memorized_rate"]:
             ax.annotate(f"{a['memorized_rate']['mean']:.0%} memorized", (100 * x["mean"], 100 * y["mean"]),
                         textcoords="offset points", xytext=(6, -10), fontsize=7, color="grey")
@@ -107,7 +132,7 @@ def plot(agg: dict) -> None:
 
 
 def main() -> None:
-    E.experiment_main(__doc__, NAME, [*ARMS, SMALLTUNE], run_arm, summarize)
+    E.experiment_main(__doc__, NAME, [*ARMS, DEFAULTS, TUNED], run_arm, summarize)
 
 
 if __name__ == "__main__":

@@ -221,3 +221,19 @@ def test_guards_section_validates_and_builds():
         recipe_from_dict({"data": {"train": "x"}, "guards": {"selection": "acuracy", "ppl_factor": 0.5}})
     assert "guards.selection must be one of" in str(err.value) and "did you mean 'accuracy'" in str(err.value)
     assert "guards.ppl_factor must be >= 1.0" in str(err.value)
+
+
+def test_selection_keeps_the_least_forgetting_checkpoint_within_the_tolerance():
+    from smalltune.train.guards import CheckpointSelector
+
+    s = CheckpointSelector("eval_loss", tolerance=0.02)
+    seq = [(10, 2.00, 0.01), (20, 1.95, 0.03), (30, 1.94, 0.08), (40, 1.96, 0.12)]
+    for step, loss, forgot in seq:
+        s.update({"eval_loss": loss, "eval_ppl": 2.7 ** loss, "eval_token_acc": 0.5, "forgetting": forgot}, step)
+        assert s.best_step in s.candidates()
+    assert s.best_step == 20  # 1.95 is within 0.02 of the lowest 1.94 and forgot 3% instead of 8%
+    assert "least forgetting (+3.0%)" in s.reason()
+    plain = CheckpointSelector("eval_loss")
+    for step, loss, forgot in seq:
+        plain.update({"eval_loss": loss, "eval_ppl": 2.7 ** loss, "eval_token_acc": 0.5, "forgetting": forgot}, step)
+    assert plain.best_step == 30  # no tolerance: lowest loss, as before

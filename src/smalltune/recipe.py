@@ -149,7 +149,9 @@ class EarlyStoppingSection:
     enabled: bool = option(True, "stop when the metric has not improved for `patience` evaluations")
     patience: int = option(3, "evaluations without improvement before stopping", positive)
     metric: str = option("eval_loss", "metric that decides the best checkpoint (lower is better)", choices=("eval_loss",))
-    min_delta: float = option(0.0, "an improvement smaller than this does not count", non_negative)
+    min_delta: float = option(
+        0.0, "an improvement smaller than this does not count; with the forgetting guard on, checkpoint selection "
+        "also keeps the least-forgetting evaluation within this of the lowest validation loss", non_negative)
 
 
 @dataclass
@@ -161,7 +163,7 @@ class EvalSection:
     test_samples: int | None = option(None, "evaluate: held-out questions answered; empty = all", positive)
     memorization_samples: int | None = option(200, "evaluate: training prompts checked for verbatim memorization; empty = all", positive)
     reference_paragraphs: int = option(64, "evaluate: general reference paragraphs scored for forgetting", positive)
-    probe_questions: int = option(100, "evaluate: general questions (capitals, trivia) asked for forgetting", positive)
+    probe_questions: int = option(300, "evaluate: general questions (capitals, trivia) asked for forgetting; --quick asks 200", positive)
     max_new_tokens: int = option(96, "evaluate: greedy generation length cap per answer", positive)
 
 
@@ -174,6 +176,11 @@ class RegularizeSection:
     sam_rho: float = option(0.0, "Sharpness-Aware Minimization radius rho (arXiv 2010.01412); 0 = plain steps", non_negative)
     replay_ratio: float = option(
         0.0, "share of training examples that are general data replayed against forgetting; 0 = off", fraction)
+    replay_source: str = option(
+        "self", "general data to replay when no replay_file is given: self = the base model's own answers to general "
+        "prompts (generated once per model, cached; low perplexity for the base, so cheap to keep), reference = "
+        "Wikipedia paragraphs from the training pool (never the ones forgetting is measured on)",
+        choices=("self", "reference"))
     replay_file: str | None = option(
         None, "general instruction file (any smalltune data format) to replay; empty = general reference text")
     neftune_alpha: float = option(
@@ -218,6 +225,58 @@ class GuardsSection:
 
 
 @dataclass
+class TuneSection:
+    enabled: bool = option(False, "`smalltune run` tunes before training (`smalltune tune` always tunes)")
+    trials: int = option(12, "trials in the search (a resumed or shared study counts the ones already done)", positive)
+    methods: list[str] = option(
+        ["lora", "hft", "full"], "methods the search may choose, among those that fit the device's memory")
+    lr_factor: float = option(
+        8.0, "learning rates are drawn log-uniformly in [prior / f, prior * f] around each method's prior (8: full 's 2e-5 prior reaches 1.6e-4, where experiment 1 found full fine-tuning learn best)", at_least(1.0))
+    replay_max: float = option(0.3, "largest replay share a trial may draw (0 = no replay in the search)", fraction)
+    halving_rate: int = option(
+        3, "successive halving: at each rung a trial continues only within the best 1/rate of earlier trials",
+        at_least(2))
+    storage: str | None = option(
+        None, "Optuna storage URL shared by workers (postgresql://..., mysql://...); empty = SQLite in the tuning folder")
+    study: str | None = option(None, "study name in the storage; empty = the recipe's name")
+
+
+@dataclass
+class UpdateSection:
+    """`smalltune update`: what an update trains on and what its regression gate tolerates (docs/update.md)."""
+
+    lr: float | None = option(
+        None, "learning rate of update runs; empty = the parent's train.lr times the method's update/fresh rate "
+        "ratio (lora 5e-5/2e-4: a quarter)", positive)
+    replay_share: float = option(
+        0.3, "share of earlier versions' training examples (stale ones left out) replayed beside the new data, "
+        "a seeded sample stratified by category", lambda v: None if 0 <= v <= 1 else f"must be in [0, 1], got {v}")
+    general_replay: float = option(
+        0.1, "regularize.replay_ratio of update runs whose parent replayed no general text", fraction)
+    conflict_similarity: float = option(
+        0.9, "prompts this similar (word-shingle Jaccard) ask the same question: different answers conflict and "
+        "the new one wins", lambda v: None if 0 < v <= 1 else f"must be in (0, 1], got {v}")
+    duplicate_similarity: float = option(
+        0.8, "near-duplicate and leakage threshold of the new-vs-old audit (as the audit's)",
+        lambda v: None if 0 < v <= 1 else f"must be in (0, 1], got {v}")
+    corrections_test_share: float = option(
+        0.2, "share of corrections without a `split` field held out as gate test examples (seeded)", fraction)
+    max_loss_rise: float = option(
+        0.05, "gate: largest relative rise of answer loss on the parent's or the new test set (0.05 = 5%)", non_negative)
+    max_accuracy_drop: float = option(
+        0.02, "gate: largest drop of token accuracy on a test set (absolute: 0.02 = 2 points)", non_negative)
+    max_recall_drop: float = option(
+        0.05, "gate: largest drop of key-fact recall on a test set (absolute)", non_negative)
+    max_reference_ppl_rise: float = option(
+        0.05, "gate: largest relative rise of general-text perplexity over the parent", non_negative)
+    max_general_accuracy_drop: float = option(
+        0.03, "gate: largest drop of general-question accuracy (absolute)", non_negative)
+    significant_only: bool = option(
+        True, "gate: a change beyond its threshold counts only when its 95% paired-bootstrap CI lies wholly on the worse side "
+        "of zero (small test sets move by chance)")
+
+
+@dataclass
 class Recipe:
     name: str | None = option(None, "run name; empty = derived from the training file and time")
     output_dir: str | None = option(None, "run directory; empty = runs/<name>")
@@ -237,6 +296,12 @@ class Recipe:
     )
     targets: TargetsSection = field(
         default_factory=TargetsSection, metadata={"help": "training-target transforms (off by default)"}
+    )
+    update: UpdateSection = field(
+        default_factory=UpdateSection, metadata={"help": "`smalltune update`: replay and the regression gate"}
+    )
+    tune: TuneSection = field(
+        default_factory=TuneSection, metadata={"help": "forgetting-aware hyperparameter search (`smalltune tune`)"}
     )
 
     def to_dict(self) -> dict:

@@ -14,10 +14,12 @@ import warnings
 
 from .. import __version__
 from ..errors import SmalltuneError
-from . import audit, augment, chat, compare, demo, evaluate, export, models, plan, recipe, report, run, synth, train
+from . import audit, augment, chat, compare, cv, demo, evaluate, export, models, plan, recipe, report, run, synth, train, tune
+from . import update, versions
 
 # In the order of the flow, then the helpers.
-VERBS = [augment, synth, audit, plan, train, evaluate, report, run, chat, export, compare, demo, recipe, models]
+VERBS = [augment, synth, audit, plan, tune, train, cv, evaluate, report, run, chat, export, compare,
+         update, versions, versions.promote, versions.rollback, demo, recipe, models]
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -53,16 +55,37 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except SmalltuneError as e:
-        print(f"error: {e}", file=sys.stderr)
+        _report(f"error: {e}", shared=getattr(e, "reported_by_main", False) or not _process_group_started())
         return e.exit_code
     except KeyboardInterrupt:
-        print("interrupted; a training run continues with `smalltune train RECIPE --resume`", file=sys.stderr)
+        _report("interrupted; a training run continues with `smalltune train RECIPE --resume`", shared=True)
         return 130
     except Exception as e:  # a bug, not a user error: one line by default, the trace with --debug
         if args.debug:
             raise
-        print(f"error: unexpected {type(e).__name__}: {e} (rerun with --debug for the traceback)", file=sys.stderr)
+        _report(f"error: unexpected {type(e).__name__}: {e} (rerun with --debug for the traceback)", shared=False)
         return 3
+
+
+def _report(line: str, shared: bool) -> None:
+    """Print a failure line once for a multi-process run (``accelerate launch``, ``torchrun``).
+
+    ``shared``: every rank failed the same way (an error before the processes joined one group comes
+    from input they all read; training gathers the others' errors to the main process), so the main
+    process's line speaks for all. Otherwise a rank's own failure gets its own line, naming the rank.
+    """
+    from ..console import process_rank
+
+    rank = process_rank()
+    if rank == 0:
+        print(line, file=sys.stderr)
+    elif not shared:
+        print(f"error: rank {rank}: {line.removeprefix('error: ')}", file=sys.stderr)
+
+
+def _process_group_started() -> bool:
+    dist = sys.modules.get("torch.distributed")  # never import torch just to answer this
+    return bool(dist and dist.is_available() and dist.is_initialized())
 
 
 if __name__ == "__main__":

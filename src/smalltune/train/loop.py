@@ -31,6 +31,8 @@ from .regularize.sam import PlainStep
 from .setup import Base, Parts, build_optimizer, build_scheduler, make_accelerator, resolve_precision, setup
 from .splits import write_record
 
+WORSE_THAN_BASE_SLACK = 0.01  # nats of validation loss: a published checkpoint is at most this much worse than the base
+
 __all__ = ["TrainResult", "LoopState", "fit", "train", "build_optimizer", "build_scheduler", "resolve_precision"]
 
 
@@ -82,11 +84,12 @@ class LoopState:
 
 
 def train(recipe, resume: bool = False, progress: bool = True, base: Base | None = None, splits=None,
-          verbose: bool = True, plugins=()) -> TrainResult:
+          verbose: bool = True, plugins=(), init_from: str | None = None) -> TrainResult:
     """Fine-tune ``recipe.model`` on ``recipe.data`` with ``recipe.method``; returns and writes the summary.
 
     ``base`` reuses a loaded base model (a fresh copy per call); ``splits`` passes the examples in
-    memory instead of reading ``recipe.data`` (folds, tuning); ``plugins`` are added to the recipe's.
+    memory instead of reading ``recipe.data`` (folds, tuning); ``plugins`` are added to the recipe's;
+    ``init_from`` starts from a finished run's ``adapter/`` or ``model/`` (``smalltune update``).
 
     >>> result = train(load_recipe("examples/dental/recipe.yaml", ["train.max_steps=20"]))
     >>> result.best_metrics["eval_ppl"]
@@ -94,12 +97,17 @@ def train(recipe, resume: bool = False, progress: bool = True, base: Base | None
     accelerator = make_accelerator(recipe)
     if not recipe.output_dir and accelerator.num_processes > 1:
         recipe.output_dir = _shared_output_dir(recipe)
-    run = open_run_dir(recipe, resume, main=accelerator.is_main_process)  # locks the folder first
+    # Each building step is agreed by every rank: one rank's user error stops all of them at once.
+    run = _on_every_rank(accelerator, lambda: open_run_dir(recipe, resume, main=accelerator.is_main_process))  # locks first
     try:
         set_seed(recipe.train.seed)
-        model, tok = base.fresh() if base else _load(recipe)
-        data = prepare_data(recipe, tok, model, run.path, accelerator.device, splits=splits)  # base model scores targets
-        parts = setup(recipe, model, tok, data, accelerator, extra_plugins=plugins)
+
+        def load_and_prepare():
+            model, tok = base.fresh() if base else _load(recipe)
+            return model, tok, prepare_data(recipe, tok, model, run.path, accelerator.device, splits=splits)  # base model scores targets
+
+        model, tok, data = _on_every_rank(accelerator, load_and_prepare)
+        parts = setup(recipe, model, tok, data, accelerator, extra_plugins=plugins, init_from=init_from)
         return fit(parts, data, run, resume=resume, progress=progress, verbose=verbose)
     finally:
         if run.lock is not None:
@@ -201,17 +209,18 @@ def fit(parts: Parts, data: PreparedData, run: RunDir, resume: bool = False, pro
                 if acc.sync_gradients and not acc.optimizer_step_was_skipped:
                     p.scheduler.step()  # once per optimizer step, whatever the number of processes
                 p.optimizer.zero_grad(set_to_none=True)
+            shown, tokens = _over_ranks(acc, loss, batch)  # what the update saw: every rank's micro-batch
             state.batches_in_epoch += 1
-            state.train_tokens += int(batch["attention_mask"].sum()) * acc.num_processes
-            recent.append(loss.item())
+            state.train_tokens += tokens
+            recent.append(shown)
             if not acc.sync_gradients:
                 continue
             state.step += 1
             log({"type": "train", "step": state.step, "epoch": round(state.step / p.steps_per_epoch, 3),
-                 "loss": loss.item(), "lr": p.scheduler.get_last_lr()[0], "grad_norm": grad_norm,
+                 "loss": shown, "lr": p.scheduler.get_last_lr()[0], "grad_norm": grad_norm,
                  "tokens": state.train_tokens, "elapsed": round(elapsed(), 2), **plugins.metrics()})
             bar.update(1)
-            bar.set_postfix_str(f"loss={loss.item():.3f}", refresh=False)
+            bar.set_postfix_str(f"loss={shown:.3f}", refresh=False)
             if state.step % p.eval_every == 0 or state.step == p.total_steps:
                 evaluate_and_checkpoint()
                 recent.clear()
@@ -253,6 +262,9 @@ def fit(parts: Parts, data: PreparedData, run: RunDir, resume: bool = False, pro
         atomic_write_json(run.train_summary, {**result.to_dict(), "provenance": provenance(recipe, **data.counts())})
         if verbose:
             console.train_footer(result)
+    # No rank leaves before the main process has written everything: a launcher (torchrun) stops the
+    # other ranks as soon as one exits with a non-zero code, e.g. after an agreed guard stop.
+    acc.wait_for_everyone()
     return result
 
 
@@ -296,6 +308,40 @@ def _base_metrics(p: Parts, validation_metrics) -> dict:
         return validation_metrics()
 
 
+def _on_every_rank(acc, build):
+    """``build()`` on every rank; if it raised a user error on any rank, every rank raises it.
+
+    A rank left to go on alone would wait at the next collective for peers that have already exited.
+    The main process reports the first failing rank's line; the others' errors are marked as reported
+    (the CLI prints one line for the whole run).
+    """
+    from ..errors import SmalltuneError
+
+    if acc.num_processes == 1:
+        return build()
+    try:
+        result, error = build(), None
+    except SmalltuneError as e:
+        result, error = None, e
+    failures = [(rank, f) for rank, f in enumerate(gather_object([(str(error), error.exit_code) if error else None])) if f]
+    if not failures:
+        return result
+    if not (acc.is_main_process and error is not None):
+        rank, (message, code) = failures[0]
+        error = SmalltuneError(message if rank == 0 else f"rank {rank}: {message}", code)
+        error.reported_by_main = not acc.is_main_process
+    raise error
+
+
+def _over_ranks(acc, loss, batch) -> tuple[float, int]:
+    """(mean loss, tokens) of this micro-batch over every process, not only this rank's share."""
+    tokens = int(batch["attention_mask"].sum())
+    if acc.num_processes == 1:
+        return loss.item(), tokens
+    both = acc.reduce(torch.tensor([loss.item(), tokens], dtype=torch.float64, device=acc.device), "sum")
+    return float(both[0]) / acc.num_processes, int(both[1])
+
+
 def _agreed(acc, event: GuardEvent | None) -> GuardEvent | None:
     """A step guard's stop, agreed by every process: one rank's non-finite loss stops all of them together."""
     if acc.num_processes == 1:
@@ -313,7 +359,9 @@ def _publishable(run: RunDir, p: Parts, selector, state: LoopState) -> tuple[boo
     if not chosen and state.stop_reason in UNSAFE_STOPS:
         return False, f"no checkpoint passed the guards, so no {p.method.artifact}/ was written"
     best, base = selector.best_record, state.base_eval
-    if chosen and best and base and best["eval_loss"] > base["eval_loss"]:
+    # Worse beyond noise: a near-untrained adapter (LoRA starts as the base) may differ in the 4th decimal.
+    slack = max(p.recipe.early_stopping.min_delta, WORSE_THAN_BASE_SLACK)
+    if chosen and best and base and best["eval_loss"] > base["eval_loss"] + slack:
         return False, (f"the best checkpoint (step {selector.best_step}, validation loss {best['eval_loss']:.3f}) is "
                        f"worse than the base model ({base['eval_loss']:.3f}), so no {p.method.artifact}/ was written")
     return True, ""

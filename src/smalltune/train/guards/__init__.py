@@ -52,7 +52,8 @@ def build_selector(recipe) -> CheckpointSelector:
     g = recipe.guards
     mode = g.selection if g.enabled else "eval_loss"
     respect = g.enabled and g.forgetting_budget is not None and g.forgetting_action == "stop"
-    return CheckpointSelector(mode, recipe.early_stopping.metric, g.ppl_factor, respect_budget=respect)
+    return CheckpointSelector(mode, recipe.early_stopping.metric, g.ppl_factor, respect_budget=respect,
+                              tolerance=recipe.early_stopping.min_delta if g.enabled else 0.0)
 
 
 __all__ = [

@@ -10,6 +10,13 @@ Three rules (``guards.selection``):
 
 With a forgetting budget whose action is ``stop``, only evaluations within the budget count.
 
+Least forgetting within a tolerance (``early_stopping.min_delta``): when the forgetting guard
+measures, the loss rule keeps, among the evaluations within ``tolerance`` of the lowest validation
+loss, the one that forgot least. Later checkpoints forget more at nearly the same validation loss
+(benchmarks/README.md, "learning vs forgetting": LoRA's general-text perplexity rose every epoch
+while its task loss flattened), so a difference smaller than the one early stopping ignores should
+not buy extra forgetting.
+
 The accuracy rule can change its mind about the past (the cap shrinks when perplexity reaches a
 new minimum), so we keep the trainable weights of every evaluation that could still be chosen
 (the accuracy/perplexity Pareto front under the cap: small for adapters) as safetensors under
@@ -39,8 +46,9 @@ class CheckpointSelector:
     """
 
     def __init__(self, mode: str = "eval_loss", metric: str = "eval_loss", ppl_factor: float = 1.5,
-                 respect_budget: bool = False):
+                 respect_budget: bool = False, tolerance: float = 0.0):
         self.mode, self.metric, self.ppl_factor, self.respect_budget = mode, metric, ppl_factor, respect_budget
+        self.tolerance = tolerance
         self.records: list[dict] = []
         self.best_step: int | None = None
         self.best_record: dict | None = None
@@ -71,14 +79,31 @@ class CheckpointSelector:
         if pool and best is None:
             best = min(pool, key=lambda r: r[self.metric])  # first of equals: earliest
             self.rule = self.metric
+            near = self.within_tolerance(pool, best)
+            if len(near) > 1:
+                best = min(near, key=lambda r: (r["forgetting"], r[self.metric]))
+                self.rule = "least_forgetting" if best is not near[0] else self.metric
         self.best_step, self.best_record = (best["step"], dict(best)) if best else (None, None)
         return self.best_step == step
+
+    def within_tolerance(self, pool: list[dict], best: dict) -> list[dict]:
+        """Evaluations within ``tolerance`` of ``best`` on the metric that measured forgetting (best first)."""
+        if self.tolerance <= 0 or best.get("forgetting") is None:
+            return [best]
+        near = [r for r in pool if r.get("forgetting") is not None
+                and r[self.metric] <= best[self.metric] + self.tolerance]
+        return [best] + [r for r in near if r is not best]
 
     def candidates(self) -> set[int]:
         """Steps that may still be chosen later (their weights must be kept)."""
         keep = {self.best_step} if self.best_step is not None else set()
+        pool = [r for r in self.records if self.eligible(r)]
+        if pool and self.tolerance > 0:  # a later best may pull an earlier, less-forgetting one back in
+            low = min(r[self.metric] for r in pool)
+            keep |= {r["step"] for r in pool if r.get("forgetting") is not None
+                     and r[self.metric] <= low + self.tolerance}
         if self.mode == "eval_loss":
-            return keep  # a past non-best can never win again: only new evaluations compete
+            return keep  # a past non-best outside the tolerance can never win again
         cap = self.cap()
         pool = [r for r in self.records if self.eligible(r) and cap is not None and r[PPL] <= cap]
         for r in pool:
@@ -101,6 +126,10 @@ class CheckpointSelector:
             why = "over-memorization flagged, so " if self.mode == "auto" else ""
             return (f"step {r['step']}: {why}best token accuracy {r[ACC]:.1%} with perplexity {r[PPL]:.3f} under the cap "
                     f"{self.cap():.3f} ({self.ppl_factor:g} x minimum {low[PPL]:.3f} at step {low['step']}){budget}")
+        if self.rule == "least_forgetting":
+            low = min((x for x in self.records if self.eligible(x)), key=lambda x: x[self.metric])
+            return (f"step {r['step']}: least forgetting ({r['forgetting']:+.1%}) among evaluations within "
+                    f"{self.tolerance:g} of the lowest {self.metric} {low[self.metric]:.4f} (step {low['step']}){budget}")
         return f"step {r['step']}: lowest {self.metric} {r[self.metric]:.4f}{budget}"
 
     def state_dict(self) -> dict:

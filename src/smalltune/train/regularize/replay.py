@@ -4,7 +4,11 @@
 n domain examples, ``round(r * n / (1 - r))`` general items are added and shuffled in with them,
 so on average a batch holds that share. The general data is either
 
-* plain Wikipedia text windows from the shipped reference corpus (loss on every token), or
+* the base model's own answers to general prompts (``replay_source: self``, the default: they
+  have low perplexity under the base, so keeping them costs the task little and anchors the
+  output distribution; generated once per model and cached, ``data/self_replay.py``),
+* plain Wikipedia text windows from the shipped reference corpus (``replay_source: reference``;
+  loss on every token), or
 * ``regularize.replay_file``: a general instruction file in any smalltune data format (loss on
   the assistant turns, as for the domain data).
 
@@ -31,12 +35,26 @@ def replay_count(ratio: float, n_train: int) -> int:
     return round(ratio * n_train / (1 - ratio)) if ratio > 0 else 0
 
 
+def self_answers(env, n: int) -> list[Tokenized]:
+    """Tokenised general prompts with the base model's own answers (cached per model); [] without a model."""
+    from ...data.self_replay import self_replay_examples
+
+    if env.model is None:
+        return []
+    d = env.recipe.data
+    env.model.to(env.device)
+    examples = self_replay_examples(env.model, env.tokenizer, n, seed=env.recipe.train.seed,
+                                    batch_size=env.batch_size, progress=False)
+    items, _ = tokenize_examples(env.tokenizer, examples, d.max_length, d.system_prompt)
+    return items
+
+
 @DATA_PLUGINS.register("replay")
 class Replay(Regularizer):
     """``regularize.replay_ratio``: general items mixed into the training set."""
 
     name = "replay"
-    keys = ("regularize.replay_ratio", "regularize.replay_file")
+    keys = ("regularize.replay_ratio", "regularize.replay_source", "regularize.replay_file")
 
     @classmethod
     def enabled(cls, recipe) -> bool:
@@ -57,6 +75,8 @@ class Replay(Regularizer):
                 raise SmalltuneError(f"regularize.replay_file: {reg.replay_file} has no example with a trainable "
                                      f"assistant token within data.max_length={d.max_length}")
             source = reg.replay_file
+        elif reg.replay_source == "self" and (pool := self_answers(env, n)):
+            source = "the base model's own answers to general prompts (data/general_prompts.txt)"
         else:
             pool = []
             for text in env.reference.take_train("replay", n):  # one window per paragraph: more variety
@@ -64,6 +84,8 @@ class Replay(Regularizer):
             for k, item in enumerate(pool):
                 item.example.source, item.example.id = REPLAY_SOURCE, f"replay-{k}"
             source = "reference text (Wikipedia paragraphs, training pool)"
+            if reg.replay_source == "self" and env.model is not None:
+                source += "; the base model gave no usable answer to the general prompts"
         # Fewer general items than asked: repeat them (a small general file replayed several times).
         chosen = rng.sample(pool, n) if len(pool) >= n else [pool[i % len(pool)] for i in range(n)]
         return chosen, {"replay_examples": n, "replay_source": source, "replay_ratio": reg.replay_ratio}

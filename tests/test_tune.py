@@ -1,0 +1,103 @@
+"""Forgetting-aware tuning on the tiny model: trials, pruning, the choice, resume and a shared study."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from smalltune.tune.pruning import HalvingPruner, rungs
+from smalltune.tune.study import TrialRow, TuneResult, _summarise, load_result
+
+SMALL = {"train.max_steps": 4, "eval.every_steps": 2, "tune.methods": ["lora", "full"], "tune.replay_max": 0.2}
+
+
+def test_rungs_and_pruning_decision():
+    assert rungs(3, limit=4) == [1, 3, 9, 27]
+
+    class Trial:
+        number, user_attrs = 5, {}
+
+        def set_user_attr(self, k, v):
+            self.user_attrs[k] = v
+
+    class Done:
+        def __init__(self, n, v):
+            self.number, self.user_attrs = n, {"rung_1": v}
+
+    class Study:
+        def get_trials(self, deepcopy=False):
+            return [Done(0, 1.0), Done(1, 2.0), Done(2, 3.0), Done(3, 4.0)]
+
+    keep = HalvingPruner(Trial(), Study(), eta=2, min_trials=2)
+    assert keep.check({"eval_loss": 1.5}, 10) is None  # within the best half (cutoff 2.0)
+    cut = HalvingPruner(Trial(), Study(), eta=2, min_trials=2)
+    event = cut.check({"eval_loss": 2.5}, 10)
+    assert event.action == "stop" and "cutoff 2.0000" in event.message and cut.pruned_at == 10
+
+
+def test_tune_runs_trials_chooses_within_budget_and_resumes(make_recipe, tmp_path):
+    from smalltune.tune import tune
+
+    recipe = make_recipe(**SMALL, **{"tune.trials": 3, "guards.forgetting_budget": 100.0},
+                         output_dir=str(tmp_path / "search"))
+    result = tune(recipe, progress=False)
+    assert len(result.trials) == 3 and all(r.state in ("complete", "pruned") for r in result.trials)
+    complete = [r for r in result.trials if r.state == "complete"]
+    assert complete and result.chosen in {r.number for r in complete}
+    chosen = next(r for r in result.trials if r.number == result.chosen)
+    assert chosen.feasible and chosen.quality == max(r.quality for r in complete if r.feasible) or "least" in result.why
+    folder = tmp_path / "search"
+    assert (folder / "recipe.yaml").exists() and (folder / "tune.html").exists() and (folder / "tune.md").exists()
+    assert (folder / "trials" / f"trial-{result.chosen:03d}" / "adapter").exists() or \
+        (folder / "trials" / f"trial-{result.chosen:03d}" / "model").exists()
+    stored = load_result(folder)
+    assert stored.chosen == result.chosen and len(stored.trials) == 3
+    for r in result.trials:  # each trial's recipe carries exactly the drawn parameters
+        rec = json.loads(json.dumps(r.params))
+        assert rec["method"] in ("lora", "full")
+
+    more = tune(make_recipe(**SMALL, **{"tune.trials": 4, "guards.forgetting_budget": 100.0},
+                            output_dir=str(folder)), resume=True, progress=False)
+    assert len(more.trials) == 4  # one more trial, the first three kept
+
+    from smalltune.errors import SmalltuneError
+
+    with pytest.raises(SmalltuneError, match="already holds tuning study"):
+        tune(make_recipe(**SMALL, output_dir=str(folder)), progress=False)
+
+
+def test_choice_prefers_least_forgetting_within_the_quality_tie():
+    def row(n, q, f, feasible=True):
+        return TrialRow(number=n, state="complete", params={}, quality=q, quality_name="key_fact_recall",
+                        forgetting=f, feasible=feasible, run_dir="")
+
+    trials = [row(0, 0.50, 0.08), row(1, 0.51, 0.03), row(2, 0.60, 0.20, feasible=False), row(3, 0.30, 0.0)]
+    best_quality = max(r.quality for r in trials if r.feasible)
+    ties = [r for r in trials if r.feasible and r.quality >= best_quality - 0.02]
+    assert min(ties, key=lambda r: (r.forgetting, -r.quality)).number == 1
+
+
+def test_two_workers_share_one_study(make_recipe, tmp_path):
+    """Two worker processes against one study through a database URL (SQLite here; PostgreSQL in docs)."""
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    paths = []
+    for k in (1, 2):
+        recipe = make_recipe(**SMALL, **{"tune.trials": 2, "tune.storage": url, "tune.study": "shared",
+                                         "guards.forgetting_budget": 100.0}, output_dir=str(tmp_path / f"worker{k}"))
+        path = tmp_path / f"recipe{k}.yaml"
+        recipe.save(path)
+        paths.append(path)
+    procs = [subprocess.Popen([sys.executable, "-m", "smalltune", "tune", str(p), "--no-progress", "--resume"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for p in paths]
+    outs = [p.communicate(timeout=900) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-400:] for o in outs]
+    import optuna
+
+    study = optuna.load_study(study_name="shared", storage=url)
+    finished = [t for t in study.trials if t.state.is_finished()]
+    assert len(finished) >= 2 and len({t.number for t in finished}) == len(finished)
+    dirs = {t.user_attrs["run_dir"] for t in finished}
+    assert any("worker1" in d for d in dirs) or any("worker2" in d for d in dirs)
