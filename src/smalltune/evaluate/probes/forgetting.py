@@ -2,29 +2,46 @@
 questions (country capitals, trivia), base vs fine-tuned on the same inputs.
 
 The general questions are asked without the run's system prompt: they measure what the model
-still knows, not whether it stays in its fine-tuned role.
+still knows, not whether it stays in its fine-tuned role. At least 200 are asked in every mode:
+an accuracy on n questions has a binomial standard deviation of sqrt(p(1-p)/n), 8.8 points at
+n = 32 and 3.5 at n = 200 (p = 0.5): a drop of 10 points is within the noise of 32 questions and
+outside that of 200.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ...data.reference import capital_pairs, general_qa
+from ...data.reference import general_questions
 from ...data.tokenize import tokenize_plain
 from .. import metrics as M
 from ..context import MODELS, weighted_ppl
 from ..results import _clean, metric
 from . import PROBES, Probe
 
-ANSWER_TOKENS = 32  # short factual answers; longer generations only cost time
+ANSWER_TOKENS = 24  # short factual answers come first; longer generations only cost time (docs/evaluation.md)
+# Short prompts, short answers: batches larger than eval.batch_size cost little memory and, on the built-in
+# model on a CPU, about 20% less compute than batches of 16 (fewer decoding steps).
+ANSWER_BATCH = 64
 
 
-def _questions(ctx) -> list[tuple[str, str, str]]:
-    """(kind, question, answer): half capitals, half trivia, seeded."""
-    n = ctx.caps.probe_questions
-    caps = [("capital", f"What is the capital of {c}?", cap) for c, cap in capital_pairs()]
-    qa = [("trivia", q, a) for q, a in general_qa()]
-    return ctx.sample(caps, (n + 1) // 2, "capitals") + ctx.sample(qa, n // 2, "trivia")
+def _questions(ctx) -> list[tuple[str, str, tuple[str, ...]]]:
+    """(kind, question, accepted answers): a seeded sample of the pool, each kind in its share of the pool."""
+    pool = general_questions()
+    n = min(ctx.caps.probe_questions, len(pool))
+    kinds = list(dict.fromkeys(k for k, _, _ in pool))
+    out, left = [], n
+    for i, kind in enumerate(kinds):
+        items = [q for q in pool if q[0] == kind]
+        take = left if i == len(kinds) - 1 else round(n * len(items) / len(pool))
+        out += ctx.sample(items, take, kind)
+        left -= take
+    return out
+
+
+def is_correct(answer: str, accepted: tuple[str, ...]) -> bool:
+    """The short-answer rule (:func:`metrics.contains_answer`) against any accepted spelling."""
+    return any(M.contains_answer(answer, ref) for ref in accepted)
 
 
 def run(ctx) -> dict:
@@ -44,17 +61,24 @@ def run(ctx) -> dict:
 
     questions = _questions(ctx)
     prompts = [ctx.render([{"role": "user", "content": q}]) for _, q, _ in questions]
-    answers = {m: ctx.generate(prompts, m, min(ANSWER_TOKENS, ctx.caps.max_new_tokens), "general questions")
-               for m in MODELS}
-    correct = {m: [float(M.contains_answer(a, ref)) for a, (_, _, ref) in zip(answers[m], questions)] for m in MODELS}
+    recipe_batch, ctx.batch_size = ctx.batch_size, max(ctx.batch_size, ANSWER_BATCH)
+    try:
+        answers = {m: ctx.generate(prompts, m, min(ANSWER_TOKENS, ctx.caps.max_new_tokens), "general questions")
+                   for m in MODELS}
+    finally:
+        ctx.batch_size = recipe_batch
+    correct = {m: [float(is_correct(a, refs)) for a, (_, _, refs) in zip(answers[m], questions)] for m in MODELS}
     res["general_accuracy"] = metric(correct["base"], correct["finetuned"], seed=ctx.seed)
     for kind in ("capital", "trivia"):
         keep = [k == kind for k, _, _ in questions]
         res[f"{kind}_accuracy"] = metric([c if k else None for c, k in zip(correct["base"], keep)],
                                          [c if k else None for c, k in zip(correct["finetuned"], keep)], seed=ctx.seed)
-    res["examples"] = [{"question": q, "answer": ref, "base": b, "finetuned": f}
-                       for (_, q, ref), b, f in list(zip(questions, answers["base"], answers["finetuned"]))[:5]]
-    res["matching_rule"] = "correct when at least half (rounded up) of the reference answer's content words appear as whole words"
+    res["questions"] = {"asked": len(questions), "pool": len(general_questions()),
+                        "max_new_tokens": min(ANSWER_TOKENS, ctx.caps.max_new_tokens)}
+    res["examples"] = [{"question": q, "answer": refs[0], "base": b, "finetuned": f}
+                       for (_, q, refs), b, f in list(zip(questions, answers["base"], answers["finetuned"]))[:5]]
+    res["matching_rule"] = ("correct when at least half (rounded up) of an accepted reference answer's content words "
+                            "appear as whole words")
     return res
 
 
