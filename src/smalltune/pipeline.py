@@ -62,8 +62,11 @@ def evaluate_stage(recipe: Recipe, run: RunDir, quick: bool, progress: bool) -> 
 
 def report_stage(run: RunDir) -> Path:
     from .report import report
+    from .train.tracking import attach_results
 
-    return report(run.path)
+    path = report(run.path)
+    attach_results(run.path)  # a run tracked in MLflow also gets report.html and eval.json there
+    return path
 
 
 def run(recipe: Recipe, resume: bool = False, quick: bool = False, force: bool = False, progress: bool = True) -> Path:

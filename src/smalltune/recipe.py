@@ -62,6 +62,8 @@ def at_least(lo):
     return check
 
 
+TRACKERS = ("tensorboard", "mlflow", "trackio", "wandb")  # train.report_to: accelerate's tracker names we support
+
 # --- sections -------------------------------------------------------------------------------
 @dataclass
 class ModelSection:
@@ -142,6 +144,13 @@ class TrainSection:
     )
     group_by_length: bool = option(True, "batch examples of similar length together (less padding, faster)")
     keep_checkpoints: int = option(2, "periodic checkpoints kept besides the best one (for --resume)", non_negative)
+    report_to: list[str] = option(
+        [], "experiment trackers that get training loss, evaluations and guard events as they happen, through "
+        "accelerate: tensorboard (<run>/trackers/), mlflow (MLFLOW_TRACKING_URI; also report.html and eval.json "
+        "after `smalltune run`), trackio, wandb (offline unless WANDB_MODE is set); empty = none (docs/trackers.md)",
+        lambda v: next((f"has unknown tracker {x!r}; choose from {', '.join(TRACKERS)}" for x in v if x not in TRACKERS),
+                       None),
+    )
 
 
 @dataclass

@@ -120,7 +120,7 @@ def fit(parts: Parts, data: PreparedData, run: RunDir, resume: bool = False, pro
     p, recipe, t = parts, parts.recipe, parts.recipe.train
     acc, model, plugins, selector = p.accelerator, p.model, p.plugins, p.selector
     main = acc.is_main_process
-    log = run.log if main else (lambda record: None)  # one writer: the main process
+    log = (lambda r: (run.log(r), plugins.log(r))) if main else (lambda r: None)  # one writer: the main process
     env = PluginEnv(model, p.tokenizer, acc.device, recipe.eval.batch_size, acc.autocast, acc.unwrap_model,
                     recipe=recipe, run_path=run.path, accelerator=acc, reference=data.reference)
     if main and verbose:

@@ -11,6 +11,7 @@ that turns a recipe into the run's plugins, in ``order``. The hooks, in the orde
     setup     setup(env)                                                  (method applied, before resume)
     per step  wrap_step(step) once, penalty(model) per micro-batch, check_step(...) per optimizer step
     per eval  measure(env) -> check(record, step) -> summary() at the end
+    each log  log(record): every metrics.jsonl record, on the main process (experiment trackers)
     state     state_dict() / load_state_dict() through checkpoints; close() when training ends
 
 Shaped after Lightning's ``Callback`` and transformers' ``TrainerCallback``: named hooks with
@@ -110,6 +111,9 @@ class Plugin:
         """Per-step numbers for metrics.jsonl (e.g. the last penalty)."""
         return {}
 
+    def log(self, record: dict) -> None:
+        """See every record written to metrics.jsonl (train steps, evaluations, events), on the main process only."""
+
     def summary(self) -> dict:
         """What the end-of-run summary shows about this plugin."""
         return {}
@@ -197,6 +201,10 @@ class PluginSet(list):
 
     def summary(self) -> dict:
         return {p.name: s for p in self if (s := p.summary())}
+
+    def log(self, record: dict) -> None:
+        for p in self:
+            p.log(record)
 
     @property
     def wants_grad_norm(self) -> bool:

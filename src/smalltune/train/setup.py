@@ -87,7 +87,11 @@ def make_accelerator(recipe):
     state = AcceleratorState._shared_state
     if state and state.get("_mixed_precision", precision) != precision:
         AcceleratorState._reset_state()
-    return Accelerator(mixed_precision=precision, gradient_accumulation_steps=recipe.train.grad_accum)
+    # Trackers (train.report_to) are started by the tracking plugin once the run directory exists; a
+    # directory is needed here already (accelerate checks it), the plugin points it into the run.
+    trackers = list(recipe.train.report_to) or None
+    return Accelerator(mixed_precision=precision, gradient_accumulation_steps=recipe.train.grad_accum,
+                       log_with=trackers, project_dir=f"{recipe.output_dir or '.'}/trackers" if trackers else None)
 
 
 def build_optimizer(model, t) -> torch.optim.Optimizer:

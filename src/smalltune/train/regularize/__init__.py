@@ -26,3 +26,4 @@ REGULARIZERS: Registry[type[Regularizer]] = Registry("regularizer")
 
 # Plugins register themselves on import; this is the one place that imports them.
 from . import ewc, neftune, sam  # noqa: E402,F401
+from .. import tracking  # noqa: E402,F401  (experiment trackers only listen; registered here so every run builds them)
