@@ -111,6 +111,41 @@ def build_scheduler(optimizer, t, total_steps: int):
                          num_training_steps=total_steps)
 
 
+def start_from(model, artifact) -> None:
+    """Load a finished run's trained weights (its ``adapter/`` or ``model/`` folder) into ``model``, to
+    which the same method has just been applied: a PEFT adapter's tensors, or the model's own weights.
+
+    Every trainable tensor must come from the artifact (another rank or method is refused), so the
+    started model computes exactly the artifact's logits before its first step.
+    """
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    from ..errors import SmalltuneError
+
+    path = Path(artifact)
+    files = sorted(path.glob("*.safetensors")) if path.is_dir() else []
+    if not files:
+        raise SmalltuneError(f"{path}: no trained weights (*.safetensors) to start from")
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    try:
+        if hasattr(model, "peft_config"):  # peft stores tensors without the adapter's name
+            from peft import load_peft_weights, set_peft_model_state_dict
+
+            result = set_peft_model_state_dict(model, load_peft_weights(str(path)))
+        else:
+            result = model.load_state_dict({k: v for f in files for k, v in load_file(str(f)).items()}, strict=False)
+    except RuntimeError as e:  # a shape mismatch: another rank, size or model
+        raise SmalltuneError(f"{path}: its weights do not fit this model and method "
+                             f"({str(e).splitlines()[0][:160]})") from None
+    missing = set(result.missing_keys)
+    wrong = list(result.unexpected_keys) + [n for n in trainable if n in missing]
+    if wrong:
+        raise SmalltuneError(f"{path}: its weights do not fit this model and method ({wrong[0]} "
+                             f"{'is not in the model' if result.unexpected_keys else 'is missing from the artifact'})")
+
+
 @dataclass
 class Parts:
     """Everything ``fit`` needs, built and prepared; ``model`` is the accelerate-wrapped model."""
@@ -136,18 +171,23 @@ class Parts:
         return self.accelerator.unwrap_model(self.model)
 
 
-def setup(recipe, model, tokenizer, data: PreparedData, accelerator=None, extra_plugins=()) -> Parts:
+def setup(recipe, model, tokenizer, data: PreparedData, accelerator=None, extra_plugins=(),
+          init_from: str | None = None) -> Parts:
     """Apply the method to ``model`` (the base) and build everything around it; trains nothing.
 
     >>> parts = setup(recipe, model, tok, prepare_data(recipe, tok, model))
     >>> result = fit(parts, data, run)
 
     ``extra_plugins`` join the recipe's plugins (a tuning search adds its pruner this way).
+    ``init_from`` (the ``adapter/`` or ``model/`` folder of a finished run) starts from that run's trained
+    weights instead of the method's initialisation (``smalltune update``).
     """
     t = recipe.train
     accelerator = accelerator or make_accelerator(recipe)
     method = METHODS.get(recipe.method.name, "method.name")()
     model = method.apply(model, recipe.method, recipe)
+    if init_from:
+        start_from(model, init_from)
     trainable, total = count_parameters(model)
     sampler = EpochBatches([len(x) for x in data.train], t.batch_size, t.seed, t.group_by_length)
     # Its own generator: creating an iterator must not draw from the global RNG (dropout's), or a
