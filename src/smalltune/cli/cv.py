@@ -2,7 +2,7 @@
 
 NAME = "cv"
 HELP = ("k-fold cross-validation on the training data: folds stratified by category and grouped by near-duplicate "
-        "clusters, each trained and evaluated on its held-out fold; mean and 95%% CI of every headline metric")
+        "clusters, each trained and evaluated on its held-out fold; mean and confidence interval of every headline metric")
 
 
 def configure(p):
