@@ -101,3 +101,16 @@ def test_two_workers_share_one_study(make_recipe, tmp_path):
     assert len(finished) >= 2 and len({t.number for t in finished}) == len(finished)
     dirs = {t.user_attrs["run_dir"] for t in finished}
     assert any("worker1" in d for d in dirs) or any("worker2" in d for d in dirs)
+
+
+def test_run_with_a_tune_section_searches_then_trains_the_choice(make_recipe, tmp_path):
+    from smalltune.pipeline import tuned_recipe
+
+    recipe = make_recipe(**SMALL, **{"tune.trials": 2, "tune.enabled": True, "guards.forgetting_budget": 100.0},
+                         output_dir=str(tmp_path / "run"))
+    chosen = tuned_recipe(recipe, resume=False, progress=False)
+    assert chosen.output_dir == str(tmp_path / "run") and not chosen.tune.enabled
+    assert (tmp_path / "run-tune" / "tune.json").exists()
+    trial = load_result(tmp_path / "run-tune")
+    picked = next(r for r in trial.trials if r.number == trial.chosen)
+    assert chosen.method.name == picked.params["method"]

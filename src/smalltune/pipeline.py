@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .errors import EXIT_FINDINGS, SmalltuneError
-from .recipe import Recipe
+from .recipe import Recipe, recipe_from_dict
 from .rundir import RunDir, open_run_dir
 from .schema import read_train_summary
 
@@ -76,6 +76,8 @@ def run(recipe: Recipe, resume: bool = False, quick: bool = False, force: bool =
     latest checkpoint. ``quick`` caps the evaluation (fewer questions, shorter answers).
     Raises :class:`SmalltuneError` with exit code 1 when the audit finds errors (unless ``force``).
     """
+    if recipe.tune.enabled:
+        recipe = tuned_recipe(recipe, resume, progress)
     run_dir = open_run_dir(recipe, resume)
     if not resume:  # a fresh run here may follow one the audit stopped: its files are stale now
         for path in (run_dir.audit, run_dir.eval, run_dir.report, run_dir.report_md):
@@ -99,6 +101,21 @@ def run(recipe: Recipe, resume: bool = False, quick: bool = False, force: bool =
     finally:
         if run_dir.lock is not None:
             run_dir.lock.release()  # held from the start: one writer for every stage
+
+
+def tuned_recipe(recipe: Recipe, resume: bool, progress: bool) -> Recipe:
+    """The ``tune:`` section of a recipe: search first (into ``<output_dir>-tune``), then run the chosen recipe."""
+    from . import console
+    from .recipe import load_recipe
+    from .tune import tune
+
+    out = recipe.output_dir or str(Path("runs") / (recipe.name or Path(recipe.data.train).stem))
+    search = recipe_from_dict(recipe.to_dict(), [f"output_dir={out}-tune"])
+    result = tune(search, resume=resume, progress=progress)
+    if result.chosen is None:
+        raise SmalltuneError(f"tuning: {result.why}", EXIT_FINDINGS)
+    console.info(f"tuning chose {result.why}; training it in {out}")
+    return load_recipe(result.recipe, [f"output_dir={out}", "tune.enabled=false"])
 
 
 def _report_what_ran(run_dir: RunDir) -> None:

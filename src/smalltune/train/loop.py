@@ -22,6 +22,7 @@ from accelerate.utils import gather_object, set_seed
 from .. import console
 from ..provenance import provenance
 from ..rundir import RunDir, atomic_write_json, open_run_dir, publish_dir
+from ..schema import TrainSummary
 from .checkpoint import clean_interrupted, latest_checkpoint, load_checkpoint, prune_checkpoints, rng_state, save_checkpoint
 from .data import PreparedData, prepare_data
 from .guards import UNSAFE_STOPS, drop_snapshots, keep_best, restore_best
@@ -36,30 +37,7 @@ WORSE_THAN_BASE_SLACK = 0.01  # nats of validation loss: a published checkpoint 
 __all__ = ["TrainResult", "LoopState", "fit", "train", "build_optimizer", "build_scheduler", "resolve_precision"]
 
 
-@dataclass
-class TrainResult:
-    """What ``train`` returns and writes as ``train_summary.json``."""
-
-    run_dir: str
-    stopped: str  # "completed", "max_steps", or the guard that stopped the run
-    stop_message: str
-    steps: int
-    epochs: float
-    best_step: int | None
-    best_metrics: dict | None
-    selection: str
-    train_tokens: int
-    wall_seconds: float
-    trainable_params: int
-    total_params: int
-    data: dict = field(default_factory=dict)
-    events: list = field(default_factory=list)
-    guards: dict = field(default_factory=dict)  # each guard's end-of-run numbers (gap, forgetting, ...)
-    artifact_written: bool = True
-    base_metrics: dict | None = None  # the base model on the same validation set, before training
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+TrainResult = TrainSummary  # what ``train`` returns: the typed record of train_summary.json (schema/summary.py)
 
 
 @dataclass
@@ -192,7 +170,7 @@ def fit(parts: Parts, data: PreparedData, run: RunDir, resume: bool = False, pro
     bar = console.progress(p.total_steps, state.step, disable=not (progress and main))
     model.train()
     while state.step < p.total_steps and state.stop_reason is None:
-        p.loader.set_epoch(state.epoch)  # the loop's epoch, not the loader's own counter (exact resume)
+        _set_epoch(p.loader, state.epoch)  # the loop's epoch, not the loader's own counter (exact resume)
         p.method.on_epoch_start(p.unwrapped, state.epoch, t.seed)
         skip = state.batches_in_epoch
         batches = acc.skip_first_batches(p.loader, skip) if skip else p.loader
@@ -259,7 +237,8 @@ def fit(parts: Parts, data: PreparedData, run: RunDir, resume: bool = False, pro
     )
     if main:
         log({"type": "event", "event": "end", "step": state.step, "stopped": stopped})
-        atomic_write_json(run.train_summary, {**result.to_dict(), "provenance": provenance(recipe, **data.counts())})
+        result.provenance = provenance(recipe, **data.counts())
+        atomic_write_json(run.train_summary, result.to_dict())
         if verbose:
             console.train_footer(result)
     # No rank leaves before the main process has written everything: a launcher (torchrun) stops the
@@ -331,6 +310,18 @@ def _on_every_rank(acc, build):
         error = SmalltuneError(message if rank == 0 else f"rank {rank}: {message}", code)
         error.reported_by_main = not acc.is_main_process
     raise error
+
+
+def _set_epoch(loader, epoch: int) -> None:
+    """The epoch on the prepared loader and on our batch sampler (``setup.EpochBatches``).
+
+    Under N ranks accelerate wraps the sampler in its sharding sampler, and the loader's own
+    ``set_epoch`` does not reach through that wrapper: every epoch would repeat epoch 0's order.
+    """
+    loader.set_epoch(epoch)
+    inner = getattr(loader.batch_sampler, "batch_sampler", None)
+    if hasattr(inner, "set_epoch"):
+        inner.set_epoch(epoch)
 
 
 def _over_ranks(acc, loss, batch) -> tuple[float, int]:
