@@ -55,7 +55,7 @@ ECHO_MARKERS = ("rephrase", "rewrite", "rewritten", "paraphrase", "translat", "o
                 "how can i help", "how may i help", "would you like", "great question", "wonderful question",
                 "i'm glad", "i'm so glad")
 # A synthetic question that points at its source instead of asking about the topic.
-READING_MARKERS = ("this text", "the text", "according to", "mentioned", "the section", "this section")
+READING_MARKERS = ("this text", "in the text", "according to", "mentioned", "the section", "this section")
 MAX_QUESTION_WORDS = 30
 REFUSAL = re.compile(r"not (?:in|mentioned in|stated in) the (?:passage|text)|(?:passage|text) does not|"
                      r"no information|i (?:don't|do not) know|cannot answer|can't answer", re.I)
