@@ -6,13 +6,32 @@ progress bar), so the stages themselves stay free of formatting.
 
 from __future__ import annotations
 
+import os
 import sys
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-out = Console(stderr=True, highlight=False)
+
+def process_rank() -> int:
+    """This process's rank under a launcher (torchrun and accelerate set RANK; MPI its own), else 0.
+
+    Read from the environment, not from accelerate's state, so it answers before (and without)
+    joining the process group, e.g. for an error raised while loading the recipe.
+    """
+    for name in ("RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "MV2_COMM_WORLD_RANK"):
+        if os.environ.get(name, "").isdigit():
+            return int(os.environ[name])
+    return 0
+
+
+def is_main_process() -> bool:
+    return process_rank() == 0
+
+
+# Only the main process prints: N ranks of one run would otherwise show every line N times.
+out = Console(stderr=True, highlight=False, quiet=not is_main_process())
 
 
 def info(text: str) -> None:

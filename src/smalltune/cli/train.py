@@ -2,6 +2,7 @@
 
 import sys
 
+from ..console import is_main_process
 from ..errors import EXIT_FINDINGS
 
 NAME = "train"
@@ -26,7 +27,8 @@ def run(args) -> int:
 
     recipe = load_recipe(args.recipe, args.overrides)
     result = train(recipe, resume=args.resume, progress=not args.no_progress)
-    print(result.run_dir)
+    if is_main_process():  # every rank returns the same result; one prints it
+        print(result.run_dir)
     return report_unsafe_stop(result.to_dict())
 
 
@@ -36,6 +38,7 @@ def report_unsafe_stop(summary: dict) -> int:
 
     message = unsafe_stop_message(summary)
     if message:
-        print(f"error: {message}", file=sys.stderr)
+        if is_main_process():  # the stop was agreed by every rank: one line says it
+            print(f"error: {message}", file=sys.stderr)
         return EXIT_FINDINGS
     return 0

@@ -82,7 +82,8 @@ def train(recipe, resume: bool = False, progress: bool = True, base: Base | None
 
         def load_and_prepare():
             model, tok = base.fresh() if base else _load(recipe)
-            return model, tok, prepare_data(recipe, tok, model, run.path, accelerator.device, splits=splits)  # base model scores targets
+            # the base model scores targets
+            return model, tok, prepare_data(recipe, tok, model, run.path, accelerator.device, splits=splits)
 
         model, tok, data = _on_every_rank(accelerator, load_and_prepare)
         parts = setup(recipe, model, tok, data, accelerator, extra_plugins=plugins, init_from=init_from)
