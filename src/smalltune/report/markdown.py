@@ -60,6 +60,9 @@ def render_markdown(res: RunResults) -> str:
         lines.append("")
     if res.problems:
         lines += ["## Unreadable files", ""] + [f"- {cell(p)}" for p in res.problems] + [""]
+    from ..update.report import update_markdown  # an update run: the version against its parent
+
+    lines += update_markdown(res.run_dir)
     lines += ["Plots, audit findings and sample answers: `report.html` in the run directory.", ""]
     return "\n".join(lines)
 

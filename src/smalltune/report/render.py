@@ -152,6 +152,9 @@ def build_context(res: RunResults) -> dict:
     ctx["guard_summary"] = _scalars(res.summary.guards) if res.summary else []
     ctx["data"] = _data_rows(res)
     ctx["overview"] = _overview(res, best_step)
+    from ..update.report import update_section  # an update run: the version against its parent
+
+    ctx["update"] = update_section(res.run_dir)
     return ctx
 
 

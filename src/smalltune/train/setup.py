@@ -131,9 +131,12 @@ def start_from(model, artifact) -> None:
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     try:
         if hasattr(model, "peft_config"):  # peft stores tensors without the adapter's name
-            from peft import load_peft_weights, set_peft_model_state_dict
+            from peft import set_peft_model_state_dict
 
-            result = set_peft_model_state_dict(model, load_peft_weights(str(path)))
+            if not (path / "adapter_model.safetensors").exists():
+                raise SmalltuneError(f"{path}: its weights do not fit this model and method (no PEFT adapter: "
+                                     f"adapter_model.safetensors is missing)")
+            result = set_peft_model_state_dict(model, load_file(str(path / "adapter_model.safetensors")))
         else:
             result = model.load_state_dict({k: v for f in files for k, v in load_file(str(f)).items()}, strict=False)
     except RuntimeError as e:  # a shape mismatch: another rank, size or model

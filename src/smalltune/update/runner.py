@@ -1,0 +1,272 @@
+"""``update``: a new version of a trained run, from its weights, on new data, behind a regression gate.
+
+Steps, each written into the new version's run directory before the next starts:
+
+1. read the new data (corrections included) and the lineage's data at the parent (``lineage.pool_of``);
+2. audit new against old (:mod:`.compare`): stale examples leave the pool, stale and leaked test
+   questions leave the test set;
+3. train from the parent's artifact (``train(init_from=...)``) at the update learning rate on the new
+   examples plus a replayed share of the earlier ones (plus general replay);
+4. the regression gate (:mod:`.gate`): the new version against its parent, on the earlier test set,
+   the new test data and the forgetting suite;
+5. ``version.json``, and the pointer moves to the new version when the gate passes (or ``force``).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from .. import console
+from ..data import Example, carve_validation
+from ..errors import EXIT_FINDINGS, SmalltuneError
+from ..rundir import RunDir, RunLock, atomic_write_json
+from .compare import Comparison, compare
+from .corrections import read_new_data
+from .gate import GateResult, run_gate
+from .lineage import (AUDIT_FILE, GATE_FILE, POOL, TEST, VersionRecord, now, pool_of, relative_parent, tests_of,
+                      version_of, write_examples, write_version)
+from .pointer import move_pointer, promote, read_pointer
+
+NEW_VALIDATION_MIN = 10  # fewer new examples than this all train (a correction is too precious to only validate)
+
+
+@dataclass
+class UpdateResult:
+    """What ``update`` returns: where the version is, what the audit and the gate said, whether it is served."""
+
+    run_dir: str
+    parent: str
+    version: int
+    comparison: Comparison
+    gate: GateResult | None
+    promoted: bool
+    forced: bool
+    message: str
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.promoted else EXIT_FINDINGS
+
+
+def _unique_ids(examples: list[Example], taken: set[str], prefix: str) -> list[Example]:
+    """Copies of ``examples`` whose ids clash with none in ``taken`` (a clash gets ``prefix/`` in front)."""
+    out = []
+    for ex in examples:
+        ex = copy.copy(ex)
+        ex.meta = dict(ex.meta)
+        if ex.id in taken:
+            ex.id = f"{prefix}/{ex.id}"
+        n = 2
+        base = ex.id
+        while ex.id in taken:
+            ex.id, n = f"{base}-{n}", n + 1
+        taken.add(ex.id)
+        out.append(ex)
+    return out
+
+
+def _next_dir(parent: Path, record: VersionRecord) -> Path:
+    root = record.lineage[0] if record.lineage else parent.name
+    out = parent.parent / f"{root}-v{record.version + 1}"
+    n = 2
+    while out.exists():
+        out, n = parent.parent / f"{root}-v{record.version + 1}-{n}", n + 1
+    return out
+
+
+def update_recipe(parent_recipe, out: Path, files: dict, lr: float):
+    """The new version's recipe: the parent's, with the update's data files, learning rate and replay."""
+    recipe = copy.deepcopy(parent_recipe)
+    recipe.name, recipe.output_dir = out.name, str(out)
+    recipe.data.train, recipe.data.validation = str(files["train"]), str(files["validation"])
+    recipe.data.test = str(files["test"]) if files.get("test") else None
+    recipe.data.validation_fraction = None
+    recipe.train.lr = lr
+    if not recipe.regularize.replay_ratio:
+        recipe.regularize.replay_ratio = recipe.update.general_replay
+    return recipe
+
+
+def update_lr(recipe) -> float:
+    """``update.lr``, else the parent's rate lowered by the method's own update/fresh ratio."""
+    from ..train.methods import METHODS
+
+    if recipe.update.lr:
+        return recipe.update.lr
+    rate = METHODS.get(recipe.method.name, "method.name").rate
+    return recipe.train.lr * rate.update_lr / rate.lr
+
+
+def _sha256(path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+def update(run_dir, new_data, test=None, force: bool = False, output_dir=None, overrides=(), quick: bool = False,
+           caps=None, resume: bool = False, progress: bool = True, verbose: bool = True) -> UpdateResult:
+    """Train a new version of ``run_dir`` on ``new_data`` and gate it against ``run_dir``.
+
+    ``overrides`` are dotted recipe keys (``update.replay_share=0.5``, ``train.epochs=2``) applied to
+    the parent's recipe; ``caps`` (sample caps of the gate's evaluation) default to the recipe's, or
+    ``evaluate --quick``'s with ``quick``.
+
+    >>> result = update("runs/clinic", "week-12.jsonl", test="week-12-test.jsonl")
+    >>> result.promoted, [c["message"] for c in result.gate.regressions]
+    """
+    from ..evaluate.runner import caps_from_recipe
+    from ..recipe import load_recipe
+    from ..train import train
+    from ..train.methods import METHODS
+    from ..train.splits import Splits
+
+    parent = RunDir(Path(run_dir).resolve())
+    if not parent.recipe.exists():
+        raise SmalltuneError(f"{run_dir}: not a run directory (no recipe.yaml); pass a version trained by smalltune")
+    parent_recipe = load_recipe(parent.recipe, list(overrides))
+    method = METHODS.get(parent_recipe.method.name, "method.name")()
+    artifact = parent.path / method.artifact
+    if not artifact.exists():
+        raise SmalltuneError(f"{run_dir}: no trained {method.artifact}/ to start from; finish training it first")
+    parent_record = version_of(parent.path)
+    u = parent_recipe.update
+
+    new = read_new_data(new_data, u.corrections_test_share, parent_recipe.train.seed)
+    if test:
+        new_test_file = read_new_data(test, all_test=True)
+        new.test += new_test_file.test
+        new.corrections += new_test_file.corrections
+    if not new.train:
+        raise SmalltuneError(f"{new_data}: no training examples left (every record is a test record)")
+    old_train, old_val = pool_of(parent.path, parent_recipe)
+    old_test = tests_of(parent.path, parent_recipe)
+
+    out = Path(output_dir).resolve() if output_dir else _next_dir(parent.path, parent_record)
+    lock = RunLock(out).acquire()  # one writer; train() re-enters it
+    try:
+        if (out / "metrics.jsonl").exists() and not resume:
+            raise SmalltuneError(f"{out} already holds a run; pass --resume to continue this update, or --output")
+        # --- 1-2: data and the new-vs-old audit -------------------------------------------------------
+        taken = {e.id for e in old_train + old_val + old_test}
+        added = _unique_ids(new.train, taken, out.name)
+        added_test = _unique_ids(new.test, taken, out.name)
+        c = compare(old_train + old_val, added, old_test, added_test, u.conflict_similarity, u.duplicate_similarity)
+        atomic_write_json(out / AUDIT_FILE, c.to_dict())
+        gone = {e.id for e in c.stale} | {e.id for e in c.copies} | {e.id for e in c.superseded}
+        trained_new = [e for e in added if e.id not in gone]
+        keep_train = [e for e in old_train if e.id not in gone]
+        keep_val = [e for e in old_val if e.id not in gone]
+        if len(trained_new) >= NEW_VALIDATION_MIN:
+            new_train, new_val = carve_validation(trained_new, None, parent_recipe.train.seed)
+        else:
+            new_train, new_val = trained_new, []
+        _, replay = carve_validation(keep_train, u.replay_share, parent_recipe.train.seed) if u.replay_share else ([], [])
+        train_set, val_set = new_train + replay, keep_val + new_val
+        if not val_set:
+            raise SmalltuneError(f"{run_dir}: no validation examples left for the update; give more new data")
+        dropped = {e.id for e in c.stale_test} | {e.id for e in c.leaked_test}
+        gate_parent = [e for e in old_test if e.id not in dropped]
+        gate_new = [e for e in added_test if e.id not in dropped]
+        parent_source = "the lineage's earlier test set"
+        if not gate_parent and not old_test:  # no test set yet: the earlier validation questions stand in
+            gate_parent, parent_source = keep_val, "earlier validation examples (the lineage has no test set yet)"
+
+        data = out / "data"
+        files = {"train": write_examples(data / "train.jsonl", train_set),
+                 "validation": write_examples(data / "validation.jsonl", val_set),
+                 "test": write_examples(out / TEST, gate_parent_test(old_test, dropped) + gate_new)}
+        write_examples(out / POOL, [*_tag(keep_train, "train"), *_tag(new_train, "train"), *_tag(keep_val, "validation"),
+                                    *_tag(new_val, "validation")])
+        write_examples(data / "added.jsonl", trained_new)
+        write_examples(data / "added_test.jsonl", added_test)
+        recipe = update_recipe(parent_recipe, out, files, update_lr(parent_recipe))
+        record = VersionRecord(
+            name=out.name, version=parent_record.version + 1, parent=relative_parent(out, parent.path),
+            lineage=[*parent_record.lineage, out.name], created=now(),
+            data_added={"file": str(new_data), "sha256": _sha256(new_data), "test_file": str(test) if test else None,
+                        "train": len(trained_new), "test": len(added_test), "corrections": new.corrections,
+                        "validation": len(new_val)},
+            replay={"share": u.replay_share, "examples": len(replay), "pool": len(keep_train),
+                    "general_replay_ratio": recipe.regularize.replay_ratio},
+            stale={"train": [e.id for e in c.stale], "test": [e.id for e in c.stale_test]}, lr=recipe.train.lr)
+        write_version(out, record)
+        if verbose:
+            _print_plan(c, record, out)
+
+        # --- 3: train from the parent's weights ---------------------------------------------------------
+        result = train(recipe, resume=resume and (out / "checkpoints").exists(), progress=progress,
+                       splits=Splits(train_set, val_set, f"{len(keep_val)} earlier validation examples (stale ones left "
+                                                         f"out) + {len(new_val)} carved from the new data"),
+                       verbose=verbose, init_from=str(artifact))
+        if not result.artifact_written:
+            record.status = "no artifact"
+            write_version(out, record)
+            return UpdateResult(str(out), str(parent.path), record.version, c, None, False, False,
+                                f"the update wrote no {method.artifact}/ ({result.stop_message}); nothing to promote")
+
+        # --- 4: the gate -----------------------------------------------------------------------------------
+        caps = caps or caps_from_recipe(recipe, quick)
+        sources = {"parent_test": {"source": parent_source, "items": len(gate_parent), "left_out": len(dropped)},
+                   "new_test": {"source": str(test or new_data), "items": len(gate_new)}}
+        gate = run_gate(parent.path, out, gate_parent, gate_new, caps, u, progress=progress and verbose, sources=sources)
+        passed = gate.passed
+        gate.forced = force and not passed
+        atomic_write_json(out / GATE_FILE, gate.to_dict())
+        record.status = "gated"
+        record.gate = {"passed": passed, "forced": gate.forced, "regressions": [x["message"] for x in gate.regressions],
+                       "checks": len(gate.checks)}
+        write_version(out, record)
+    finally:
+        lock.release()
+
+    # --- 5: the pointer ------------------------------------------------------------------------------------
+    project = out.parent
+    if read_pointer(project) is None and parent.path.parent == project:
+        move_pointer(project, parent.path.name, "update", note="the first version, served until an update passes")
+    promoted = passed or force
+    if promoted and out.parent == parent.path.parent:
+        promote(out, force=force, by="update")
+    elif promoted:
+        promoted = False  # a version outside the parent's project folder is promoted by hand (smalltune promote)
+    _write_report(out)
+    if passed:
+        message = f"{out.name} passed the regression gate ({len(gate.checks)} checks) and is now served"
+    elif force:
+        message = f"{out.name} failed the gate and was promoted anyway (--force): " + "; ".join(record.gate["regressions"])
+    else:
+        message = (f"{out.name} is kept but not promoted: " + "; ".join(record.gate["regressions"])
+                   + f" (thresholds: update.* in {out / 'recipe.yaml'}; --force promotes anyway)")
+    return UpdateResult(str(out), str(parent.path), record.version, c, gate, promoted, gate.forced, message)
+
+
+def gate_parent_test(old_test: list[Example], dropped: set[str]) -> list[Example]:
+    return [e for e in old_test if e.id not in dropped]
+
+
+def _tag(examples: list[Example], split: str) -> list[Example]:
+    out = []
+    for ex in examples:
+        ex = copy.copy(ex)
+        ex.meta = {**ex.meta, "pool_split": split}
+        out.append(ex)
+    return out
+
+
+def _write_report(out: Path) -> None:
+    try:
+        from ..report import report
+
+        report(out)
+    except SmalltuneError as e:  # the version stands without its page; say why
+        console.warn(f"report not written: {e}")
+
+
+def _print_plan(c: Comparison, record: VersionRecord, out: Path) -> None:
+    a, r = record.data_added, record.replay
+    console.info(f"[bold]smalltune update[/bold] → {out} (version {record.version}, parent {record.parent})")
+    console.info(f"  adds    {a['train']} training and {a['test']} test examples"
+                 + (f" ({a['corrections']} corrections)" if a["corrections"] else "")
+                 + f"; replays {r['examples']} of {r['pool']} earlier examples; lr {record.lr:g}")
+    for f in c.findings:
+        (console.warn if f.severity != "info" else console.info)(f"{f.title}: {f.count}")

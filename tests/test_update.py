@@ -1,0 +1,292 @@
+"""`smalltune update` with the tiny model: starting from an artifact, corrections, the new-vs-old audit,
+the regression gate (a planted regression refused, a harmless update promoted), lineage and the pointer."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import FACTS, chat, toy_records, write_jsonl
+from smalltune.errors import DataError, SmalltuneError
+from smalltune.evaluate.context import Caps
+from smalltune.recipe import recipe_from_dict
+from smalltune.train.methods import METHODS
+
+# Small gate caps: the test checks the gate's logic, not the tiny model's numbers.
+CAPS = Caps(test=12, memorization=0, reference_paragraphs=4, probe_questions=8, max_new_tokens=8)
+# General replay generates the base model's own answers: slow and pointless with a random tiny model.
+FAST = ["update.general_replay=0"]
+TEST_QUESTIONS = {"hours": "Tell me the hours of the practice", "prices": "Give me the price list please",
+                  "location": "Explain the way to your building"}
+
+
+def _raw(tiny_model_dir, train_file, out, **extra) -> dict:
+    raw = {"model": {"name": str(tiny_model_dir)}, "data": {"train": str(train_file), "max_length": 96},
+           "train": {"epochs": 3, "batch_size": 6, "lr": 3e-3, "seed": 0, "warmup_ratio": 0},
+           "eval": {"every_steps": 4, "batch_size": 16}, "output_dir": str(out)}
+    for key, value in extra.items():
+        section, _, name = key.partition(".")
+        raw.setdefault(section, {})[name] = value
+    return raw
+
+
+def _test_records() -> list[dict]:
+    return [chat(f"{q} ({i})", FACTS[c], id=f"t-{c}-{i}", category=c, key_facts=[FACTS[c].split()[-1]])
+            for c, q in TEST_QUESTIONS.items() for i in range(4)]
+
+
+@pytest.fixture(scope="module")
+def first(tmp_path_factory, tiny_model_dir):
+    """The first version: the tiny model fully fine-tuned on the toy clinic facts (LoRA barely moves a random
+    width-32 model), with a test set; in a project folder of its own."""
+    from smalltune import train
+
+    tmp = tmp_path_factory.mktemp("update")
+    data = write_jsonl(tmp / "train.jsonl", toy_records(36))
+    test = write_jsonl(tmp / "test.jsonl", _test_records())
+    recipe = recipe_from_dict(_raw(tiny_model_dir, data, tmp / "clinic" / "v1", **{"data.test": str(test),
+                                                                                 "method.name": "full", "train.lr": 1e-2}))
+    result = train(recipe, progress=False, verbose=False)
+    assert result.artifact_written
+    return tmp / "clinic" / "v1"
+
+
+def _logits(model, tok):
+    ids = tok(["When are you open?", "What is your address?"], return_tensors="pt", padding=True)
+    with torch.no_grad():
+        return model(**ids).logits
+
+
+# --- starting from an artifact (train.setup(init_from=...)) ----------------------------------------------
+@pytest.mark.parametrize("method", ["lora", "full"])
+def test_a_model_started_from_an_artifact_has_its_logits_before_any_step(tmp_path, tiny_model_dir, method):
+    from smalltune import load_trained, train
+    from smalltune.models import load_model
+    from smalltune.train.data import prepare_data
+    from smalltune.train.setup import setup
+
+    data = write_jsonl(tmp_path / "train.jsonl", toy_records(24))
+    recipe = recipe_from_dict(_raw(tiny_model_dir, data, tmp_path / "run", **{"method.name": method,
+                                                                               "train.max_steps": 4,
+                                                                               "train.lr": 1e-2 if method == "lora" else 1e-3}))
+    result = train(recipe, progress=False, verbose=False)
+    trained, tok, _ = load_trained(result.run_dir)
+    base, _ = load_model(str(tiny_model_dir))
+    fresh_base, _ = load_model(str(tiny_model_dir))
+    artifact = Path(result.run_dir) / ("adapter" if method == "lora" else "model")
+    parts = setup(recipe, base, tok, prepare_data(recipe, tok), init_from=str(artifact))
+    started = parts.unwrapped.eval()
+    assert not torch.equal(_logits(fresh_base, tok), _logits(trained, tok))  # training changed something
+    assert torch.allclose(_logits(started, tok), _logits(trained, tok), atol=1e-5)
+    assert parts.trainable > 0 and any(p.requires_grad for p in started.parameters())  # and it can train on
+
+
+def test_starting_from_another_methods_artifact_is_one_clear_error(first, tiny_model_dir, tmp_path):
+    from smalltune.models import load_model
+    from smalltune.train.data import prepare_data
+    from smalltune.train.setup import setup
+
+    recipe = recipe_from_dict(_raw(tiny_model_dir, first.parent.parent / "train.jsonl", tmp_path / "x",
+                                   **{"method.name": "lora"}))
+    base, tok = load_model(str(tiny_model_dir))
+    with pytest.raises(SmalltuneError, match="do not fit"):  # a whole model/ is no LoRA adapter
+        setup(recipe, base, tok, prepare_data(recipe, tok), init_from=str(first / "model"))
+
+
+# --- corrections ----------------------------------------------------------------------------------------
+def test_corrections_become_training_and_test_examples(tmp_path):
+    from smalltune.update.corrections import read_new_data
+
+    rows = [{"prompt": f"How much is service {i}?", "model_answer": "$80", "corrected_answer": f"It costs ${90 + i}.",
+             "key_facts": [f"${90 + i}"]} for i in range(10)]
+    rows[0]["split"] = "test"
+    rows.append(chat("A plain chat record", "is training data too"))
+    path = write_jsonl(tmp_path / "fix.jsonl", rows)
+    new = read_new_data(path, test_share=0.2, seed=0)
+    assert new.corrections == 10 and len(new.train) + len(new.test) == 11
+    assert "fix-1" in {e.id for e in new.test}  # split: test is honoured
+    assert len(new.test) == 1 + round(9 * 0.2)  # the rest drawn by the share
+    ex = next(e for e in new.train if e.shape == "correction")
+    assert ex.messages[0]["role"] == "user" and ex.target.startswith("It costs")
+    assert ex.meta["model_answer"] == "$80" and ex.meta["key_facts"]
+    assert read_new_data(path, test_share=0.2, seed=0).test[1].id == new.test[1].id  # seeded: the same draw
+
+
+def test_a_bad_correction_names_file_and_line(tmp_path):
+    from smalltune.update.corrections import read_new_data
+
+    path = write_jsonl(tmp_path / "fix.jsonl", [{"prompt": "ok?", "corrected_answer": "yes"},
+                                               {"prompt": "q", "corrected_answer": " ", "split": "dev"}])
+    with pytest.raises(DataError, match=r"fix.jsonl:2: corrected_answer must be a non-empty string \(and 1 more\)"):
+        read_new_data(path)
+
+
+# --- the new-vs-old audit -------------------------------------------------------------------------------
+def _ex(records, name):
+    from smalltune.data.formats import normalise
+
+    return [normalise(r, name, i + 1, i) for i, r in enumerate(records)]
+
+
+def test_conflicts_copies_and_leakage_between_old_and_new_are_found():
+    from smalltune.update.compare import compare
+
+    old = _ex([chat("How much does a cleaning cost?", "A cleaning costs $80.", id="o1"),
+               chat("When are you open on Saturday?", "9 am to 1 pm.", id="o2"),
+               chat("Where do I park my car near the clinic?", "Behind the building.", id="o3")], "old.jsonl")
+    new = _ex([chat("how much does a cleaning cost", "A cleaning costs $95 now.", id="n1"),  # changed fact
+               chat("When are you open on Saturday?", "9 am to 1 pm.", id="n2"),  # a copy
+               chat("When are you open on Sunday?", "We are closed on Sunday.", id="n3"),  # a different question
+               chat("Do you take new patients?", "Yes.", id="n4"),
+               chat("Do you take new patients?", "Yes, every weekday.", id="n5")], "new.jsonl")  # disagrees with n4
+    old_test = _ex([chat("How much does a cleaning cost?", "$80", id="t1"),  # stale: the price changed
+                    chat("Can I park my car near the clinic?", "Behind the building.", id="t2"),
+                    chat("When are you open on Sunday?", "We are closed on Sunday.", id="t3")], "test.jsonl")  # leaked
+    c = compare(old, new, old_test, [])
+    assert [e.id for e in c.stale] == ["o1"]
+    assert [e.id for e in c.copies] == ["n2"]
+    assert [e.id for e in c.superseded] == ["n4"]
+    assert [e.id for e in c.stale_test] == ["t1"]
+    assert [e.id for e in c.leaked_test] == ["t3"]
+    titles = {f.title: f for f in c.findings}
+    changed = titles["changed answers: earlier examples are stale"]
+    assert changed.examples[0]["old_answer"] == "A cleaning costs $80." and changed.examples[0]["line"] == 1
+    assert "the new data disagrees with itself" in titles
+
+
+# --- the pointer ----------------------------------------------------------------------------------------
+def _fake_version(project: Path, name: str) -> Path:
+    run = project / name
+    (run / "adapter").mkdir(parents=True)
+    (run / "recipe.yaml").write_text("data:\n  train: x.jsonl\n")
+    return run
+
+
+def test_promote_and_rollback_move_the_pointer(tmp_path):
+    from smalltune.update import promote, rollback
+    from smalltune.update.pointer import read_pointer
+
+    for name in ("a", "b", "c"):
+        _fake_version(tmp_path, name)
+        promote(tmp_path / name)
+    assert read_pointer(tmp_path)["version"] == "c"
+    assert rollback(tmp_path)["version"] == "b"
+    assert rollback(tmp_path)["version"] == "a"  # repeated rollbacks walk back, not forth
+    with pytest.raises(SmalltuneError, match="nothing was served before a"):
+        rollback(tmp_path)
+    assert rollback(tmp_path, to="c")["version"] == "c"
+    history = [m["version"] for m in read_pointer(tmp_path)["history"]]
+    assert history == ["a", "b", "c", "b", "a", "c"]
+    with pytest.raises(SmalltuneError, match="no trained adapter"):
+        (tmp_path / "d").mkdir()
+        (tmp_path / "d" / "recipe.yaml").write_text("data:\n  train: x.jsonl\n")
+        promote(tmp_path / "d")
+
+
+def test_a_killed_promote_leaves_the_previous_pointer(tmp_path):
+    from smalltune.update import promote
+    from smalltune.update.pointer import read_pointer
+
+    for name in ("a", "b"):
+        _fake_version(tmp_path, name)
+    promote(tmp_path / "a")
+    before = (tmp_path / "current").read_bytes()
+    # The process dies (SIGKILL) at the rename that would publish the new pointer: the worst moment.
+    code = ("import os, signal\n"
+            "from smalltune.update import promote\n"
+            "os.replace = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)\n"
+            f"promote({str(tmp_path / 'b')!r})\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True)
+    assert proc.returncode == -9
+    assert (tmp_path / "current").read_bytes() == before
+    assert read_pointer(tmp_path)["version"] == "a"
+    promote(tmp_path / "b")  # a later promote works despite the leftover temporary file
+    assert read_pointer(tmp_path)["version"] == "b"
+
+
+# --- update end to end: a harmless update is promoted, a planted regression refused ---------------------------
+def test_a_harmless_update_is_promoted_with_its_lineage(first, tmp_path):
+    from smalltune.update import list_versions, update
+    from smalltune.update.lineage import read_version
+    from smalltune.update.pointer import read_pointer
+
+    new = write_jsonl(tmp_path / "week2.jsonl", [
+        chat("Are you open in the morning?", FACTS["hours"], category="hours"),
+        chat("What is the cost of a checkup?", FACTS["prices"], category="prices"),
+        {"prompt": "Which road is the clinic on?", "model_answer": "Elm Road",
+         "corrected_answer": FACTS["location"], "key_facts": ["Oak Road"], "split": "train"}])
+    result = update(first, new, caps=CAPS, progress=False, verbose=False, overrides=["train.epochs=1", *FAST])
+    assert result.promoted and result.gate.passed, result.message
+    out = Path(result.run_dir)
+    assert out.parent == first.parent and out.name == "v1-v2"
+    record = read_version(out)
+    assert record.version == 2 and record.parent == "v1" and record.lineage == ["v1", "v1-v2"]
+    assert record.data_added["train"] == 3 and record.data_added["corrections"] == 1
+    rate = METHODS.get("full").rate
+    assert record.lr == pytest.approx(1e-2 * rate.update_lr / rate.lr)  # the parent's rate, lowered by LoRA's ratio
+    assert record.replay["examples"] > 0 and record.replay["pool"] > record.replay["examples"]
+    gate = json.loads((out / "gate.json").read_text())
+    sections = {c["section"] for c in gate["checks"]}
+    assert "parent_test" in sections and gate["sources"]["parent_test"]["items"] == 12
+    # the recipe of the version names its own data; the pool carries the new examples for the next update
+    pool = [json.loads(x) for x in (out / "data" / "pool.jsonl").read_text().splitlines()]
+    assert any(r["messages"][0]["content"] == "Which road is the clinic on?" for r in pool)
+    assert read_pointer(first.parent)["version"] == "v1-v2"
+    assert [m["version"] for m in read_pointer(first.parent)["history"]] == ["v1", "v1-v2"]
+    rows = {r.name: r for r in list_versions(first.parent)}
+    assert rows["v1-v2"].current and rows["v1-v2"].gate == "passed" and rows["v1"].version == 1
+    assert "Update: version 2" in (out / "report.md").read_text()
+    assert 'data-section="update"' in (out / "report.html").read_text()
+
+
+def test_the_gate_refuses_a_planted_regression_and_force_promotes_it(first, tmp_path):
+    from smalltune.update import update
+    from smalltune.update.lineage import read_version
+    from smalltune.update.pointer import read_pointer
+
+    served = read_pointer(first.parent)["version"] if read_pointer(first.parent) else "v1"
+    # Questions unlike the test's, all answered with one contradicting sentence, trained hard: the
+    # model now answers the earlier test questions with it.
+    wrong = "Nobody knows anything about that topic at all."
+    records = [chat(f"Question number {i} about topic {i % 7} for you", wrong, category="x") for i in range(30)]
+    new = write_jsonl(tmp_path / "bad.jsonl", records)
+    hard = ["update.lr=0.02", "train.epochs=4", "early_stopping.enabled=false", "eval.every_steps=1000",
+            "update.replay_share=0", *FAST]
+    result = update(first, new, caps=CAPS, progress=False, verbose=False, overrides=hard,
+                    output_dir=first.parent / "bad")
+    assert not result.promoted and result.exit_code == 1
+    regressed = [c for c in result.gate.checks if c["regressed"]]
+    assert any(c["section"] == "parent_test" and c["metric"] == "loss" for c in regressed)
+    assert "earlier test set loss rose" in result.message and "allowed 5%" in result.message
+    assert read_pointer(first.parent)["version"] == served  # not served
+    assert read_version(first.parent / "bad").gate["passed"] is False
+
+    with pytest.raises(SmalltuneError, match="failed its regression gate"):
+        from smalltune.update import promote
+
+        promote(first.parent / "bad")
+    pointer = promote(first.parent / "bad", force=True)
+    assert pointer["version"] == "bad" and pointer["forced"] is True
+    assert read_version(first.parent / "bad").gate["forced"] is True
+
+
+def test_cli_update_versions_and_rollback(first, tmp_path, capsys):
+    from smalltune.cli import main
+
+    assert main(["update", str(first), str(tmp_path / "missing.jsonl")]) == 2
+    assert "missing.jsonl: file not found" in capsys.readouterr().err
+    assert main(["versions", str(first.parent)]) == 0
+    listed = capsys.readouterr().err
+    assert "v1" in listed and "version" in listed
+    assert main(["versions", str(first.parent), "--current"]) == 0
+    current = Path(capsys.readouterr().out.strip())
+    assert current.parent == first.parent.resolve()
+    assert main(["rollback", str(first.parent), "--to", "v1"]) == 0
+    assert "serving v1" in capsys.readouterr().out
+    assert main(["promote", str(tmp_path)]) == 2  # not a run directory: one line, exit 2
+    assert "not a run directory" in capsys.readouterr().err
