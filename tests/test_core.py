@@ -62,6 +62,7 @@ def test_measurement_and_training_paragraphs_never_overlap(make_recipe, paragrap
 @pytest.mark.parametrize("eval_paragraphs,guard_tokens", [(4, 256), (200, 8192)])
 def test_a_run_records_which_paragraphs_served_which_purpose(make_recipe, eval_paragraphs, guard_tokens):
     recipe = make_recipe(**{"train.max_steps": 2, "regularize.replay_ratio": 0.3, "regularize.ewc_lambda": 10.0,
+                            "regularize.replay_source": "reference",
                             "guards.forgetting_budget": 0.5, "guards.reference_tokens": guard_tokens,
                             "eval.reference_paragraphs": eval_paragraphs})
     result = train(recipe, progress=False, verbose=False)

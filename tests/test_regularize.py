@@ -241,3 +241,27 @@ def test_missing_replay_file_is_a_one_line_error_naming_the_key(make_recipe, tok
     recipe = make_recipe(**{"regularize.replay_ratio": 0.2, "regularize.replay_file": "nowhere.jsonl"})
     with pytest.raises(SmalltuneError, match=r"^regularize.replay_file: nowhere.jsonl not found$"):
         prepare_data(recipe, tokenizer)
+
+
+def test_default_replay_source_is_the_base_models_own_answers(make_recipe, tokenizer, tiny_model_dir, monkeypatch):
+    from smalltune.data import Example
+    from smalltune.data import self_replay
+    from smalltune.models import load_model
+    from smalltune.train.data import prepare_data
+
+    asked = {}
+
+    def fake(model, tok, n, seed=0, **kw):
+        asked["n"] = n
+        return [Example([{"role": "user", "content": f"Name a colour ({i})."},
+                         {"role": "assistant", "content": "Blue is a colour."}], f"s{i}", source=self_replay.SOURCE)
+                for i in range(n)]
+
+    monkeypatch.setattr(self_replay, "self_replay_examples", fake)
+    model, _ = load_model(str(tiny_model_dir))
+    recipe = make_recipe(**{"regularize.replay_ratio": 0.25})
+    assert recipe.regularize.replay_source == "self"
+    data = prepare_data(recipe, tokenizer, model)
+    replayed = [x for x in data.train if x.example.source == self_replay.SOURCE]
+    assert asked["n"] == 10 and len(replayed) == 10
+    assert data.counts()["replay_source"].startswith("the base model's own answers")
