@@ -36,10 +36,18 @@ HOOKS = '''
 import importlib, os, signal, sys
 from pathlib import Path
 
-signal.signal(signal.SIGTERM, signal.SIG_IGN)  # see the test module's docstring
+if os.environ.get("SHIELD_SIGTERM") == "1":
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # see the test module's docstring
 rank = int(os.environ["RANK"])
 loop = importlib.import_module("smalltune.train.loop")
 real, calls = loop.causal_lm_loss, [0]
+real_prepare = loop.prepare_data
+
+def prepare_data(*args, **kwargs):
+    if rank == 1 and os.environ.get("DATA_ERROR_RANK1"):
+        from smalltune.errors import SmalltuneError
+        raise SmalltuneError(os.environ["DATA_ERROR_RANK1"])  # e.g. a data file missing on one machine
+    return real_prepare(*args, **kwargs)
 
 def hooked(logits, labels):
     calls[0] += 1
@@ -48,9 +56,11 @@ def hooked(logits, labels):
         return loss + loss.detach() * float("nan")  # the loss is NaN on this rank; its gradient stays finite
     if rank == 0 and 0 <= int(os.environ.get("CRASH_RANK0_AFTER", "-1")) < calls[0]:
         os._exit(9)  # a crash: no cleanup, no message
+    if rank == 1 and 0 <= int(os.environ.get("BUG_RANK1_AFTER", "-1")) < calls[0]:
+        raise RuntimeError("a bug on rank 1")
     return loss
 
-loop.causal_lm_loss = hooked
+loop.causal_lm_loss, loop.prepare_data = hooked, prepare_data
 from smalltune.cli import main
 
 code = main()
@@ -72,7 +82,7 @@ def launch(cwd: Path, args: list[str], hooks: dict | None = None) -> subprocess.
     target = ["-m", "smalltune"]
     if hooks is not None:
         (cwd / "hooks.py").write_text(HOOKS)
-        env.update({k: str(v) for k, v in hooks.items()})
+        env.update({"SHIELD_SIGTERM": "1", **{k: str(v) for k, v in hooks.items()}})
         target = [str(cwd / "hooks.py")]
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CONFIG),
            "--main_process_port", str(free_port()), *target, *args]
@@ -237,3 +247,25 @@ def test_resume_under_two_ranks_reproduces_the_uninterrupted_run(two_process_run
     assert [r["event"] for r in recs if r["type"] == "event" and r["event"] != "guard"] == ["start", "resume", "end"]
     a, b = adapter(tmp_path / "run"), adapter(uninterrupted)
     assert all(a[k].equal(b[k]) for k in b)
+
+
+@pytest.mark.slow  # two more launches (~30 s of CPU)
+@pytest.mark.parametrize("hooks, line, codes", [
+    ({"DATA_ERROR_RANK1": "train.jsonl: not found on this machine"},
+     "error: rank 1: train.jsonl: not found on this machine", {0: 2, 1: 2}),
+    # rank 0 is then at the next all-reduce; the launcher stops it (no SIGTERM shield here), or gloo tells it
+    # first that its peer is gone, and it says so in a line of its own instead of gloo's connection message
+    ({"BUG_RANK1_AFTER": 2, "SHIELD_SIGTERM": "0"},
+     "error: rank 1: unexpected RuntimeError: a bug on rank 1 (rerun with --debug for the traceback)", {1: 3}),
+], ids=["user-error-while-setting-up", "bug-while-training"])
+def test_a_failure_on_one_rank_reaches_the_user_as_one_line(two_process_run, tmp_path, hooks, line, codes):
+    """The failing rank's line, named by rank; no traceback, no backend message, no hang."""
+    _, recipe_path, _, _ = two_process_run
+    result = launch(tmp_path, ["train", str(recipe_path), "--no-progress", f"output_dir={tmp_path / 'run'}"],
+                    hooks=hooks)
+    assert result.returncode != 0
+    lines = error_lines(result.stderr)
+    assert lines[0] == line, result.stderr[-3000:]
+    assert all(x.startswith("error: stopped because another process of this run failed") for x in lines[1:])
+    assert len(lines) <= 2 and "gloo" not in result.stderr.split("ChildFailedError")[0]
+    assert {rank: code for rank, code in rank_codes(tmp_path).items() if rank in codes} == codes

@@ -63,7 +63,11 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # a bug, not a user error: one line by default, the trace with --debug
         if args.debug:
             raise
-        _report(f"error: unexpected {type(e).__name__}: {e} (rerun with --debug for the traceback)", shared=False)
+        if _lost_peer(e):  # not this process's failure: say so, instead of the backend's connection message
+            _report("error: stopped because another process of this run failed or was killed (its own line, if it "
+                    "printed one, and the launcher's report say which)", shared=False)
+        else:
+            _report(f"error: unexpected {type(e).__name__}: {e} (rerun with --debug for the traceback)", shared=False)
         return 3
 
 
@@ -86,6 +90,16 @@ def _report(line: str, shared: bool) -> None:
 def _process_group_started() -> bool:
     dist = sys.modules.get("torch.distributed")  # never import torch just to answer this
     return bool(dist and dist.is_available() and dist.is_initialized())
+
+
+def _lost_peer(e: Exception) -> bool:
+    """A collective failed because another rank of the run exited (gloo raises a plain RuntimeError)."""
+    if not _process_group_started():
+        return False
+    dist = sys.modules["torch.distributed"]
+    text = str(e)
+    return isinstance(e, getattr(dist, "DistError", ())) or any(
+        s in text for s in ("closed by peer", "reset by peer", "remote worker"))
 
 
 if __name__ == "__main__":
