@@ -71,9 +71,9 @@ def test_a_model_started_from_an_artifact_has_its_logits_before_any_step(tmp_pat
     from smalltune.train.setup import setup
 
     data = write_jsonl(tmp_path / "train.jsonl", toy_records(24))
-    recipe = recipe_from_dict(_raw(tiny_model_dir, data, tmp_path / "run", **{"method.name": method,
-                                                                               "train.max_steps": 4,
-                                                                               "train.lr": 1e-2 if method == "lora" else 1e-3}))
+    lr = 1e-2 if method == "lora" else 1e-3
+    recipe = recipe_from_dict(_raw(tiny_model_dir, data, tmp_path / "run",
+                                   **{"method.name": method, "train.max_steps": 4, "train.lr": lr}))
     result = train(recipe, progress=False, verbose=False)
     trained, tok, _ = load_trained(result.run_dir)
     base, _ = load_model(str(tiny_model_dir))

@@ -105,7 +105,8 @@ def judge(sections: dict, settings) -> list[dict]:
         sure = low is not None and low > 0 if settings.significant_only else True
         regressed = got["worse"] > threshold + 1e-12 and sure
         rows.append({"section": section, "metric": metric, **got, "threshold": threshold, "how": how,
-                     "key": f"update.{key}", "regressed": regressed, "message": describe(section, metric, how, got, threshold)})
+                     "key": f"update.{key}", "regressed": regressed,
+                     "message": describe(section, metric, how, got, threshold)})
     return rows
 
 

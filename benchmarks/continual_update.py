@@ -1,0 +1,223 @@
+"""Continual updates (issue 15, item 6): sequential naive fine-tuning vs retraining from scratch vs `smalltune update`.
+
+The demo's training data is split, with a fixed seed, into an **initial set** (six of the eight categories) and
+two later batches: **batch 1** adds new facts (the *insurance* and *services* categories, held back from the
+initial set), **batch 2** changes facts (every initial example whose answer holds one of the CHANGES values is
+repeated with the new value: same question, new answer; prices and hours changed). The demo's 72 test questions are
+split the same way, into *old* facts, *new* facts and *changed* facts (answers and key facts rewritten).
+
+Arms, each after the two batches, from the same version 1 (the demo recipe on the initial set):
+
+* ``naive``: sequential fine-tuning at the fresh rate on each batch alone, from the previous weights;
+* ``scratch``: retraining from the base model on everything known at that point (stale answers replaced);
+* ``update``: ``smalltune update`` twice (update rate, replay, new-vs-old audit; ``force`` so the final model
+  is measured whatever the gate says: its verdicts are recorded).
+
+Measured on the final model of each arm: key-fact recall on old, new and changed facts (changed: the *new* value
+must be in the answer; ``stale_answer_rate``: the old value still is), general-text perplexity change and
+general-question accuracy change against the base model, wall seconds per update (training, plus the gate for
+``update``). One row per (arm, seed) in ``results/continual_update.jsonl``; a killed run resumes.
+
+    .venv/bin/python benchmarks/continual_update.py --seeds 0 1 2          # the experiment (hours on 2 CPU cores)
+    .venv/bin/python benchmarks/continual_update.py --summarize            # table + JSON from saved rows
+    SMALLTUNE_BENCH_MAX_STEPS=2 .venv/bin/python benchmarks/continual_update.py --seeds 0 --model PATH  # plumbing smoke
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import re
+import time
+from pathlib import Path
+
+import _evidence as E
+
+NAME = "continual_update"
+ARMS = ("naive", "scratch", "update")
+NEW_CATEGORIES = ("insurance", "services")
+# old value -> new value: prices and hours that change in batch 2
+CHANGES = {"$95": "$110", "$40": "$55", "$25": "$30", "$60": "$65", "$350": "$375", "1 pm": "2 pm", "3 pm": "4 pm"}
+METRICS = ["recall_old", "recall_new", "recall_changed", "stale_answer_rate", "reference_ppl_change",
+           "general_accuracy_change", "seconds_per_update"]
+
+
+def _rows(path: Path) -> list[dict]:
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+
+
+def _write(path: Path, rows: list[dict]) -> Path:
+    E.atomic_text(path, "".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def _changed(text: str) -> str:
+    for old, new in CHANGES.items():
+        text = re.sub(rf"(?<![\w$]){re.escape(old)}(?![\d,])", new, text)
+    return text
+
+
+def _holds_change(text: str) -> bool:
+    return _changed(text) != text
+
+
+def _rewrite(record: dict) -> dict:
+    out = json.loads(json.dumps(record))
+    out["messages"][-1]["content"] = _changed(out["messages"][-1]["content"])
+    if out.get("key_facts"):
+        out["key_facts"] = [_changed(f) for f in out["key_facts"]]
+    out["id"] = f"{record['id']}-changed"
+    return out
+
+
+def split_data(folder: Path) -> dict[str, Path]:
+    """The initial set, the two batches and the three test sets as files (fixed: seed 0, the same for every run)."""
+    if (folder / "test_changed.jsonl").exists():
+        return {p.stem: p for p in folder.glob("*.jsonl")}
+    train = _rows(E.DEMO / "train.jsonl")
+    test = _rows(E.DEMO / "test.jsonl")
+    random.Random(0).shuffle(train)
+    initial = [r for r in train if r.get("category") not in NEW_CATEGORIES]
+    batch1 = [r for r in train if r.get("category") in NEW_CATEGORIES]
+    batch2 = [_rewrite(r) for r in initial if _holds_change(r["messages"][-1]["content"])]
+    changed = [_rewrite(r) for r in test if _holds_change(r["messages"][-1]["content"])]
+    rest = [r for r in test if not _holds_change(r["messages"][-1]["content"])]
+    files = {"initial": initial, "batch1": batch1, "batch2": batch2, "validation": _rows(E.DEMO / "validation.jsonl"),
+             "test_old": [r for r in rest if r.get("category") not in NEW_CATEGORIES],
+             "test_new": [r for r in rest if r.get("category") in NEW_CATEGORIES], "test_changed": changed}
+    # retraining from scratch after each batch: everything known then, stale answers replaced by the new ones
+    stale = {r["id"].removesuffix("-changed") for r in batch2}
+    files["all1"] = initial + batch1
+    files["all2"] = [r for r in initial if r["id"] not in stale] + batch1 + batch2
+    return {name: _write(folder / f"{name}.jsonl", rows) for name, rows in files.items()}
+
+
+# Smoke test of the plumbing (SMALLTUNE_BENCH_MAX_STEPS set): no self-generated replay (minutes of generation).
+SMOKE = ["regularize.replay_ratio=0", "update.general_replay=0"] if E.MAX_STEPS else []
+
+
+def overrides(data: Path, out: Path, seed: int, model: str | None) -> list[str]:
+    extra = [f"model.name={model}"] if model else []
+    return [f"data.train={data}", f"data.validation={Path(data).parent / 'validation.jsonl'}",
+            f"data.test={Path(data).parent / 'test_old.jsonl'}", f"train.seed={seed}", f"output_dir={out}",
+            "name=bench", *extra, *SMOKE, *([f"train.max_steps={E.MAX_STEPS}"] if E.MAX_STEPS else [])]
+
+
+def train_from(recipe_overrides: list[str], init_from: Path | None, lr_scale: float = 1.0) -> float:
+    """Train (or resume) one run; returns the wall seconds of the call (0 when it was already done)."""
+    from smalltune import load_recipe
+    from smalltune.train.loop import train
+
+    recipe = load_recipe(E.DEMO / "recipe.yaml", recipe_overrides)
+    recipe.train.lr *= lr_scale
+    out = Path(recipe.output_dir)
+    if (out / "train_summary.json").exists():
+        return json.loads((out / "train_summary.json").read_text()).get("wall_seconds", 0.0)
+    t0 = time.perf_counter()
+    train(recipe, resume=(out / "checkpoints").exists(), progress=False, verbose=False,
+          init_from=str(init_from) if init_from else None)
+    return time.perf_counter() - t0
+
+
+def score(run_dir: Path, files: dict[str, Path], caps) -> dict:
+    """Key-fact recall per test set, stale answers on changed facts, forgetting against the base model."""
+    from smalltune.data import load_examples
+    from smalltune.evaluate.context import EvalContext
+    from smalltune.evaluate.probes import PROBES
+    from smalltune.train import load_trained
+    from smalltune.train.splits import measurement_paragraphs
+
+    model, tok, recipe = load_trained(run_dir)
+    texts = measurement_paragraphs(run_dir, recipe, caps.reference_paragraphs)
+    ctx = EvalContext(model=model, tokenizer=tok, recipe=recipe, run_dir=run_dir, caps=caps, seed=0,
+                      reference_texts=texts, progress=False, batch_size=recipe.eval.batch_size)
+    row = {}
+    for name in ("old", "new", "changed"):
+        ctx.test = load_examples(files[f"test_{name}"])
+        section = PROBES.get("task").run(ctx)
+        row[f"recall_{name}"] = section["key_fact_recall"]["finetuned"]
+        if name == "changed":
+            stale = [_holds_change(s["finetuned"]) for s in ctx.samples]  # an old value is still in the answer
+            row["stale_answer_rate"] = sum(stale) / max(len(stale), 1)
+    forgetting = PROBES.get("forgetting").run(ctx)
+    row["reference_ppl_change"] = forgetting["reference_ppl_relative_change"]["value"]
+    row["general_accuracy_change"] = forgetting["general_accuracy"]["delta"]
+    return row
+
+
+def run_arm(arm: str, seed: int, files: dict[str, Path], model: str | None, caps) -> dict:
+    work = E.WORK / NAME / f"seed{seed}"
+    v1 = work / "v1"
+    train_from(overrides(files["initial"], v1, seed, model), None)
+    art = "adapter"
+    seconds, gates = [], []
+    if arm == "naive":
+        prev = v1
+        for k in (1, 2):
+            out = work / f"naive-{k}"
+            seconds.append(train_from(overrides(files[f"batch{k}"], out, seed, model), prev / art))
+            prev = out
+    elif arm == "scratch":
+        for k in (1, 2):
+            out = work / f"scratch-{k}"
+            seconds.append(train_from(overrides(files[f"all{k}"], out, seed, model), None))
+        prev = out
+    else:
+        from smalltune.update import update
+
+        prev = v1
+        project_over = [f"train.seed={seed}", *SMOKE, *([f"train.max_steps={E.MAX_STEPS}"] if E.MAX_STEPS else [])]
+        for k in (1, 2):
+            out = work / f"v1-v{k + 1}"
+            test = files["test_new"] if k == 1 else files["test_changed"]
+            t0 = time.perf_counter()
+            if not (out / "gate.json").exists():
+                result = update(prev, files[f"batch{k}"], test=test, force=True, output_dir=out, caps=caps,
+                                overrides=project_over, progress=False, verbose=False,
+                                resume=(out / "checkpoints").exists())
+                gates.append({"passed": result.gate.passed if result.gate else None,
+                              "regressions": [c["message"] for c in result.gate.regressions] if result.gate else []})
+            seconds.append(time.perf_counter() - t0)
+            prev = out
+    row = {"arm": arm, "seed": seed, **score(prev, files, caps), "seconds_per_update": sum(seconds) / len(seconds),
+           "update_seconds": seconds, "gates": gates, "final_run": str(prev)}
+    return row
+
+
+def summarize(rows: "E.Rows", args) -> None:
+    agg = E.aggregate(rows.rows, METRICS)
+    table = E.markdown_table(
+        ["arm", "recall old", "recall new", "recall changed", "stale answers", "ref. ppl change", "general acc. change",
+         "s per update"],
+        [[arm, E.fmt(m["recall_old"], True), E.fmt(m["recall_new"], True), E.fmt(m["recall_changed"], True),
+          E.fmt(m["stale_answer_rate"], True), E.fmt(m["reference_ppl_change"], True),
+          E.fmt(m["general_accuracy_change"], True), E.fmt(m["seconds_per_update"], digits=0)] for arm, m in agg.items()])
+    E.write_result(NAME, {"command": f"python benchmarks/{NAME}.py --seeds {' '.join(map(str, args.seeds))}",
+                          "changes": CHANGES, "aggregate": agg, "rows": rows.rows, "smoke": bool(E.MAX_STEPS)})
+    print(table)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
+    p.add_argument("--model", help="another model than the demo recipe's (a tiny one for a plumbing smoke test)")
+    p.add_argument("--summarize", action="store_true", help="only rebuild the table and JSON from saved rows")
+    args = p.parse_args()
+    rows = E.Rows(NAME)
+    if not args.summarize:
+        E.share_base_results()
+        files = split_data(E.WORK / NAME / "data")
+        caps = E.eval_caps(test=None)
+        for seed in args.seeds:
+            for arm in args.arms:
+                if not rows.done(arm, seed) and rows.claim(arm, seed):
+                    rows.add(run_arm(arm, seed, files, args.model, caps))
+                    print(json.dumps({k: v for k, v in rows.rows[-1].items() if not isinstance(v, (list, dict))}),
+                          flush=True)
+    summarize(rows, args)
+
+
+if __name__ == "__main__":
+    main()
