@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -114,3 +115,58 @@ def test_run_with_a_tune_section_searches_then_trains_the_choice(make_recipe, tm
     trial = load_result(tmp_path / "run-tune")
     picked = next(r for r in trial.trials if r.number == trial.chosen)
     assert chosen.method.name == picked.params["method"]
+
+
+def _start_postgres(tmp_path):
+    """A throwaway PostgreSQL server on a Unix socket in ``tmp_path`` (as the postgres user when we are root)."""
+    import os
+    import shutil
+
+    pg_ctl, initdb = shutil.which("pg_ctl"), shutil.which("initdb")
+    if not (pg_ctl and initdb):
+        pytest.skip("PostgreSQL server binaries (pg_ctl, initdb) not installed")
+    pytest.importorskip("psycopg2")
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="smalltune-pg-"))  # pytest's tmp folders are private to us
+    data, sock = root / "pgdata", root / "pgsock"
+    sock.mkdir()
+    as_user = []
+    if os.geteuid() == 0:  # postgres refuses to run as root
+        if not shutil.which("runuser"):
+            pytest.skip("running as root without runuser")
+        as_user = ["runuser", "-u", "postgres", "--"]
+        for path in (root, sock):
+            shutil.chown(path, "postgres")
+    subprocess.run([*as_user, initdb, "-D", str(data), "-U", "postgres", "--auth=trust"], check=True,
+                   capture_output=True, timeout=120)
+    subprocess.run([*as_user, pg_ctl, "-D", str(data), "-w", "-o", f"-k {sock} -p 54329 -c listen_addresses=''",
+                    "-l", str(root / "pg.log"), "start"], check=True, capture_output=True, timeout=120)
+
+    def stop():
+        subprocess.run([*as_user, pg_ctl, "-D", str(data), "-m", "immediate", "stop"], capture_output=True, timeout=60)
+        shutil.rmtree(root, ignore_errors=True)
+
+    return f"postgresql+psycopg2://postgres@/postgres?host={sock}&port=54329", stop
+
+
+def test_two_workers_share_one_study_on_postgresql(make_recipe, tmp_path):
+    """The multi-machine setup of docs/tune.md against a real PostgreSQL server (skipped without one)."""
+    url, stop = _start_postgres(tmp_path)
+    try:
+        paths = []
+        for k in (1, 2):
+            recipe = make_recipe(**SMALL, **{"tune.trials": 1, "tune.storage": url, "tune.study": "pg",
+                                             "guards.forgetting_budget": 100.0}, output_dir=str(tmp_path / f"w{k}"))
+            recipe.save(tmp_path / f"r{k}.yaml")
+            paths.append(tmp_path / f"r{k}.yaml")
+        procs = [subprocess.Popen([sys.executable, "-m", "smalltune", "tune", str(p), "--no-progress", "--resume"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for p in paths]
+        outs = [p.communicate(timeout=900) for p in procs]
+        assert all(p.returncode == 0 for p in procs), [o[1][-400:] for o in outs]
+        import optuna
+
+        finished = [t for t in optuna.load_study(study_name="pg", storage=url).trials if t.state.is_finished()]
+        assert len(finished) == 2 and {t.user_attrs["run_dir"].split("/")[-3] for t in finished} == {"w1", "w2"}
+    finally:
+        stop()

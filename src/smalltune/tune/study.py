@@ -88,8 +88,15 @@ def _study(recipe, folder: Path, resume: bool):
                              "or set another output_dir")
     sampler = optuna.samplers.TPESampler(seed=recipe.train.seed, constraints_func=lambda t: [t.user_attrs.get("over_budget", 1.0)],
                                          multivariate=True)
-    return optuna.create_study(study_name=name, storage=storage, load_if_exists=True, sampler=sampler,
-                               directions=["maximize", "minimize"]), url
+    for attempt in range(5):
+        try:
+            return optuna.create_study(study_name=name, storage=storage, load_if_exists=True, sampler=sampler,
+                                       directions=["maximize", "minimize"]), url
+        except Exception as e:  # two workers creating one study at once: the loser loads the winner's
+            if "IntegrityError" not in type(e).__name__ + str(e) or attempt == 4:
+                raise
+            time.sleep(0.5 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def tune(recipe, resume: bool = False, progress: bool = True, trials: int | None = None) -> TuneResult:
