@@ -18,11 +18,20 @@ def test_quick_demo_trains_a_real_adapter_and_reports(tmp_path):
     res = subprocess.run([sys.executable, "-m", "smalltune", "demo", "--quick", "--output", str(out)],
                          capture_output=True, text=True, timeout=1800)
     assert res.returncode == 0, res.stderr[-2000:]
-    run = RunDir(out)
+    run = RunDir(out / "smalltune")  # smalltune's recipe; out/vanilla is the same LoRA without guards or replay
     assert res.stdout.strip().splitlines()[-1] == str(run.report)
     for path in (run.recipe, run.provenance, run.audit, run.metrics, run.train_summary, run.eval, run.report,
                  run.adapter / "adapter_model.safetensors"):
         assert path.exists(), path
+
+    # Both arms evaluated and on one learning-vs-forgetting page
+    assert (out / "vanilla" / "eval.json").exists() and (out / "compare.html").exists()
+    from smalltune.recipe import load_recipe
+
+    vanilla, ours = load_recipe(out / "vanilla" / "recipe.yaml"), load_recipe(run.recipe)
+    assert vanilla.regularize.replay_ratio == 0 and not vanilla.guards.enabled and not vanilla.early_stopping.enabled
+    assert ours.regularize.replay_ratio > 0 and ours.guards.forgetting_budget is not None
+    assert vanilla.train.lr == ours.train.lr and vanilla.method.name == ours.method.name  # the same LoRA otherwise
 
     summary = json.loads(run.train_summary.read_text())
     assert summary["steps"] == 24 and summary["artifact_written"]
