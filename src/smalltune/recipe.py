@@ -240,7 +240,8 @@ class TuneSection:
     methods: list[str] = option(
         ["lora", "hft", "full"], "methods the search may choose, among those that fit the device's memory")
     lr_factor: float = option(
-        8.0, "learning rates are drawn log-uniformly in [prior / f, prior * f] around each method's prior (8: full 's 2e-5 prior reaches 1.6e-4, where experiment 1 found full fine-tuning learn best)", at_least(1.0))
+        8.0, "learning rates are drawn log-uniformly in [prior / f, prior * f] around each method's prior (8 lets "
+        "full fine-tuning's 2e-5 prior reach 1.6e-4, where experiment 1 found it learned best)", at_least(1.0))
     replay_max: float = option(0.3, "largest replay share a trial may draw (0 = no replay in the search)", fraction)
     halving_rate: int = option(
         3, "successive halving: at each rung a trial continues only within the best 1/rate of earlier trials",
