@@ -265,3 +265,6 @@ def test_default_replay_source_is_the_base_models_own_answers(make_recipe, token
     replayed = [x for x in data.train if x.example.source == self_replay.SOURCE]
     assert asked["n"] == 10 and len(replayed) == 10
     assert data.counts()["replay_source"].startswith("the base model's own answers")
+    # Generating is the expensive part: at most SELF_REPLAY_MAX distinct answers, repeated to reach the share.
+    data = prepare_data(make_recipe(**{"regularize.replay_ratio": 0.6}), tokenizer, model)
+    assert asked["n"] == 32 and sum(x.example.source == self_replay.SOURCE for x in data.train) == 45

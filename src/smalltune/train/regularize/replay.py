@@ -35,16 +35,26 @@ def replay_count(ratio: float, n_train: int) -> int:
     return round(ratio * n_train / (1 - ratio)) if ratio > 0 else 0
 
 
+# Generating is the cost of this source: ~6 s per 96-token answer for the 135M model on 2 CPU cores, paid once
+# per model (cached). So at most this many distinct answers are generated; the replay share is reached by
+# repeating them, as for a small replay_file.
+SELF_REPLAY_MAX = 32
+SELF_REPLAY_TOKENS = 96
+
+
 def self_answers(env, n: int) -> list[Tokenized]:
     """Tokenised general prompts with the base model's own answers (cached per model); [] without a model."""
+    import sys
+
     from ...data.self_replay import self_replay_examples
 
     if env.model is None:
         return []
     d = env.recipe.data
     env.model.to(env.device)
-    examples = self_replay_examples(env.model, env.tokenizer, n, seed=env.recipe.train.seed,
-                                    batch_size=env.batch_size, progress=False)
+    examples = self_replay_examples(env.model, env.tokenizer, min(n, SELF_REPLAY_MAX), seed=env.recipe.train.seed,
+                                    max_new_tokens=SELF_REPLAY_TOKENS, batch_size=env.batch_size,
+                                    progress=sys.stderr.isatty())
     items, _ = tokenize_examples(env.tokenizer, examples, d.max_length, d.system_prompt)
     return items
 
