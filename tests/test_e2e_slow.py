@@ -34,7 +34,8 @@ def test_quick_demo_trains_a_real_adapter_and_reports(tmp_path):
     assert vanilla.train.lr == ours.train.lr and vanilla.method.name == ours.method.name  # the same LoRA otherwise
 
     summary = json.loads(run.train_summary.read_text())
-    assert summary["steps"] == 24 and summary["artifact_written"]
+    # 24 quick steps, unless the forgetting budget (10%, the demo recipe's) stopped the run earlier
+    assert (summary["steps"] == 24 or summary["stopped"] == "forgetting_budget") and summary["artifact_written"]
     evals = [r for r in run.read_metrics() if r.kind == "eval"]
     assert evals[-1].eval_loss < evals[0].eval_loss  # validation loss fell while training
 
