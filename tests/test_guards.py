@@ -237,3 +237,19 @@ def test_selection_keeps_the_least_forgetting_checkpoint_within_the_tolerance():
     for step, loss, forgot in seq:
         plain.update({"eval_loss": loss, "eval_ppl": 2.7 ** loss, "eval_token_acc": 0.5, "forgetting": forgot}, step)
     assert plain.best_step == 30  # no tolerance: lowest loss, as before
+
+
+def test_precision_auto_uses_a_loss_scaled_fp16_on_gpus_without_bf16(monkeypatch):
+    import torch
+
+    from smalltune.train.setup import resolve_precision
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_precision("auto") == "no" and resolve_precision("fp32") == "no"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert resolve_precision("auto") == "fp16"
+    r = recipe_from_dict({"data": {"train": "x"}})
+    assert NumericalHealth.from_recipe(r).tolerate_inf_grad  # fp16 loss scaling makes inf gradients on purpose
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert resolve_precision("auto") == "bf16" and not NumericalHealth.from_recipe(r).tolerate_inf_grad

@@ -33,7 +33,7 @@ class NumericalHealth(Guard):
     def from_recipe(cls, recipe):
         g = recipe.guards
         return cls(g.grad_norm_limit if g.enabled else None, recipe.train.lr,
-                   tolerate_inf_grad=recipe.train.precision == "fp16")
+                   tolerate_inf_grad=_resolved(recipe.train.precision) == "fp16")
 
     def __init__(self, grad_norm_limit: float | None = 1000.0, lr: float | None = None,
                  tolerate_inf_grad: bool = False):
@@ -65,3 +65,9 @@ class NumericalHealth(Guard):
 
     def state_dict(self) -> dict:
         return {}  # settings only, and those come from the recipe
+
+
+def _resolved(precision: str) -> str:
+    from ..setup import resolve_precision
+
+    return resolve_precision(precision)
