@@ -315,3 +315,15 @@ def test_stray_words_are_still_refused(tmp_path, capsys):
     assert code.value.code == 2 and "unrecognized arguments: stray" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["audit", "data.jsonl", "--no-progress", "train.lr=1"])  # audit takes no overrides
+
+
+def test_a_csv_header_with_a_line_break_gives_a_one_line_error(tmp_path):
+    """Found by tests/test_fuzz.py: a header cell holding a carriage return made a two-line message."""
+    from smalltune.data import load_examples
+    from smalltune.errors import SmalltuneError
+
+    path = tmp_path / "soup.csv"
+    path.write_bytes(b'"\r"\r:')
+    with pytest.raises(SmalltuneError) as err:
+        load_examples(path)
+    assert len(str(err.value).splitlines()) == 1 and "'\\r'" in str(err.value)

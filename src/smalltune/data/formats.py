@@ -105,7 +105,8 @@ def record_problems(record: Any) -> list[str]:
     if shape is None:
         if not isinstance(record, dict):
             return [f"expected an object, got {type(record).__name__}"]
-        keys = ", ".join(sorted(record)) or "none"
+        # a field name may hold line breaks (a CSV header cell "\r"): shown escaped, the message stays one line
+        keys = ", ".join(k if str(k).isprintable() else repr(k) for k in sorted(record)) or "none"
         return [f"unrecognised record shape (fields: {keys}); expected messages, prompt/completion or instruction/output"]
     problems = []
     if shape == "messages":
