@@ -16,7 +16,6 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 
-import torch
 from accelerate.utils import gather_object, set_seed
 
 from .. import console
@@ -28,6 +27,7 @@ from .data import PreparedData, prepare_data
 from .guards import UNSAFE_STOPS, drop_snapshots, keep_best, restore_best
 from .loss import causal_lm_loss, dataset_metrics
 from .plugins import GuardEvent, PluginEnv
+from .ranks import agreed, on_every_rank, over_ranks, set_epoch, shared_output_dir
 from .regularize.sam import PlainStep
 from .setup import Base, Parts, build_optimizer, build_scheduler, make_accelerator, resolve_precision, setup
 from .splits import write_record
@@ -74,9 +74,9 @@ def train(recipe, resume: bool = False, progress: bool = True, base: Base | None
     """
     accelerator = make_accelerator(recipe)
     if not recipe.output_dir and accelerator.num_processes > 1:
-        recipe.output_dir = _shared_output_dir(recipe)
+        recipe.output_dir = shared_output_dir(recipe)
     # Each building step is agreed by every rank: one rank's user error stops all of them at once.
-    run = _on_every_rank(accelerator, lambda: open_run_dir(recipe, resume, main=accelerator.is_main_process))  # locks first
+    run = on_every_rank(accelerator, lambda: open_run_dir(recipe, resume, main=accelerator.is_main_process))  # locks first
     try:
         set_seed(recipe.train.seed)
 
@@ -85,7 +85,7 @@ def train(recipe, resume: bool = False, progress: bool = True, base: Base | None
             # the base model scores targets
             return model, tok, prepare_data(recipe, tok, model, run.path, accelerator.device, splits=splits)
 
-        model, tok, data = _on_every_rank(accelerator, load_and_prepare)
+        model, tok, data = on_every_rank(accelerator, load_and_prepare)
         parts = setup(recipe, model, tok, data, accelerator, extra_plugins=plugins, init_from=init_from)
         return fit(parts, data, run, resume=resume, progress=progress, verbose=verbose)
     finally:
@@ -171,7 +171,7 @@ def fit(parts: Parts, data: PreparedData, run: RunDir, resume: bool = False, pro
     bar = console.progress(p.total_steps, state.step, disable=not (progress and main))
     model.train()
     while state.step < p.total_steps and state.stop_reason is None:
-        _set_epoch(p.loader, state.epoch)  # the loop's epoch, not the loader's own counter (exact resume)
+        set_epoch(p.loader, state.epoch)  # the loop's epoch, not the loader's own counter (exact resume)
         p.method.on_epoch_start(p.unwrapped, state.epoch, t.seed)
         skip = state.batches_in_epoch
         batches = acc.skip_first_batches(p.loader, skip) if skip else p.loader
@@ -181,14 +181,14 @@ def fit(parts: Parts, data: PreparedData, run: RunDir, resume: bool = False, pro
                 grad_norm = None
                 if acc.sync_gradients and (t.max_grad_norm or plugins.wants_grad_norm):
                     grad_norm = float(acc.clip_grad_norm_(model.parameters(), t.max_grad_norm or math.inf))
-                if (event := _agreed(acc, plugins.check_step(loss.item(), grad_norm, state.step + 1))) is not None:
+                if (event := agreed(acc, plugins.check_step(loss.item(), grad_norm, state.step + 1))) is not None:
                     note(event)
                     break  # before optimizer.step(): no non-finite update reaches the weights
                 p.optimizer.step()
                 if acc.sync_gradients and not acc.optimizer_step_was_skipped:
                     p.scheduler.step()  # once per optimizer step, whatever the number of processes
                 p.optimizer.zero_grad(set_to_none=True)
-            shown, tokens = _over_ranks(acc, loss, batch)  # what the update saw: every rank's micro-batch
+            shown, tokens = over_ranks(acc, loss, batch)  # what the update saw: every rank's micro-batch
             state.batches_in_epoch += 1
             state.train_tokens += tokens
             recent.append(shown)
@@ -261,13 +261,6 @@ def _regularizer_names() -> set[str]:
     return {name for name, _ in REGULARIZERS.items()}
 
 
-def _shared_output_dir(recipe) -> str:
-    """Under several processes every rank must write to one folder: the main process names it."""
-    from ..rundir import default_run_name
-
-    return f"runs/{gather_object([default_run_name(recipe)])[0]}"
-
-
 def _sources(recipe, data: PreparedData) -> dict:
     """Which source served which purpose in this run (measurement sources are never trained on)."""
     t = data.transforms
@@ -286,63 +279,6 @@ def _base_metrics(p: Parts, validation_metrics) -> dict:
     off = model.disable_adapter() if hasattr(model, "disable_adapter") else contextlib.nullcontext()
     with off:
         return validation_metrics()
-
-
-def _on_every_rank(acc, build):
-    """``build()`` on every rank; if it raised a user error on any rank, every rank raises it.
-
-    A rank left to go on alone would wait at the next collective for peers that have already exited.
-    The main process reports the first failing rank's line; the others' errors are marked as reported
-    (the CLI prints one line for the whole run).
-    """
-    from ..errors import SmalltuneError
-
-    if acc.num_processes == 1:
-        return build()
-    try:
-        result, error = build(), None
-    except SmalltuneError as e:
-        result, error = None, e
-    failures = [(rank, f) for rank, f in enumerate(gather_object([(str(error), error.exit_code) if error else None])) if f]
-    if not failures:
-        return result
-    if not (acc.is_main_process and error is not None):
-        rank, (message, code) = failures[0]
-        error = SmalltuneError(message if rank == 0 else f"rank {rank}: {message}", code)
-        error.reported_by_main = not acc.is_main_process
-    raise error
-
-
-def _set_epoch(loader, epoch: int) -> None:
-    """The epoch on the prepared loader and on our batch sampler (``setup.EpochBatches``).
-
-    Under N ranks accelerate wraps the sampler in its sharding sampler, and the loader's own
-    ``set_epoch`` does not reach through that wrapper: every epoch would repeat epoch 0's order.
-    """
-    loader.set_epoch(epoch)
-    inner = getattr(loader.batch_sampler, "batch_sampler", None)
-    if hasattr(inner, "set_epoch"):
-        inner.set_epoch(epoch)
-
-
-def _over_ranks(acc, loss, batch) -> tuple[float, int]:
-    """(mean loss, tokens) of this micro-batch over every process, not only this rank's share."""
-    tokens = int(batch["attention_mask"].sum())
-    if acc.num_processes == 1:
-        return loss.item(), tokens
-    both = acc.reduce(torch.tensor([loss.item(), tokens], dtype=torch.float64, device=acc.device), "sum")
-    return float(both[0]) / acc.num_processes, int(both[1])
-
-
-def _agreed(acc, event: GuardEvent | None) -> GuardEvent | None:
-    """A step guard's stop, agreed by every process: one rank's non-finite loss stops all of them together."""
-    if acc.num_processes == 1:
-        return event
-    flags = acc.gather(torch.tensor([event is not None], device=acc.device, dtype=torch.float32))
-    if not bool(flags.max()):
-        return None
-    found = [e for e in gather_object([event.to_dict() if event else None]) if e]
-    return GuardEvent(**found[0])
 
 
 def _publishable(run: RunDir, p: Parts, selector, state: LoopState) -> tuple[bool, str]:
