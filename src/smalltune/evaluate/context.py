@@ -1,13 +1,11 @@
 """What every probe gets: the fine-tuned model, a way to run the base model on the same inputs,
 cached generation and per-item scoring, the recipe, the sample caps and a seeded RNG.
 
-Base outputs come from the same weights when the artifact is a PEFT adapter (``disable_adapter``:
-no second copy in memory); other methods load the base model separately, once, on first use.
+Base outputs come from :class:`~smalltune.train.artifact.ModelPair`, as in ``smalltune chat``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 import random
 from dataclasses import dataclass, field
@@ -16,28 +14,32 @@ from typing import Any
 
 from ..errors import SmalltuneError
 from ..generate import GenerationSettings, generate_text
+from ..recipe import EvalSection
+from ..train.artifact import ModelPair
 from ..train.loss import item_token_stats
 
 MODELS = ("base", "finetuned")
+_EVAL = EvalSection()  # the recipe's defaults: Caps() and EvalContext() evaluate as a default recipe does
 
 
 @dataclass
 class Caps:
-    """How many items each probe looks at (None = all). Quick mode uses the QUICK values."""
+    """How many items each probe looks at (None = all); the recipe's ``eval`` caps, or QUICK's."""
 
-    test: int | None = None
-    memorization: int | None = 200
-    reference_paragraphs: int = 64
-    probe_questions: int = 200  # >= 200 in every mode: fewer cannot show a change of a few points
+    test: int | None = _EVAL.test_samples
+    memorization: int | None = _EVAL.memorization_samples
+    reference_paragraphs: int = _EVAL.reference_paragraphs
+    probe_questions: int = _EVAL.probe_questions
     perturbations: int | None = None  # None = every perturbation
     variants: int | None = None  # perturbed variants per question (several rephrasings); None = all
     prefix: int | None = None  # training answers also checked by prefix extraction; None = all sampled
-    max_new_tokens: int = 96
+    max_new_tokens: int = _EVAL.max_new_tokens
 
 
-# Sized so `evaluate --quick` on the built-in 135M model stays at a few minutes on 2 CPU cores
-# (about 180 greedy answers of <= 40 tokens per evaluation, base and fine-tuned together, plus the
-# 2 x 200 general questions of <= 24 tokens, which are not capped lower: see docs/evaluation.md).
+# Deliberately smaller than the recipe's defaults: sized so `evaluate --quick` on the built-in 135M model
+# stays at a few minutes on 2 CPU cores (about 180 greedy answers of <= 40 tokens per evaluation, base
+# and fine-tuned together, plus the 2 x 200 general questions of <= 24 tokens, which are not capped
+# lower: fewer than 200 cannot show a change of a few points; see docs/evaluation.md).
 QUICK = Caps(test=16, memorization=16, reference_paragraphs=8, probe_questions=200, perturbations=2, variants=1,
              prefix=8, max_new_tokens=40)
 
@@ -55,10 +57,13 @@ class EvalContext:
     reference_texts: list[str] = field(default_factory=list)
     reference_source: str = ""
     progress: bool = True
-    batch_size: int = 16
+    batch_size: int = _EVAL.batch_size
     samples: list = field(default_factory=list)  # per-question answers, filled by the task probe
-    _base: Any = None
     _gen_cache: dict = field(default_factory=dict)
+    _models: ModelPair = field(init=False, repr=False)
+
+    def __post_init__(self):
+        self._models = ModelPair(self.model, self.recipe)
 
     @property
     def system_prompt(self) -> str | None:
@@ -79,21 +84,9 @@ class EvalContext:
         keep = sorted(self.rng(salt).sample(range(len(items)), cap))
         return [items[i] for i in keep]
 
-    @contextlib.contextmanager
     def use(self, which: str):
-        """Yield the model called ``which`` ("base" or "finetuned") ready for inference."""
-        if which == "finetuned":
-            yield self.model
-        elif hasattr(self.model, "disable_adapter"):
-            with self.model.disable_adapter():
-                yield self.model
-        else:
-            if self._base is None:
-                from ..models import load_from_recipe
-
-                self._base, _ = load_from_recipe(self.recipe)
-                self._base.to(self.device).eval()
-            yield self._base
+        """A context yielding the model called ``which`` ("base" or "finetuned") ready for inference."""
+        return self._models.use(which)
 
     def settings(self, max_new_tokens: int | None = None) -> GenerationSettings:
         return GenerationSettings(max_new_tokens=max_new_tokens or self.caps.max_new_tokens,

@@ -1,8 +1,10 @@
-"""Load what a run trained: the base model with the run's artifact applied."""
+"""Load what a run trained: the base model with the run's artifact applied, and the base model beside it."""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
+from typing import Any
 
 from ..errors import SmalltuneError
 from ..models import load_from_recipe
@@ -26,3 +28,33 @@ def load_trained(run_dir: str | Path):
         raise SmalltuneError(f"{run.path}: no trained {method.artifact}/ yet; run `smalltune train` (or --resume) first")
     base, tok = load_from_recipe(recipe)
     return method.load(base, artifact), tok, recipe
+
+
+class ModelPair:
+    """A trained model and its base, for answering the same inputs with either (evaluation, chat).
+
+    The base comes from the same weights when the artifact is a PEFT adapter (``disable_adapter``:
+    no second copy in memory); every other method (full, partial, hft, bottleneck) loads the base
+    from the recipe separately, once, on first use.
+
+    >>> pair = ModelPair(model, recipe)
+    >>> with pair.use("base") as base: ...
+    """
+
+    def __init__(self, trained: Any, recipe: Any):
+        self.trained, self.recipe = trained, recipe
+        self._base: Any = None
+
+    @contextlib.contextmanager
+    def use(self, which: str):
+        """Yield the model called ``which`` ("finetuned" or "base") ready for inference."""
+        if which == "finetuned":
+            yield self.trained
+        elif hasattr(self.trained, "disable_adapter"):
+            with self.trained.disable_adapter():
+                yield self.trained
+        else:
+            if self._base is None:
+                self._base, _ = load_from_recipe(self.recipe)
+                self._base.to(next(self.trained.parameters()).device).eval()
+            yield self._base

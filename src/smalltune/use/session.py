@@ -1,20 +1,18 @@
 """A finished run, loaded and ready to answer: the fine-tuned model, the base model on demand, the run's
 chat template and system prompt, and the context budget that keeps a conversation inside the model.
 
-The base model comes from the same weights when the artifact is a PEFT adapter (``disable_adapter``:
-no second copy in memory), exactly as evaluation does it; every other method (full, partial, hft,
-bottleneck) loads the base model separately, once, on first use.
+The base model comes from :class:`~smalltune.train.artifact.ModelPair`, exactly as evaluation gets it.
 """
 
 from __future__ import annotations
 
-import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
 from ..errors import SmalltuneError
 from ..generate import GenerationSettings, generate_text
+from ..train.artifact import ModelPair
 
 MODELS = ("finetuned", "base")
 LABELS = {"finetuned": "fine-tuned", "base": "base model"}
@@ -28,7 +26,10 @@ class Session:
     run_dir: Path
     context: int  # tokens the model attends to: prompt and answer together
     settings: GenerationSettings
-    _base: Any = None
+    _models: ModelPair = field(init=False, repr=False)
+
+    def __post_init__(self):
+        self._models = ModelPair(self.model, self.recipe)
 
     @property
     def system_prompt(self) -> str | None:
@@ -38,21 +39,9 @@ class Session:
     def device(self):
         return next(self.model.parameters()).device
 
-    @contextlib.contextmanager
     def use(self, which: str):
-        """Yield the model called ``which`` ("finetuned" or "base") ready for inference."""
-        if which == "finetuned":
-            yield self.model
-        elif hasattr(self.model, "disable_adapter"):
-            with self.model.disable_adapter():
-                yield self.model
-        else:
-            if self._base is None:
-                from ..models import load_from_recipe
-
-                self._base, _ = load_from_recipe(self.recipe)
-                self._base.to(self.device).eval()
-            yield self._base
+        """A context yielding the model called ``which`` ("finetuned" or "base") ready for inference."""
+        return self._models.use(which)
 
     def render(self, messages: list[dict]) -> str:
         from ..data.tokenize import render
