@@ -11,12 +11,15 @@ from dataclasses import asdict, dataclass
 import torch
 
 from .data.tokenize import render
+from .recipe import EvalSection
+
+_EVAL = EvalSection()  # without settings, generate as `smalltune evaluate` does with a default recipe
 
 
 @dataclass
 class GenerationSettings:
-    max_new_tokens: int = 96
-    batch_size: int = 16
+    max_new_tokens: int = _EVAL.max_new_tokens
+    batch_size: int = _EVAL.batch_size
     do_sample: bool = False  # greedy: reproducible, and what memorization tests need
 
     def to_dict(self) -> dict:

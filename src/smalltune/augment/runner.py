@@ -17,10 +17,11 @@ from typing import Any
 
 from ..audit.text import normalise
 from ..errors import SmalltuneError
+from ..recipe import ModelSection
 from .base import METHODS, Generator, Job, Source
 from .filters import Candidate, FilterContext, prompt_facts
 
-DEFAULT_MODEL = "smollm2-135m-instruct"
+DEFAULT_MODEL = ModelSection().name  # the generator is the model a default recipe fine-tunes
 SHOWN_PER_REASON = 5  # rejected candidates kept per reason in the counts file, to see what went wrong
 ROUND_TRIP_FAILURES = ("round_trip", "empty", "echo", "meaning")
 HELD_OUT_NAME = re.compile(r"(?:^|[-_.])(?:val|valid|validation|dev|test|eval|heldout|holdout)(?:[-_.]|$)", re.I)

@@ -1,5 +1,7 @@
 """smalltune augment DATA --method paraphrase|backtranslate [--model M] [--per-example K] [--pivot L] ..."""
 
+from ..recipe import ModelSection
+
 NAME = "augment"
 HELP = ("new variants of each training prompt (paraphrase or back-translation; answers stay yours), filtered for "
         "copies, near-duplicates, lost meaning and leakage into validation/test")
@@ -8,7 +10,7 @@ HELP = ("new variants of each training prompt (paraphrase or back-translation; a
 def configure(p):
     p.add_argument("data", help="training data file (.jsonl, .json or .csv); never a validation or test file")
     p.add_argument("--method", default="paraphrase", help="paraphrase (default) or backtranslate")
-    p.add_argument("--model", default="smollm2-135m-instruct", help="generator: built-in name, model folder or hub id")
+    p.add_argument("--model", default=ModelSection().name, help="generator: built-in name, model folder or hub id")
     p.add_argument("--per-example", type=int, default=1, metavar="K",
                    help="variants per example: one per paraphrase style (up to 4) or per pivot language")
     p.add_argument("--pivot", default="French", metavar="LANGS",

@@ -1,13 +1,15 @@
 """smalltune plan DATA --model M [--output recipe.yaml] [--device-memory GiB] [--processes N --sharding S]
 [--update] [--explain]"""
 
+from ..recipe import ModelSection
+
 NAME = "plan"
 HELP = "write a recipe for DATA: method, hyperparameters and memory from dataset size and hardware"
 
 
 def configure(p):
     p.add_argument("data", nargs="?", help="training data file (.jsonl, .json or .csv)")
-    p.add_argument("--model", default="smollm2-135m-instruct", help="built-in model name, model folder or hub id")
+    p.add_argument("--model", default=ModelSection().name, help="built-in model name, model folder or hub id")
     p.add_argument("--output", "-o", metavar="RECIPE", help="write the recipe YAML here (commented with the reasons)")
     p.add_argument("--validation", help="validation file (otherwise a split is carved from DATA)")
     p.add_argument("--test", help="held-out test file for `smalltune evaluate`")

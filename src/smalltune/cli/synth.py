@@ -1,5 +1,7 @@
 """smalltune synth DOCS... [--model M] [--per-passage K] [--output PATH] [--validation F] [--test F] ..."""
 
+from ..recipe import ModelSection
+
 NAME = "synth"
 HELP = ("question/answer pairs generated from your documents (.md, .txt, .html), each answer checked against its "
         "passage, deduplicated and audited")
@@ -7,7 +9,7 @@ HELP = ("question/answer pairs generated from your documents (.md, .txt, .html),
 
 def configure(p):
     p.add_argument("docs", nargs="+", metavar="DOC", help="documents: markdown, plain text or HTML pages")
-    p.add_argument("--model", default="smollm2-135m-instruct", help="generator: built-in name, model folder or hub id")
+    p.add_argument("--model", default=ModelSection().name, help="generator: built-in name, model folder or hub id")
     p.add_argument("--per-passage", type=int, default=1, metavar="K", help="questions per passage (1-3, one per style)")
     p.add_argument("--output", "-o", default="synth.jsonl", metavar="PATH", help="output data file (default synth.jsonl)")
     p.add_argument("--validation", metavar="FILE", help="validation file: questions too close to its prompts are dropped")

@@ -23,6 +23,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from ..recipe import EvalSection
+
 from ..registry import Registry
 
 
@@ -33,7 +35,7 @@ class PluginEnv:
     model: Any  # the model being trained (possibly wrapped by accelerate); the base model in data hooks
     tokenizer: Any
     device: Any = "cpu"
-    batch_size: int = 16
+    batch_size: int = EvalSection().batch_size  # measurements are evaluations: the recipe's eval.batch_size
     autocast: Callable | None = None
     unwrap: Callable = lambda m: m
     recipe: Any = None
@@ -60,7 +62,7 @@ class Plugin:
     """Base plugin: every hook is a no-op, so a plugin overrides only what it does."""
 
     name = ""
-    keys: tuple[str, ...] = ()  # recipe keys this plugin reads (each documented once, in recipe.py)
+    keys: tuple[str, ...] = ()  # recipe keys this plugin reads (each documented once, in recipe/sections.py)
     order = 50  # lower runs first; guards that measure run before guards that decide
 
     @classmethod

@@ -6,7 +6,7 @@ One module per guard, all of one shape (:class:`Guard`), registered in :data:`GU
 * ``forgetting_budget``  general reference-text perplexity vs the base model: stop or warn
 * ``over_memorization``  accuracy holds while perplexity climbs (arXiv 2508.04117): flag
 * ``overfitting``        train/validation gap and its trend: warn
-* ``convergence``        training loss flat within 0.1 per epoch: note
+* ``convergence``        training loss flat within ``guards.converged_delta`` per epoch: note
 * ``early_stopping``     validation loss stopped improving: stop
 
 ``selection.py`` decides which evaluation's weights the run keeps. The loop only calls

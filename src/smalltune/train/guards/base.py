@@ -10,11 +10,14 @@ Guards share the one plugin protocol of ``train/plugins.py``; this module keeps 
 
 from __future__ import annotations
 
+from ...recipe import EarlyStoppingSection, GuardsSection
 from ...registry import Registry
 from ..plugins import GuardEvent, Plugin, PluginEnv, PluginSet
 
 GuardContext = PluginEnv  # what a guard may use to measure things itself
 GuardSet = PluginSet  # the guards of one run, in the order they run
+# Constructor defaults are the recipe's, read from its schema: each default is defined once, there.
+GUARD_DEFAULTS, EARLY_STOPPING_DEFAULTS = GuardsSection(), EarlyStoppingSection()
 
 
 class Guard(Plugin):
@@ -27,4 +30,4 @@ class Guard(Plugin):
 
 GUARDS: Registry[type[Guard]] = Registry("guard")
 
-__all__ = ["GUARDS", "Guard", "GuardContext", "GuardEvent", "GuardSet"]
+__all__ = ["EARLY_STOPPING_DEFAULTS", "GUARDS", "GUARD_DEFAULTS", "Guard", "GuardContext", "GuardEvent", "GuardSet"]

@@ -6,7 +6,7 @@ evaluation at least one epoch back), so the rate is per epoch whatever the evalu
 
 from __future__ import annotations
 
-from .base import GUARDS, Guard, GuardEvent
+from .base import GUARD_DEFAULTS, GUARDS, Guard, GuardEvent
 
 
 @GUARDS.register("convergence")
@@ -28,7 +28,7 @@ class Convergence(Guard):
     def from_recipe(cls, recipe):
         return cls(recipe.guards.converged_delta)
 
-    def __init__(self, delta: float = 0.1):
+    def __init__(self, delta: float = GUARD_DEFAULTS.converged_delta):
         self.delta = delta
         self.history: list[list[float]] = []  # [epoch, train_loss]
         self.noted_step: int | None = None

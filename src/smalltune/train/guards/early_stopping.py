@@ -7,7 +7,7 @@ summary shows *how* the run was overfitting, not only that it stopped.
 
 from __future__ import annotations
 
-from .base import GUARDS, Guard, GuardEvent
+from .base import EARLY_STOPPING_DEFAULTS as DEFAULTS, GUARDS, Guard, GuardEvent
 
 
 @GUARDS.register("early_stopping")
@@ -32,7 +32,8 @@ class EarlyStopping(Guard):
         es = recipe.early_stopping
         return cls(es.metric, es.patience, es.min_delta)
 
-    def __init__(self, metric: str = "eval_loss", patience: int = 3, min_delta: float = 0.0):
+    def __init__(self, metric: str = DEFAULTS.metric, patience: int = DEFAULTS.patience,
+                 min_delta: float = DEFAULTS.min_delta):
         self.metric, self.patience, self.min_delta = metric, patience, min_delta
         self.best: float | None = None
         self.best_gap: float | None = None

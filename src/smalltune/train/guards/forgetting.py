@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 
-from .base import GUARDS, Guard, GuardContext, GuardEvent
+from .base import GUARD_DEFAULTS, GUARDS, Guard, GuardContext, GuardEvent
 
 
 def reference_items(tokenizer, texts: list[str], tokens: int, max_length: int = 256) -> list:
@@ -60,7 +60,8 @@ class ForgettingBudget(Guard):
         g = recipe.guards
         return cls(g.forgetting_budget, g.forgetting_action, g.reference_tokens)
 
-    def __init__(self, budget: float, action: str = "stop", tokens: int = 2048):
+    def __init__(self, budget: float, action: str = GUARD_DEFAULTS.forgetting_action,
+                 tokens: int = GUARD_DEFAULTS.reference_tokens):
         self.budget, self.action, self.tokens = budget, action, tokens
         self.base_ppl: float | None = None
         self.last_within_step: int | None = None

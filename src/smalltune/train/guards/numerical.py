@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 
-from .base import GUARDS, Guard, GuardEvent
+from .base import GUARD_DEFAULTS, GUARDS, Guard, GuardEvent
 
 
 @GUARDS.register("numerical")
@@ -35,7 +35,7 @@ class NumericalHealth(Guard):
         return cls(g.grad_norm_limit if g.enabled else None, recipe.train.lr,
                    tolerate_inf_grad=_resolved(recipe.train.precision) == "fp16")
 
-    def __init__(self, grad_norm_limit: float | None = 1000.0, lr: float | None = None,
+    def __init__(self, grad_norm_limit: float | None = GUARD_DEFAULTS.grad_norm_limit, lr: float | None = None,
                  tolerate_inf_grad: bool = False):
         # fp16 loss scaling produces inf gradients on purpose (the step is skipped), so they are not a fault.
         self.grad_norm_limit, self.tolerate_inf_grad = grad_norm_limit, tolerate_inf_grad

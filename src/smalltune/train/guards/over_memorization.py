@@ -13,7 +13,7 @@ Adds ``ppl_ratio`` (perplexity / its minimum so far) and ``over_memorization`` (
 
 from __future__ import annotations
 
-from .base import GUARDS, Guard, GuardEvent
+from .base import GUARD_DEFAULTS, GUARDS, Guard, GuardEvent
 
 
 @GUARDS.register("over_memorization")
@@ -35,7 +35,8 @@ class OverMemorization(Guard):
     def from_recipe(cls, recipe):
         return cls(recipe.guards.ppl_factor, recipe.guards.acc_tolerance)
 
-    def __init__(self, ppl_factor: float = 1.5, acc_tolerance: float = 0.01):
+    def __init__(self, ppl_factor: float = GUARD_DEFAULTS.ppl_factor,
+                 acc_tolerance: float = GUARD_DEFAULTS.acc_tolerance):
         self.ppl_factor, self.acc_tolerance = ppl_factor, acc_tolerance
         self.min_ppl: float | None = None
         self.min_ppl_step: int | None = None

@@ -13,7 +13,7 @@ the gap has widened for ``patience`` evaluations in a row while validation loss 
 
 from __future__ import annotations
 
-from .base import GUARDS, Guard, GuardEvent
+from .base import GUARD_DEFAULTS, GUARDS, Guard, GuardEvent
 
 
 def slope(xs: list[float], ys: list[float]) -> float | None:
@@ -40,7 +40,7 @@ class OverfittingGap(Guard):
     def from_recipe(cls, recipe):
         return cls(recipe.guards.gap_patience)
 
-    def __init__(self, patience: int = 3, window: int = 4):
+    def __init__(self, patience: int = GUARD_DEFAULTS.gap_patience, window: int = 4):
         self.patience, self.window = patience, window
         self.history: list[list[float]] = []  # [epoch, gap, eval_loss] per evaluation
         self.widening = 0

@@ -32,6 +32,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from .base import EARLY_STOPPING_DEFAULTS, GUARD_DEFAULTS
+
 ACC, PPL = "eval_token_acc", "eval_ppl"
 
 
@@ -45,8 +47,11 @@ class CheckpointSelector:
     20
     """
 
-    def __init__(self, mode: str = "eval_loss", metric: str = "eval_loss", ppl_factor: float = 1.5,
-                 respect_budget: bool = False, tolerance: float = 0.0):
+    # mode defaults to the plain rule, what a run with its guards off uses, not the recipe's "auto"
+    # (which reads the over-memorization guard's flags in the records).
+    def __init__(self, mode: str = "eval_loss", metric: str = EARLY_STOPPING_DEFAULTS.metric,
+                 ppl_factor: float = GUARD_DEFAULTS.ppl_factor, respect_budget: bool = False,
+                 tolerance: float = EARLY_STOPPING_DEFAULTS.min_delta):
         self.mode, self.metric, self.ppl_factor, self.respect_budget = mode, metric, ppl_factor, respect_budget
         self.tolerance = tolerance
         self.records: list[dict] = []

@@ -6,7 +6,7 @@ loop only ever talks to this interface, so adding a method is adding one plugin 
 
 Everything else smalltune knows about a method lives on its class too, so nothing repeats it:
 
-* ``keys``: the ``method.*`` recipe keys it reads (each documented once, in ``recipe.py``);
+* ``keys``: the ``method.*`` recipe keys it reads (each documented once, in ``recipe/sections.py``);
 * ``rate``: its default learning rates, fresh and ``--update``, with their source (the planner's);
 * ``trainable_params`` / ``optimizer_params`` / ``layer_activations``: what the memory estimate
   (``plan/memory.py``) needs, from the model's shape alone;
