@@ -52,10 +52,12 @@ def test_format_reports_every_planted_problem_with_its_line():
         (f,) = findings(report, "format", title)
         assert line in lines_of(f), (title, f.examples)
         assert all(e["file"].endswith("bad_format.jsonl") for e in f.examples)
-    # the clean lines are nowhere, and every problem is an error except mojibake / mixed shapes
+    # the clean lines are nowhere, and every problem is an error except mojibake / mixed shapes / control
+    # characters (training accepts them: tests/test_hostile_input.py)
     flagged = {e["line"] for f in findings(report, "format") for e in f.examples}
     assert not flagged & {1, 12}
     assert {f.severity for f in findings(report, "format", "mojibake")} == {"warning"}
+    assert {f.severity for f in findings(report, "format", "control or NUL")} == {"warning"}
     assert report.exit_code() == 1
     assert report.stats["splits"]["train"]["records"] == 12
 

@@ -82,6 +82,7 @@ def load_both(path):
 @example(data=b'{"messages": ' + b"[" * 5000 + b"]" * 5000 + b"}", ext="jsonl")
 @example(data=b"prompt,completion\n\xff\xfe,x\n", ext="csv")
 @example(data=b'{"data": [], "more": []}', ext="json")
+@example(data=b"prompt,completion\nq,a\x08b\n", ext="csv")  # found by a random run: loader and audit disagreed
 def test_arbitrary_bytes(workdir, data, ext):
     path = workdir / f"bytes.{ext}"
     path.write_bytes(data)

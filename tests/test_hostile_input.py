@@ -327,3 +327,38 @@ def test_a_csv_header_with_a_line_break_gives_a_one_line_error(tmp_path):
     with pytest.raises(SmalltuneError) as err:
         load_examples(path)
     assert len(str(err.value).splitlines()) == 1 and "'\\r'" in str(err.value)
+
+
+@pytest.mark.parametrize("name,data", [
+    ("escaped.jsonl", json.dumps({"prompt": "Open today?", "completion": "Yes\b until 5 pm."}).encode() + b"\n"),
+    ("form-feed.jsonl", json.dumps({"prompt": "Open today?", "completion": "Yes\f until 5 pm."}).encode() + b"\n"),
+    ("raw.csv", b"prompt,completion\nOpen today?,Yes\x08 until 5 pm.\n"),
+])
+def test_control_characters_train_and_the_audit_warns(tmp_path, name, data):
+    """Found by tests/test_fuzz.py (random run): training read a backspace the audit called a format error.
+
+    One rule now: a control character in the text trains as it is, and the audit warns about it."""
+    from smalltune.audit import audit
+
+    path = tmp_path / name
+    path.write_bytes(data)
+    assert len(load_examples(path)) == 1
+    report = audit(path, progress=False)
+    (found,) = [f for f in report.findings if f.check == "format"]
+    assert found.severity == "warning" and found.title == "control or NUL characters"
+    assert "U+0008" in found.examples[0]["problem"] or "U+000C" in found.examples[0]["problem"]
+
+
+@pytest.mark.parametrize("name,data", [
+    ("utf16.csv", "prompt,completion\nOpen today?,Yes.\n".encode("utf-16-le")),  # no BOM: decodes as UTF-8
+    ("nul.jsonl", b'{"prompt": "Open today?", "completion": "Yes\x00."}\n'),
+])
+def test_a_nul_byte_is_refused_by_training_and_an_audit_error(tmp_path, name, data):
+    from smalltune.audit import audit
+
+    path = tmp_path / name
+    path.write_bytes(data)
+    with pytest.raises(SmalltuneError, match=r":1: NUL byte at column \d+: .*UTF-16 or binary file"):
+        load_examples(path)
+    titles = {f.title for f in audit(path, progress=False).errors}
+    assert "NUL bytes in the file" in titles

@@ -50,7 +50,7 @@ def _decode_lines(raw: bytes, problems: list[Problem]) -> list[str]:
     lines = []
     for n, b in enumerate(raw.split(b"\n"), 1):
         if b"\x00" in b:
-            problems.append(Problem(n, "control", f"NUL byte at column {b.index(0) + 1}"))
+            problems.append(Problem(n, "nul", f"NUL byte at column {b.index(0) + 1}"))
         try:
             text = b.decode("utf-8")
         except UnicodeDecodeError as e:

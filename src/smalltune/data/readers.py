@@ -147,10 +147,20 @@ def read_csv(text: str) -> list[RawRecord]:
     return records
 
 
+# A NUL byte is never text: a UTF-16 export without its BOM decodes as UTF-8 with a NUL after every
+# ASCII letter, and a binary file holds them too. JSON refuses them anyway; CSV would train on them.
+NUL_FIX = "a NUL byte is the mark of a UTF-16 or binary file; save the file as UTF-8 text"
+
+
 def read_records(path: str | Path) -> list[RawRecord]:
     """Raw records of a data file, chosen by extension (.jsonl, .json, .csv)."""
     path = Path(path)
-    return READERS.get(file_format(path))(read_text(path))
+    fmt = file_format(path)
+    text = read_text(path)
+    if (at := text.find("\x00")) >= 0:
+        start = text.rfind("\n", 0, at) + 1
+        raise DataError(path, text.count("\n", 0, at) + 1, f"NUL byte at column {at - start + 1}: {NUL_FIX}")
+    return READERS.get(fmt)(text)
 
 
 def file_format(path: Path) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from ...data.readers import NUL_FIX
 from ..report import Finding
 from . import CHECKS
 
@@ -17,7 +18,9 @@ MAX_LINES = 1000  # every problem is counted; the JSON lists up to this many lin
 KINDS = {
     "json": ("error", "malformed records", "these lines are not valid JSON/CSV records; fix the syntax (a .jsonl file holds one JSON object per line)"),
     "invalid_utf8": ("error", "invalid UTF-8", "bytes that are not UTF-8 (often a cp1252/Latin-1 export); re-save the file as UTF-8, e.g. `iconv -f cp1252 -t utf-8`"),
-    "control": ("error", "control or NUL characters", "invisible control characters corrupt tokenisation; remove them (they are usually copy-paste or export debris)"),
+    "nul": ("error", "NUL bytes in the file", "training refuses a file with NUL bytes: " + NUL_FIX),
+    # a warning because training accepts them (they are text, only invisible): say what they cost
+    "control": ("warning", "control or NUL characters", "invisible control characters in the text (backspace, form feed, an escaped NUL) train as they are, so the model may learn to write them; remove them unless they are meant (they are usually copy-paste, PDF or export debris)"),
     "mojibake": ("warning", "mojibake (wrong-encoding text)", "text like 'Ã©' or 'â€™' is UTF-8 that was decoded as cp1252 at some point; repair it (e.g. ftfy.fix_text) or re-export the source as UTF-8"),
     "wrong_type": ("error", "wrong value types", "a field has the wrong JSON type; every message is {\"role\": ..., \"content\": \"text\"} inside a \"messages\" list"),
     "unknown_role": ("error", "unknown roles", "roles must be system, user or assistant; rename the others (e.g. human -> user, bot/gpt -> assistant)"),
