@@ -16,6 +16,7 @@ from conftest import toy_records, write_jsonl
 from smalltune.plan.memory import estimate, model_shape
 from smalltune.plan.planner import DataFacts, plan_from_facts
 from smalltune.recipe import MethodSection
+from test_multiprocess import free_port
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "accelerate"
 
@@ -146,7 +147,7 @@ def test_cpu_ddp_config_really_starts_two_processes(tmp_path):
                       "print('rank', a.process_index, 'of', a.num_processes, a.distributed_type.value, flush=True)\n")
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(EXAMPLES / "ddp_cpu.yaml"),
-           "--main_process_port", "29531", str(script)]
+           "--main_process_port", str(free_port()), str(script)]  # a fixed port collides across parallel runs
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     ranks = sorted(re.findall(r"rank (\d) of (\d) (\w+)", out.stdout))  # the two processes' lines may interleave
