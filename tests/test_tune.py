@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -44,8 +45,15 @@ def test_tune_runs_trials_chooses_within_budget_and_resumes(make_recipe, tmp_pat
 
     recipe = make_recipe(**SMALL, **{"tune.trials": 3, "guards.forgetting_budget": 100.0},
                          output_dir=str(tmp_path / "search"))
-    result = tune(recipe, progress=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = tune(recipe, progress=False)
+    assert not [w for w in caught if issubclass(w.category, FutureWarning) and "optuna" in str(w.message).lower()]
     assert len(result.trials) == 3 and all(r.state in ("complete", "pruned") for r in result.trials)
+    import optuna
+
+    study = optuna.load_study(study_name=result.study, storage=f"sqlite:///{tmp_path / 'search' / 'tune.db'}")
+    assert all(set(t.constraints) == {"forgetting_budget"} for t in study.trials)  # what TPE reads per trial
     complete = [r for r in result.trials if r.state == "complete"]
     assert complete and result.chosen in {r.number for r in complete}
     chosen = next(r for r in result.trials if r.number == result.chosen)

@@ -1,7 +1,7 @@
 """``smalltune tune``: a budgeted, forgetting-aware search on the user's own data, built on Optuna.
 
 Two objectives (``objectives.py``): task quality on validation (maximise) and forgetting (minimise),
-with the forgetting budget as a constraint (Optuna's ``constraints_func``). TPE draws trials
+with the forgetting budget as a constraint (``Trial.set_constraint``, which TPE reads). TPE draws trials
 (``space.py``); weak trials stop at their first evaluations (``pruning.py``). Every trial trains in
 this process on one loaded base model and one set of in-memory splits (``train(base=, splits=)``),
 into its own run directory under ``<tuning folder>/trials/``. The study lives in an Optuna storage
@@ -30,6 +30,7 @@ from .space import methods_that_fit, suggest
 QUALITY_TIE = 0.02  # key-fact recall within 2 points (about one validation answer in 50) counts as a tie
 DEFAULT_BUDGET = 0.10  # forgetting budget when the recipe sets none (docs/guards.md: the planner's default)
 TUNE_FILE = "tune.json"
+BUDGET_CONSTRAINT = "forgetting_budget"  # forgetting minus the budget: feasible at 0 or less
 
 
 @dataclass
@@ -77,7 +78,7 @@ def _storage(recipe, folder: Path):
     return url, optuna.storages.RDBStorage(url, heartbeat_interval=60, grace_period=180)
 
 
-def _study(recipe, folder: Path, resume: bool):
+def _open_study(recipe, folder: Path, resume: bool):
     import optuna
 
     url, storage = _storage(recipe, folder)
@@ -86,14 +87,17 @@ def _study(recipe, folder: Path, resume: bool):
     if exists and not resume and not recipe.tune.storage:
         raise SmalltuneError(f"{folder} already holds tuning study {name!r}; pass --resume to continue it, "
                              "or set another output_dir")
-    sampler = optuna.samplers.TPESampler(seed=recipe.train.seed, constraints_func=lambda t: [t.user_attrs.get("over_budget", 1.0)],
-                                         multivariate=True)
+    sampler = optuna.samplers.TPESampler(seed=recipe.train.seed, multivariate=True)
+    return optuna.create_study(study_name=name, storage=storage, load_if_exists=True, sampler=sampler,
+                               directions=["maximize", "minimize"]), url
+
+
+def _study(recipe, folder: Path, resume: bool):
     for attempt in range(5):
         try:
-            return optuna.create_study(study_name=name, storage=storage, load_if_exists=True, sampler=sampler,
-                                       directions=["maximize", "minimize"]), url
-        except Exception as e:  # two workers creating one study at once: the loser loads the winner's
-            if "IntegrityError" not in type(e).__name__ + str(e) or attempt == 4:
+            return _open_study(recipe, folder, resume)
+        except Exception as e:  # two workers creating one database's tables or one study at once: the loser
+            if "IntegrityError" not in type(e).__name__ + str(e) or attempt == 4:  # retries and finds the winner's
                 raise
             time.sleep(0.5 * (attempt + 1))
     raise AssertionError("unreachable")
@@ -138,7 +142,7 @@ def tune(recipe, resume: bool = False, progress: bool = True, trials: int | None
             trial.set_user_attr("result", {"steps": result.steps, "epochs": result.epochs, "stopped": result.stopped,
                                            "seconds": round(time.perf_counter() - t0, 1),
                                            "quality_name": scores.quality_name})
-            trial.set_user_attr("over_budget", scores.forgetting - budget)
+            trial.set_constraint(BUDGET_CONSTRAINT, scores.forgetting - budget)
             durations.append(time.perf_counter() - t0)
             if pruner.pruned_at is not None:
                 raise optuna.TrialPruned(f"stopped at step {pruner.pruned_at}")
@@ -174,7 +178,7 @@ def _summarise(study, url: str, folder: Path, budget: float, recipe) -> TuneResu
         rows.append(TrialRow(
             number=t.number, state=t.state.name.lower(), params=dict(t.params), quality=quality,
             quality_name=info.get("quality_name", ""), forgetting=forgetting,
-            feasible=t.state == optuna.trial.TrialState.COMPLETE and t.user_attrs.get("over_budget", 1) <= 0,
+            feasible=t.state == optuna.trial.TrialState.COMPLETE and _within_budget(t),
             pareto=t.number in pareto, steps=info.get("steps"), epochs=info.get("epochs"),
             seconds=info.get("seconds"), stopped=info.get("stopped", ""), run_dir=t.user_attrs.get("run_dir", "")))
     out = TuneResult(str(folder), study.study_name, url if "@" not in url else url.split("@")[-1], budget, rows)
@@ -202,8 +206,14 @@ def _summarise(study, url: str, folder: Path, budget: float, recipe) -> TuneResu
     return out
 
 
+def _within_budget(trial) -> bool:
+    # a trial that never measured its forgetting counts as over budget; studies written before
+    # set_constraint hold the same number as Optuna's unnamed constraint "0"
+    return max(trial.constraints.values(), default=1.0) <= 0
+
+
 def _best_so_far(study, budget: float) -> str:
-    good = [t for t in study.trials if t.values and t.user_attrs.get("over_budget", 1) <= 0]
+    good = [t for t in study.trials if t.values and _within_budget(t)]
     if not good:
         return "no trial within budget yet"
     best = max(good, key=lambda t: t.values[0])
