@@ -156,10 +156,11 @@ def fit(parts: Parts, data: PreparedData, run: RunDir, resume: bool = False, pro
         keep_best(run, p.method, p.unwrapped, selector, record, state.step, write=main)  # sees the guards' flags
         log({"type": "eval", **record, "best_step": selector.best_step})
         rngs = gather_object([rng_state()]) if acc.num_processes > 1 else [rng_state()]
+        # every rank: under FSDP2 the checkpoint gathers each rank's shard (a collective); the main process writes
+        save_checkpoint(run, run.checkpoint(state.step), p.method, p.unwrapped,
+                        {"loop": asdict(state) | {"elapsed": elapsed()}, "selector": selector.state_dict(),
+                         "plugins": plugins.state_dict()}, p.optimizer, p.scheduler, rngs, write=main)
         if main:
-            save_checkpoint(run, run.checkpoint(state.step), p.method, p.unwrapped,
-                            {"loop": asdict(state) | {"elapsed": elapsed()}, "selector": selector.state_dict(),
-                             "plugins": plugins.state_dict()}, p.optimizer, p.scheduler, rngs)
             prune_checkpoints(run, t.keep_checkpoints)
             bar.set_postfix(eval_loss=f"{record['eval_loss']:.3f}", best=selector.best_step)
 
