@@ -56,6 +56,7 @@ def test_sharded_checkpoint_restores_every_shard_and_continues_exactly(tmp_path)
         # rank 0 gathered the whole tensors, wrote them and got them back after loading
         assert whole["gathered_equal"] and whole["optimizer_equal"] and whole["optimizer_written"], name
         assert whole["file_shapes"] == whole["model_shapes"] and whole["optimizer_keys_are_names"], name
+        assert whole["snapshot_equal"], name  # save_trainable (best-model snapshots) writes the same tensors
     assert set(reports[0]["lora"]["file_shapes"]) == set(reports[0]["lora"]["trainable"])  # only the adapter
     assert len(reports[0]["hft"]["file_shapes"]) > len(reports[0]["hft"]["trainable"])  # frozen weights too
     assert reports[0]["not_sharded"] is False and reports[0]["fsdp1"].startswith("checkpoints under FSDP1")
@@ -94,7 +95,7 @@ def _one_method(name: str, rank: int, folder: Path) -> dict:
 
     from smalltune.rundir import RunDir
     from smalltune.train.checkpoint import (OPTIM, WEIGHTS, gather_optimizer, gather_trainable, load_checkpoint,
-                                            rng_state, save_checkpoint, sharded)
+                                            rng_state, save_checkpoint, save_trainable, sharded)
 
     uninterrupted = _build(name)
     losses = _train(uninterrupted, rank, 0, STEPS)
@@ -115,6 +116,7 @@ def _one_method(name: str, rank: int, folder: Path) -> dict:
     after = _local(second)
     # compared before training on: gathered scalars (AdamW's step) are the live optimizer's tensors
     again, again_optim = gather_trainable(second.method, second.model), gather_optimizer(second.model, second.opt)
+    save_trainable(second.method, second.model, folder.parent / "snapshot.safetensors", write=rank == 0)  # best-model
     report = {"own_shards_restored": [k for k in before if not _equal(before[k], after.get(k))],
               "sharded": sharded(second.model),
               "trainable": sorted(n for n, p in second.model.named_parameters() if p.requires_grad)}
@@ -125,6 +127,8 @@ def _one_method(name: str, rank: int, folder: Path) -> dict:
             gathered_equal=whole.keys() == again.keys() and all(_equal(whole[k], again[k]) for k in whole),
             optimizer_equal=_equal(whole_optim, again_optim), optimizer_written=_equal(whole_optim, saved),
             file_shapes={k: list(v.shape) for k, v in load_file(str(folder / WEIGHTS)).items()},
+            snapshot_equal=_equal(load_file(str(folder / WEIGHTS)),
+                                  load_file(str(folder.parent / "snapshot.safetensors"))),
             model_shapes={k: list(params[k].shape) for k in whole},
             optimizer_keys_are_names=all(isinstance(p, str) for g in saved["param_groups"] for p in g["params"]))
     report.update(uninterrupted=losses, resumed=resumed + _train(second, rank, SAVED_AT, STEPS))

@@ -19,7 +19,8 @@ What each process holds decides how the state is saved:
   rank 0 (PyTorch's ``torch.distributed.checkpoint.state_dict`` API, a collective); rank 0 writes
   the same two files, the optimizer state keyed by parameter name instead of position. On resume
   rank 0 reads them and the same API sends each rank its shard; the other ranks read only their RNG
-  (memory-mapped, so not the whole optimizer state).
+  (memory-mapped, so not the whole optimizer state). :func:`save_trainable` / :func:`load_trainable`
+  do the same for the weights alone (best-model snapshots).
 
 Not handled: FSDP1 (refused with one line: use ``fsdp_version: 2``) and DeepSpeed ZeRO, whose
 optimizer (and under ZeRO-3 weights) the main process also holds only in part; see docs/multi-gpu.md.
@@ -123,6 +124,32 @@ def scatter_optimizer(model, optimizer, state: dict) -> None:
     set_optimizer_state_dict(model, _inner(optimizer), state, options=_options(broadcast_from_rank0=True))
 
 
+def save_trainable(method, model, path: Path, write: bool = True) -> None:
+    """Write the method's checkpoint tensors to ``path`` (safetensors) where ``write``.
+
+    Every process calls it (under FSDP2 the gather is a collective), e.g. for best-model snapshots.
+    """
+    weights = gather_trainable(method, model) if sharded(model) else None
+    if write:
+        _write_trainable(method, model, weights, path)
+
+
+def load_trainable(method, model, path: Path) -> None:
+    """Load tensors written by :func:`save_trainable`; every process calls it (under FSDP2 rank 0 reads the
+    file and each rank receives its shards)."""
+    if sharded(model):
+        scatter_trainable(model, load_file(str(path)) if torch.distributed.get_rank() == 0 else {})
+    else:
+        method.load_state(model, path)
+
+
+def _write_trainable(method, model, gathered: dict | None, path: Path) -> None:
+    if gathered is None:  # one process or DDP: this process's copy is the whole state
+        method.save_state(model, path)
+    else:
+        save_file({k: v.contiguous() for k, v in gathered.items()}, str(path))
+
+
 def save_checkpoint(run: RunDir, folder: Path, method, model, loop_state: dict, optimizer=None, scheduler=None,
                     rng_states: list[dict] | None = None, write: bool = True) -> None:
     """Write one checkpoint; ``rng_states`` holds every rank's :func:`rng_state` (rank order).
@@ -138,10 +165,7 @@ def save_checkpoint(run: RunDir, folder: Path, method, model, loop_state: dict, 
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
     try:
-        if weights is None:
-            method.save_state(model, tmp / WEIGHTS)
-        else:
-            save_file({k: v.contiguous() for k, v in weights.items()}, str(tmp / WEIGHTS))
+        _write_trainable(method, model, weights, tmp / WEIGHTS)
         if optimizer is not None:
             torch.save({"optimizer": optimizer.state_dict() if optim is None else optim,
                         "scheduler": scheduler.state_dict() if scheduler else None,
@@ -177,16 +201,13 @@ def load_checkpoint(folder: Path, method, model, optimizer=None, scheduler=None,
 
     Every process calls it; under FSDP2 rank 0 reads the tensors and each rank receives its shards.
     """
+    load_trainable(method, model, folder / WEIGHTS)
     shards = sharded(model)
-    if shards:
-        scatter_trainable(model, load_file(str(folder / WEIGHTS)) if rank == 0 else {})
-    else:
-        method.load_state(model, folder / WEIGHTS)
     if optimizer is not None and (folder / OPTIM).exists():
         # memory-mapped under FSDP2: the other ranks read only their RNG, not the whole optimizer state
         saved = torch.load(folder / OPTIM, weights_only=True, map_location="cpu", mmap=shards)
         if shards:
-            scatter_optimizer(model, optimizer, saved["optimizer"] if rank == 0 else {})
+            scatter_optimizer(model, optimizer, saved["optimizer"] if torch.distributed.get_rank() == 0 else {})
         else:
             optimizer.load_state_dict(saved["optimizer"])
         if scheduler is not None and saved.get("scheduler"):
