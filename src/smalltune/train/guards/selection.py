@@ -157,18 +157,20 @@ def snapshot_path(run, step: int) -> Path:
 def keep_best(run, method, model, selector: CheckpointSelector, record: dict, step: int, write: bool = True) -> None:
     """Give ``selector`` this evaluation; keep the weights it may choose; make ``best/`` its current choice."""
     from ...rundir import atomic_write_json, publish_dir
-    from ..checkpoint import STATE, WEIGHTS
+    from ..checkpoint import STATE, WEIGHTS, save_trainable
 
     previous = selector.best_step
     selector.update(record, step)
-    if not write:
-        return
     keep = selector.candidates()
     folder = run.checkpoints / "evals"
-    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".step-{step:06d}.tmp"
+    if step in keep:  # every rank: under FSDP2 the snapshot is gathered from all of them
+        if write:
+            folder.mkdir(parents=True, exist_ok=True)
+        save_trainable(method, model, tmp, write=write)
+    if not write:
+        return
     if step in keep:
-        tmp = folder / f".step-{step:06d}.tmp"
-        method.save_state(model, tmp)
         os.replace(tmp, snapshot_path(run, step))
     for p in folder.glob("step-*.safetensors"):
         if int(p.stem.split("-")[1]) not in keep:
@@ -189,15 +191,20 @@ def keep_best(run, method, model, selector: CheckpointSelector, record: dict, st
 
 
 def restore_best(run, method, model, selector: CheckpointSelector) -> bool:
-    """Load the chosen evaluation's weights into ``model``; False when nothing was chosen."""
+    """Load the chosen evaluation's weights into ``model``; False when nothing was chosen.
+
+    Every rank calls it (one machine: every rank sees the run directory; under FSDP2 rank 0 reads and
+    each rank receives its shards)."""
+    from ..checkpoint import load_trainable
+
     if selector.best_step is None:
         return False
     snapshot = snapshot_path(run, selector.best_step)
     best = run.best / "trainable.safetensors"
     if snapshot.exists():
-        method.load_state(model, snapshot)
+        load_trainable(method, model, snapshot)
     elif best.exists() and json.loads((run.best / "state.json").read_text()).get("step") == selector.best_step:
-        method.load_state(model, best)
+        load_trainable(method, model, best)
     else:
         return False
     return True
