@@ -32,6 +32,23 @@ ARMS = {
 }
 SMALLTUNE = "smalltune plan + guards"  # v1 defaults (seed 0 only, before issue 14): kept as measured, not rerun
 DEFAULTS = "smalltune plan v2"  # the recipe `smalltune plan` writes since issue 14 (LoRA 1e-3, self-replay 0.2, ...)
+# Candidates for the next defaults (issue 14): the planned recipe with one change each, on seed 0 first.
+CANDIDATES = {
+    "plan + full lr1e-4": ["method.name=full", "train.lr=1e-4"],
+    "plan + hft lr1e-4": ["method.name=hft", "train.lr=1e-4"],
+    # the schedule of the best vanilla arm (3 epochs, linear decay, no warmup); forgetting guard warns only,
+    # selection still keeps checkpoints within the budget
+    "plan + full lr1e-4 3ep linear": ["method.name=full", "train.lr=1e-4", "train.epochs=3", "train.scheduler=linear",
+                                      "train.warmup_ratio=0", "guards.forgetting_action=warn"],
+    "plan + full lr1e-4 3ep linear, reference replay": [
+        "method.name=full", "train.lr=1e-4", "train.epochs=3", "train.scheduler=linear", "train.warmup_ratio=0",
+        "guards.forgetting_action=warn", "regularize.replay_source=reference"],
+    "plan + hft lr1e-4 3ep linear": ["method.name=hft", "train.lr=1e-4", "train.epochs=3", "train.scheduler=linear",
+                                     "train.warmup_ratio=0", "guards.forgetting_action=warn"],
+    "plan + full lr1e-4 3ep linear, ewc 1e4": ["method.name=full", "train.lr=1e-4", "train.epochs=3",
+                                               "train.scheduler=linear", "train.warmup_ratio=0",
+                                               "guards.forgetting_action=warn", "regularize.ewc_lambda=1e4"],
+}
 TUNED = "smalltune tune"  # `smalltune tune` on the same data, then its chosen trial
 TUNE_TRIALS = 6
 METRICS = ["key_fact_recall", "reference_ppl_change", "general_accuracy_change", "memorized_rate", "verbatim_rate",
@@ -77,6 +94,8 @@ def run_arm(arm: str, seed: int, train_file) -> dict:
         out = E.Path(summary["run_dir"])
     elif arm in (SMALLTUNE, DEFAULTS):
         summary = E.train_run(planned_recipe(train_file), common)
+    elif arm in CANDIDATES:
+        summary = E.train_run(planned_recipe(train_file), common + CANDIDATES[arm])
     else:
         lora = ["method.r=8", "method.alpha=16", "method.dropout=0.05"] if "lora" in arm else []
         summary = E.train_run(E.DEMO / "recipe.yaml", common + E.VANILLA + ARMS[arm] + lora)
@@ -132,7 +151,7 @@ def plot(agg: dict) -> None:
 
 
 def main() -> None:
-    E.experiment_main(__doc__, NAME, [*ARMS, DEFAULTS, TUNED], run_arm, summarize)
+    E.experiment_main(__doc__, NAME, [*ARMS, DEFAULTS, *CANDIDATES, TUNED], run_arm, summarize)
 
 
 if __name__ == "__main__":
