@@ -8,7 +8,7 @@ affordable on a 2-core CPU), validates on the demo's validation file and evaluat
 only initialisation, shuffling and dropout.
 
 Evaluation is base vs fine-tuned on the same inputs (``smalltune.evaluate``); the base model's
-answers and losses are the same for every arm, so they are computed once per process and reused.
+answers and losses are the same for every arm, so evaluate computes them once per process.
 """
 
 from __future__ import annotations
@@ -97,32 +97,6 @@ def eval_caps(test: int | None = None, memorization: int = 48, reference: int = 
         test, memorization, reference, probes, max_new_tokens = 4, min(memorization, 4), min(reference, 2), min(probes, 4), 8
     return Caps(test=test, memorization=memorization, reference_paragraphs=reference, probe_questions=probes,
                 perturbations=perturbations, variants=1, prefix=16, max_new_tokens=max_new_tokens)
-
-
-def share_base_results() -> None:
-    """Serve the base model's answers and losses from one process-wide cache (they are the same for every arm)."""
-    from smalltune.evaluate.context import EvalContext
-
-    gen, losses = {}, {}
-    generate, item_losses = EvalContext.generate, EvalContext.item_losses
-
-    def cached_generate(self, prompts, which, max_new_tokens=None, desc=""):
-        if which == "base":
-            self._gen_cache.update(gen)
-        out = generate(self, prompts, which, max_new_tokens, desc)
-        if which == "base":
-            gen.update({k: v for k, v in self._gen_cache.items() if k[0] == "base"})
-        return out
-
-    def cached_item_losses(self, items, which):
-        if which != "base":
-            return item_losses(self, items, which)
-        key = hash(tuple((tuple(i.input_ids), tuple(i.labels)) for i in items))
-        if key not in losses:
-            losses[key] = item_losses(self, items, which)
-        return losses[key]
-
-    EvalContext.generate, EvalContext.item_losses = cached_generate, cached_item_losses
 
 
 def evaluate_run(run_dir: Path, caps, probes=("task", "memorization", "forgetting")) -> dict:
@@ -249,7 +223,8 @@ def experiment_main(doc: str, name: str, arms, run_arm, summarize, setup=None) -
     """The command line every experiment shares: run the missing (seed, arm) rows, then summarize.
 
     ``run_arm(arm, seed, train_file) -> row``; ``summarize(rows, args)`` writes the table, JSON and plot.
-    ``setup`` patches what the experiment measures (default: base-model results shared across arms).
+    ``setup`` patches what the experiment measures (base-model results are shared across arms by
+    ``smalltune.evaluate`` itself).
     """
     p = argparse.ArgumentParser(description=doc.splitlines()[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -259,7 +234,8 @@ def experiment_main(doc: str, name: str, arms, run_arm, summarize, setup=None) -
     args = p.parse_args()
     rows = Rows(name)
     if not args.summarize:
-        (setup or share_base_results)()
+        if setup:
+            setup()
         train_file = demo_subset(args.train_size)
         for seed in args.seeds:
             for arm in args.arms or arms:

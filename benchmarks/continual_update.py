@@ -207,7 +207,6 @@ def main() -> None:
     args = p.parse_args()
     rows = E.Rows(NAME)
     if not args.summarize:
-        E.share_base_results()
         files = split_data(E.WORK / NAME / "data")
         caps = E.eval_caps(test=None)
         for seed in args.seeds:

@@ -159,3 +159,23 @@ def test_cli_prints_summary_and_path(lora_run, capsys):
     assert out.out.strip().endswith("eval.json")
     assert "key-fact recall" in out.err
     assert set(json.loads(RunDir(lora_run).eval.read_text())["probes"]) == {"task", "diversity"}
+
+
+def test_a_second_evaluation_in_one_process_reuses_the_base_models_results(lora_run, monkeypatch):
+    """The demo's two arms, cv folds and tuning trials share one base model: its answers and losses are
+    computed once per process, and the reused ones are the same numbers."""
+    from smalltune.evaluate import context
+    from smalltune.train.artifact import ModelPair
+
+    monkeypatch.setattr(context, "_BASE_RESULTS", {})
+    uses = []
+    original = ModelPair.use
+    monkeypatch.setattr(ModelPair, "use", lambda self, which: (uses.append(which), original(self, which))[1])
+    first = evaluate(lora_run, quick=True, probes=["task", "forgetting"], progress=False).to_dict()
+    assert "base" in uses and "finetuned" in uses
+    uses.clear()
+    second = evaluate(lora_run, quick=True, probes=["task", "forgetting"], progress=False).to_dict()
+    assert uses and set(uses) == {"finetuned"}  # the base model was not run again
+    for probe in ("task", "forgetting"):
+        assert second["probes"][probe] == first["probes"][probe]
+    assert [s["base"] for s in second["samples"]] == [s["base"] for s in first["samples"]]

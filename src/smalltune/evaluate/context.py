@@ -19,6 +19,10 @@ from ..train.artifact import ModelPair
 from ..train.loss import item_token_stats
 
 MODELS = ("base", "finetuned")
+# The base model's greedy answers and losses do not depend on the run being evaluated: every evaluation
+# in one process (the demo's two arms, cv folds, tuning trials, update's parent/child gate) shares them,
+# keyed by what the base outputs depend on (EvalContext.base_key). Fine-tuned outputs stay per context.
+_BASE_RESULTS: dict[tuple, dict] = {}
 _EVAL = EvalSection()  # the recipe's defaults: Caps() and EvalContext() evaluate as a default recipe does
 
 
@@ -92,18 +96,29 @@ class EvalContext:
         return GenerationSettings(max_new_tokens=max_new_tokens or self.caps.max_new_tokens,
                                   batch_size=self.batch_size)
 
+    def base_key(self) -> tuple:
+        """What the base model's outputs depend on: the model, its loading, precision, device and batching."""
+        m = self.recipe.model
+        return (m.name, m.revision, _weights_stamp(m.name), m.load_in_4bit, self.recipe.train.precision,
+                str(self.device), self.batch_size)
+
+    def _cache(self, which: str, kind: str) -> dict:
+        return _BASE_RESULTS.setdefault((kind, *self.base_key()), {}) if which == "base" else \
+            self._gen_cache.setdefault(kind, {})
+
     def generate(self, prompts: list[str], which: str, max_new_tokens: int | None = None, desc: str = "") -> list[str]:
         """Greedy continuations of rendered ``prompts`` by one model; repeated calls are served from a cache."""
         settings = self.settings(max_new_tokens)
-        missing = [p for p in dict.fromkeys(prompts) if (which, settings.max_new_tokens, p) not in self._gen_cache]
+        cache = self._cache(which, "generate")
+        missing = [p for p in dict.fromkeys(prompts) if (settings.max_new_tokens, p) not in cache]
         if missing:
             bar = _bar(len(missing), f"{desc} ({which})", not self.progress)
             with self.use(which) as model:
                 outs = generate_text(model, self.tokenizer, missing, settings, progress=bar)
             bar.close()
             for p, o in zip(missing, outs):
-                self._gen_cache[(which, settings.max_new_tokens, p)] = o
-        return [self._gen_cache[(which, settings.max_new_tokens, p)] for p in prompts]
+                cache[(settings.max_new_tokens, p)] = o
+        return [cache[(settings.max_new_tokens, p)] for p in prompts]
 
     def render(self, conversation: list[dict]) -> str:
         from ..data.tokenize import render
@@ -112,8 +127,22 @@ class EvalContext:
 
     def item_losses(self, items: list, which: str) -> list[tuple[float, int, int]]:
         """Per tokenised item: (summed loss, labelled tokens, correct next-token predictions)."""
-        with self.use(which) as model:
-            return item_token_stats(model, items, self.batch_size, self.device, self.tokenizer.pad_token_id)
+        cache = self._cache(which, "losses")
+        key = tuple((tuple(i.input_ids), tuple(i.labels)) for i in items)
+        if key not in cache:
+            with self.use(which) as model:
+                cache[key] = item_token_stats(model, items, self.batch_size, self.device, self.tokenizer.pad_token_id)
+        return cache[key]
+
+
+def _weights_stamp(name: str) -> tuple | None:
+    """A local model folder's weight files (name, mtime, size): a folder rewritten in place is another base."""
+    from pathlib import Path
+
+    folder = Path(name)
+    if not folder.is_dir():
+        return None
+    return tuple(sorted((f.name, f.stat().st_mtime_ns, f.stat().st_size) for f in folder.glob("*.safetensors")))
 
 
 def weighted_loss(rows) -> float:
