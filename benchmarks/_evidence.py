@@ -65,7 +65,9 @@ def data_overrides(train_file: Path, seed: int, out: Path) -> list[str]:
 
 
 VANILLA = ["guards.enabled=false", "early_stopping.enabled=false", "eval.every_steps=100000",  # final weights kept
-           "train.scheduler=linear", "train.warmup_ratio=0", "train.weight_decay=0"]  # transformers.Trainer defaults
+           "train.scheduler=linear", "train.warmup_ratio=0", "train.weight_decay=0",  # transformers.Trainer defaults
+           # the demo recipe these arms start from carries smalltune's replay and selection since issue 14
+           "regularize.replay_ratio=0", "early_stopping.min_delta=0"]
 """What 'vanilla' means here: no validation-based stopping or selection, no guards, the Trainer's defaults."""
 
 
