@@ -41,7 +41,7 @@ def facts(n: int, categories: dict | None = None) -> DataFacts:
 
 
 # --- bands and rules ---------------------------------------------------------------------------
-@pytest.mark.parametrize("n,label,method", [(300, "<1k", "lora"), (3_000, "1k-10k", "lora"),
+@pytest.mark.parametrize("n,label,method", [(300, "<1k", "full"), (3_000, "1k-10k", "lora"),
                                             (30_000, "10k-100k", "bottleneck"), (150_000, ">100k", "full")])
 def test_each_size_band_plans_its_method_and_schedule(tiny_model_dir, n, label, method):
     p = plan_from_facts(facts(n), "train.jsonl", str(tiny_model_dir), device_memory_gib=16)
@@ -51,7 +51,7 @@ def test_each_size_band_plans_its_method_and_schedule(tiny_model_dir, n, label, 
     assert p.recipe.method.name == expected
     assert p.recipe.train.epochs == band.epochs
     assert p.recipe.early_stopping.patience == band.patience
-    assert p.recipe.train.lr == RATES[expected].lr
+    assert p.recipe.train.lr == RATES[expected].lr * RATES[expected].small_model_factor  # the tiny model is < 1B
     assert p.recipe.train.batch_size * p.recipe.train.grad_accum == band.effective_batch
     assert 1 <= p.recipe.train.batch_size <= 8
     assert 0.01 <= p.recipe.train.weight_decay <= 0.05 and p.recipe.train.max_grad_norm == 1.0
@@ -78,7 +78,8 @@ def test_full_rates_stay_in_the_documented_ranges():
 def test_smallest_category_decides_the_method_band(tiny_model_dir):
     p = plan_from_facts(facts(30_000, {"a": 29_500, "b": 500}), "t.jsonl", str(tiny_model_dir), device_memory_gib=16)
     assert p.facts["band"] == "<1k" and p.facts["schedule_band"] == "10k-100k"
-    assert p.recipe.method.name == "lora" and "'b' has 500" in p.notes["method.name"]
+    # a model under 1B parameters is fully fine-tuned in the <1k band (benchmarks/README.md 1c)
+    assert p.recipe.method.name == "full" and "'b' has 500" in p.notes["method.name"]
     assert p.recipe.train.epochs == band_for(30_000).epochs  # the schedule follows the total
 
 
@@ -166,9 +167,9 @@ def test_written_recipe_round_trips_and_trains(tmp_path, tiny_model_dir, small_d
     assert "# " + p.notes["train.lr"] in text  # the why is the YAML comment
     loaded = load_recipe(out)
     assert loaded.to_dict() == p.recipe.to_dict()
-    assert yaml.safe_load(text)["method"]["name"] == "lora"
+    assert yaml.safe_load(text)["method"]["name"] == "full"  # the tiny model is under 1B parameters
     result = train(load_recipe(out, ["train.max_steps=2", f"output_dir={tmp_path / 'run'}"]), progress=False)
-    assert result.steps == 2 and (tmp_path / "run" / "adapter").is_dir()
+    assert result.steps == 2 and (tmp_path / "run" / "model").is_dir()
 
 
 # --- CLI ---------------------------------------------------------------------------------------
@@ -188,7 +189,7 @@ def test_explain_prints_the_rules_table(capsys):
 def test_cli_writes_recipe_and_reports_non_fitting(tmp_path, tiny_model_dir, huge_model_dir, small_data, capsys):
     out = tmp_path / "r.yaml"
     assert cli(small_data, "--model", tiny_model_dir, "--device-memory", 8, "--output", out) == 0
-    assert load_recipe(out).method.name == "lora"
+    assert load_recipe(out).method.name == "full"
     capsys.readouterr()
     assert cli(small_data, "--model", huge_model_dir, "--device-memory", 24) == 1  # prints, does not fit
     captured = capsys.readouterr()
@@ -206,3 +207,21 @@ def test_cli_errors_are_one_line_with_exit_2(tmp_path, small_data, capsys, args,
     code = cli(*[a.format(data=small_data) for a in args])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and err.startswith("error:") and expect in err
+
+
+def test_a_small_model_whose_full_fine_tuning_does_not_fit_gets_the_band_method(monkeypatch, tiny_model_dir):
+    import dataclasses
+    import importlib
+
+    planner = importlib.import_module("smalltune.plan.planner")  # smalltune.plan is also a function's name
+    real = planner._fit
+
+    def full_does_not_fit(ctx, shape, device, sharding):
+        memory, suggestions = real(ctx, shape, device, sharding)
+        return (dataclasses.replace(memory, fits=False) if ctx.method == "full" else memory), suggestions
+
+    monkeypatch.setattr(planner, "_fit", full_does_not_fit)
+    p = plan_from_facts(facts(300), "t.jsonl", str(tiny_model_dir), device_memory_gib=16)
+    assert p.recipe.method.name == "lora" and p.memory.fits
+    assert "full does not fit this device" in p.notes["method.name"]
+    assert p.recipe.train.lr == METHODS.get("lora").rate.lr  # lora's own rate, no small-model factor

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import random
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..errors import SmalltuneError
@@ -90,9 +90,20 @@ def data_facts(path: str, model: str, validation: str | None = None) -> DataFact
 
 # --- method and memory -------------------------------------------------------------------------
 def choose_method(ctx: Context, registered) -> None:
-    """The band's method when installed (else lora); the reason goes to ``ctx.why``."""
+    """The band's method when installed (else lora); the reason goes to ``ctx.why``.
+
+    A model under ``SMALL_MODEL`` parameters takes the band's ``small_model_method`` (``plan_from_facts``
+    falls back to the band method when its memory estimate does not fit).
+    """
+    from ..train.methods import SMALL_MODEL
     from .rules import _band_note
 
+    small = ctx.band.small_model_method
+    if small and small in registered and ctx.model_params < SMALL_MODEL:
+        ctx.method = small
+        ctx.why["method.name"] = (f"{_band_note(ctx)}, model under {SMALL_MODEL / 1e9:.0f}B parameters -> {small} "
+                                  f"(benchmarks/README.md 1c: twice LoRA's key-fact recall)")
+        return
     wanted = ctx.band.method
     alts = f" (also suited: {', '.join(ctx.band.alternatives)})" if ctx.band.alternatives else ""
     if wanted in registered:
@@ -222,9 +233,19 @@ def plan_from_facts(facts: DataFacts, data: str, model: str, device_memory_gib: 
                   band=band_for(smallest[1]), schedule=band_for(facts.n_train))
     choose_method(ctx, METHODS)
     choose_max_length(ctx, facts, shape)
-    method_cfg = MethodSection(name=ctx.method, r=ctx.band.lora_r, alpha=2 * ctx.band.lora_r, dropout=ctx.band.dropout)
-    memory, suggestions = fit_memory(ctx, shape, method_cfg, device, sharding)
+    memory, suggestions = _fit(ctx, shape, device, sharding)
+    if not memory.fits and ctx.method == ctx.band.small_model_method:  # the small-model preference does not fit
+        small = ctx.method
+        ctx.band = replace(ctx.band, small_model_method=None)
+        choose_method(ctx, METHODS)
+        ctx.why["method.name"] += f" ({small} does not fit this device)"
+        memory, suggestions = _fit(ctx, shape, device, sharding)
     return _assemble(ctx, facts, shape, device, memory, suggestions, data, model, validation, test, output)
+
+
+def _fit(ctx, shape, device, sharding):
+    method_cfg = MethodSection(name=ctx.method, r=ctx.band.lora_r, alpha=2 * ctx.band.lora_r, dropout=ctx.band.dropout)
+    return fit_memory(ctx, shape, method_cfg, device, sharding)
 
 
 def _assemble(ctx, facts, shape, device, memory, suggestions, data, model, validation, test, output) -> Plan:

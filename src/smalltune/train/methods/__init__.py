@@ -28,6 +28,7 @@ from safetensors.torch import load_file, save_file
 from ...registry import Registry
 
 LARGE_MODEL = 30e9  # parameters; a method's ``rate.large_model_factor`` applies from here on
+SMALL_MODEL = 1e9  # parameters; a method's ``rate.small_model_factor`` applies below this
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class Rate:
     update_lr: float  # incremental training of an already fine-tuned model (``plan --update``)
     source: str
     large_model_factor: float = 1.0  # multiplier for models of LARGE_MODEL parameters or more
+    small_model_factor: float = 1.0  # multiplier for models under SMALL_MODEL parameters (fresh rate only)
 
 
 @dataclass
