@@ -51,6 +51,8 @@ CANDIDATES = {
                                                "train.scheduler=linear", "train.warmup_ratio=0",
                                                "guards.forgetting_action=warn", "regularize.ewc_lambda=1e4"],
 }
+# Candidates tried on top of v3 (seed 0 first): the v3 plan with the overrides shown.
+V3_CANDIDATES = {"plan v3, no replay": ["regularize.replay_ratio=0"]}
 TUNED = "smalltune tune"  # `smalltune tune` on the same data, then its chosen trial
 TUNE_TRIALS = 6
 METRICS = ["key_fact_recall", "reference_ppl_change", "general_accuracy_change", "memorized_rate", "verbatim_rate",
@@ -94,8 +96,8 @@ def run_arm(arm: str, seed: int, train_file) -> dict:
     if arm == TUNED:
         summary, cost = tuned_run(train_file, common, out)
         out = E.Path(summary["run_dir"])
-    elif arm == DEFAULTS:
-        summary = E.train_run(planned_recipe(train_file), common)
+    elif arm == DEFAULTS or arm in V3_CANDIDATES:
+        summary = E.train_run(planned_recipe(train_file), common + V3_CANDIDATES.get(arm, []))
     else:
         lora = ["method.r=8", "method.alpha=16", "method.dropout=0.05"] if "lora" in arm else []
         summary = E.train_run(E.DEMO / "recipe.yaml", common + E.VANILLA + ARMS[arm] + lora)
@@ -120,6 +122,7 @@ def summarize(rows: "E.Rows", args) -> None:
                                    V2: "smalltune plan's recipe of issue 14's first defaults (seed 0)",
                                    **{arm: f"v2 plan + {' '.join(o)} (seed 0)" for arm, o in CANDIDATES.items()},
                                    DEFAULTS: "smalltune plan's recipe since 1c, unchanged",
+                                   **{arm: f"v3 plan + {' '.join(o)}" for arm, o in V3_CANDIDATES.items()},
                                    TUNED: f"smalltune tune, {TUNE_TRIALS} trials, its chosen trial"},
                           "vanilla_defaults": E.VANILLA, "summary": agg, "table": table, "rows": rows.rows})
     plot(agg)
@@ -153,7 +156,7 @@ def plot(agg: dict) -> None:
 
 
 def main() -> None:
-    E.experiment_main(__doc__, NAME, [*ARMS, DEFAULTS, TUNED], run_arm, summarize)
+    E.experiment_main(__doc__, NAME, [*ARMS, DEFAULTS, *V3_CANDIDATES, TUNED], run_arm, summarize)
 
 
 if __name__ == "__main__":
