@@ -71,7 +71,7 @@ def test_cache_is_reused_and_grows_only_by_the_missing_prompts(tiny, tokenizer, 
     monkeypatch.setattr(sr, "generate_text", fake)
     first = sr.self_replay_examples(tiny, tokenizer, n=5, seed=1, max_new_tokens=16, progress=False)
     assert fake.asked == 5 and len(first) == 5
-    path = sr.cache_path(tiny, sr.GenerationSettings(max_new_tokens=16))
+    path = sr.cache_path(tiny, sr.GenerationSettings(max_new_tokens=16, do_sample=True))
     assert path.parent.name == "replay" and path.suffix == ".jsonl" and path.exists()
 
     again = sr.self_replay_examples(tiny, tokenizer, n=5, seed=1, max_new_tokens=16, progress=False)
@@ -142,7 +142,7 @@ def test_real_generation_uses_the_base_model_under_an_adapter(tiny, tokenizer, c
     # A random model rarely ends a sentence, so most answers are dropped: keep the prompt set small.
     few = sr.general_prompts()[:6]
     monkeypatch.setattr(sr, "general_prompts", lambda: few)
-    settings = sr.GenerationSettings(max_new_tokens=8)
+    settings = sr.GenerationSettings(max_new_tokens=8, do_sample=True)
     plain = sr.self_replay_examples(tiny, tokenizer, n=3, seed=0, max_new_tokens=8, progress=False)
     base_rows = sr._read_cache(sr.cache_path(tiny, settings))
     assert set(base_rows) <= set(few) and len(base_rows) >= 3 and all(e.source == sr.SOURCE for e in plain)
@@ -168,3 +168,23 @@ def test_a_model_that_never_finishes_an_answer_is_not_asked_every_prompt(tiny, t
     monkeypatch.setattr(sr, "generate_text", fake)
     assert sr.self_replay_examples(tiny, tokenizer, n=4, seed=0, max_new_tokens=16, progress=False) == []
     assert fake.asked == 2 * 4 + 32 < len(sr.general_prompts())
+
+
+def test_self_replay_samples_the_base_distribution_reproducibly(tiny, tokenizer):
+    """Replayed answers are samples of the base model (temperature 1), not its greedy mode; each batch's
+    draws are seeded, so a cache built twice holds the same answers, and the caller's RNG is untouched."""
+    import torch
+
+    from smalltune.data.tokenize import render
+
+    rendered = [render(tokenizer, [{"role": "user", "content": p}], add_generation_prompt=True)
+                for p in sr.general_prompts()[:6]]
+    sampled = sr.GenerationSettings(max_new_tokens=12, do_sample=True)
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    first = sr.generate_text(tiny, tokenizer, rendered, sampled)
+    assert torch.equal(torch.get_rng_state(), before)
+    assert sr.generate_text(tiny, tokenizer, rendered, sampled) == first
+    other_seed = sr.generate_text(tiny, tokenizer, rendered, sr.GenerationSettings(max_new_tokens=12, do_sample=True, seed=7))
+    greedy = sr.generate_text(tiny, tokenizer, rendered, sr.GenerationSettings(max_new_tokens=12))
+    assert other_seed != first and greedy != first

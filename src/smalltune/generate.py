@@ -21,6 +21,7 @@ class GenerationSettings:
     max_new_tokens: int = _EVAL.max_new_tokens
     batch_size: int = _EVAL.batch_size
     do_sample: bool = False  # greedy: reproducible, and what memorization tests need
+    seed: int = 0  # sampling only: the draws of each batch are seeded (the global RNG is left untouched)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -58,8 +59,13 @@ def generate_text(model, tokenizer, prompts: list[str], settings: GenerationSett
             idx = order[start: start + s.batch_size]
             enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False)
             enc = {k: v.to(device) for k, v in enc.items()}
-            out = model.generate(**enc, max_new_tokens=s.max_new_tokens, do_sample=s.do_sample,
-                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+            # Sampling draws from the model's own distribution: temperature 1 and no top-k/top-p truncation,
+            # whatever the model's generation_config suggests for chat.
+            sampling = dict(do_sample=True, temperature=1.0, top_k=0, top_p=1.0) if s.do_sample else dict(do_sample=False)
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                torch.manual_seed(s.seed + start)
+                out = model.generate(**enc, max_new_tokens=s.max_new_tokens, **sampling,
+                                     pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
             new = out[:, enc["input_ids"].shape[1]:]
             for i, row in zip(idx, new):
                 answers[i] = tokenizer.decode(row, skip_special_tokens=True).strip()
