@@ -52,7 +52,8 @@ CANDIDATES = {
                                                "guards.forgetting_action=warn", "regularize.ewc_lambda=1e4"],
 }
 # Candidates tried on top of v3 (seed 0 first): the v3 plan with the overrides shown.
-V3_CANDIDATES = {"plan v3, no replay": ["regularize.replay_ratio=0"]}
+V3_CANDIDATES = {"plan v3, no replay": ["regularize.replay_ratio=0"],
+                 "plan v3, sampled self-replay": ["regularize.replay_ratio=0.2", "regularize.replay_source=self"]}
 TUNED = "smalltune tune"  # `smalltune tune` on the same data, then its chosen trial
 TUNE_TRIALS = 6
 METRICS = ["key_fact_recall", "reference_ppl_change", "general_accuracy_change", "memorized_rate", "verbatim_rate",
