@@ -32,7 +32,7 @@ ARMS = {
 }
 SMALLTUNE = "smalltune plan + guards"  # v1 defaults (seed 0 only, before issue 14): kept as measured, not rerun
 V2 = "smalltune plan v2"  # LoRA 1e-3, 5-epoch cosine, self-replay 0.2, budget stops (seed 0): kept as measured
-DEFAULTS = "smalltune plan v3"  # the recipe `smalltune plan` writes since "1c": full 1e-4 under 1B, 3 epochs, linear
+DEFAULTS = "smalltune plan v3"  # the recipe `smalltune plan` writes since "1c": full 1e-4 under 1B, 3 epochs, linear, no replay
 # Candidates tried for v3 on seed 0, each the v2 plan with the overrides shown: kept as measured, not rerun
 # (their base recipe is now v3).
 CANDIDATES = {
@@ -51,9 +51,10 @@ CANDIDATES = {
                                                "train.scheduler=linear", "train.warmup_ratio=0",
                                                "guards.forgetting_action=warn", "regularize.ewc_lambda=1e4"],
 }
-# Candidates tried on top of v3 (seed 0 first): the v3 plan with the overrides shown.
-V3_CANDIDATES = {"plan v3, no replay": ["regularize.replay_ratio=0"],
-                 "plan v3, sampled self-replay": ["regularize.replay_ratio=0.2", "regularize.replay_source=self"]}
+# Replay tried on top of v3 (seed 0): the v3 plan (no replay) with the overrides shown. The greedy row
+# was measured before self-replay sampled (commit 51bd09f); rerunning it now gives the sampled variant.
+V3_CANDIDATES = {"plan v3 + sampled self-replay 0.2": ["regularize.replay_ratio=0.2", "regularize.replay_source=self"]}
+V3_GREEDY = "plan v3 + greedy self-replay 0.2"  # kept as measured
 TUNED = "smalltune tune"  # `smalltune tune` on the same data, then its chosen trial
 TUNE_TRIALS = 6
 METRICS = ["key_fact_recall", "reference_ppl_change", "general_accuracy_change", "memorized_rate", "verbatim_rate",
@@ -123,7 +124,8 @@ def summarize(rows: "E.Rows", args) -> None:
                                    V2: "smalltune plan's recipe of issue 14's first defaults (seed 0)",
                                    **{arm: f"v2 plan + {' '.join(o)} (seed 0)" for arm, o in CANDIDATES.items()},
                                    DEFAULTS: "smalltune plan's recipe since 1c, unchanged",
-                                   **{arm: f"v3 plan + {' '.join(o)}" for arm, o in V3_CANDIDATES.items()},
+                                   **{arm: f"v3 plan + {' '.join(o)} (seed 0)" for arm, o in V3_CANDIDATES.items()},
+                                   V3_GREEDY: "v3 plan + 20% replay of the base model's greedy answers (seed 0)",
                                    TUNED: f"smalltune tune, {TUNE_TRIALS} trials, its chosen trial"},
                           "vanilla_defaults": E.VANILLA, "summary": agg, "table": table, "rows": rows.rows})
     plot(agg)
@@ -157,7 +159,7 @@ def plot(agg: dict) -> None:
 
 
 def main() -> None:
-    E.experiment_main(__doc__, NAME, [*ARMS, DEFAULTS, *V3_CANDIDATES, TUNED], run_arm, summarize)
+    E.experiment_main(__doc__, NAME, [*ARMS, DEFAULTS, TUNED, *V3_CANDIDATES], run_arm, summarize)
 
 
 if __name__ == "__main__":
