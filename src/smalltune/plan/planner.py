@@ -331,13 +331,16 @@ def _show(value) -> str:
 
 def explain_rows() -> tuple[list[tuple], list[tuple], list[tuple]]:
     """(bands, methods, rules) rows for ``--explain``; the methods' rows come from their plugins."""
-    from ..train.methods import METHODS
+    from ..train.methods import METHODS, SMALL_MODEL
 
-    bands = [(b.label, b.method, ", ".join(b.alternatives), f"{b.epochs:g}", b.evals_per_epoch, b.patience,
+    small = f" under {SMALL_MODEL / 1e9:g}B parameters"
+    bands = [(b.label, b.method + (f" ({b.small_model_method}{small})" if b.small_model_method else ""),
+              ", ".join(b.alternatives), f"{b.epochs:g}", b.evals_per_epoch, b.patience,
               b.effective_batch, b.weight_decay, b.dropout, b.lora_r) for b in BANDS]
     rates = [(m, f"{c.rate.lr:g}", f"{c.rate.update_lr:g}",
               f"{c.rate.source}" + (f"; x{c.rate.large_model_factor:g} above 30B parameters"
-                                    if c.rate.large_model_factor != 1 else ""),
+                                    if c.rate.large_model_factor != 1 else "")
+              + (f"; x{c.rate.small_model_factor:g}{small}" if c.rate.small_model_factor != 1 else ""),
               ", ".join(k.removeprefix("method.") for k in c.keys) or "-") for m, c in METHODS.items()]
     rules = [(r.key, r.rule, r.source) for r in RULES]
     return bands, rates, rules
