@@ -30,7 +30,9 @@ def test_errors_exit_1_and_summary_lists_worst_first(tmp_path, capsys):
     assert "malformed records" in text and "bad_format.jsonl:2" in text
     assert text.index("error") < text.index("warning")
     saved = json.loads(out.read_text())
-    assert saved["summary"]["error"] >= 8 and saved["findings"][0]["severity"] == "error"
+    assert saved["summary"]["error"] >= 7 and saved["findings"][0]["severity"] == "error"
+    # control characters in text still train, so they are a warning (one rule with training's loader)
+    assert any(f["title"] == "control or NUL characters" and f["severity"] == "warning" for f in saved["findings"])
 
 
 def test_fail_on_warning(tmp_path):
