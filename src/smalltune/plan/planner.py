@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import random
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import SmalltuneError
@@ -89,17 +89,17 @@ def data_facts(path: str, model: str, validation: str | None = None) -> DataFact
 
 
 # --- method and memory -------------------------------------------------------------------------
-def choose_method(ctx: Context, registered) -> None:
+def choose_method(ctx: Context, registered, small_model: bool = True) -> None:
     """The band's method when installed (else lora); the reason goes to ``ctx.why``.
 
-    A model under ``SMALL_MODEL`` parameters takes the band's ``small_model_method`` (``plan_from_facts``
-    falls back to the band method when its memory estimate does not fit).
+    A model under ``SMALL_MODEL`` parameters takes the band's ``small_model_method`` unless
+    ``small_model`` is False (``plan_from_facts`` asks again so when that method's memory estimate does not fit).
     """
     from ..train.methods import SMALL_MODEL
     from .rules import _band_note
 
     small = ctx.band.small_model_method
-    if small and small in registered and ctx.model_params < SMALL_MODEL:
+    if small_model and small and small in registered and ctx.model_params < SMALL_MODEL:
         ctx.method = small
         ctx.why["method.name"] = (f"{_band_note(ctx)}, model under {SMALL_MODEL / 1e9:.0f}B parameters -> {small} "
                                   f"(benchmarks/README.md 1c: twice LoRA's key-fact recall)")
@@ -236,8 +236,7 @@ def plan_from_facts(facts: DataFacts, data: str, model: str, device_memory_gib: 
     memory, suggestions = _fit(ctx, shape, device, sharding)
     if not memory.fits and ctx.method == ctx.band.small_model_method:  # the small-model preference does not fit
         small = ctx.method
-        ctx.band = replace(ctx.band, small_model_method=None)
-        choose_method(ctx, METHODS)
+        choose_method(ctx, METHODS, small_model=False)
         ctx.why["method.name"] += f" ({small} does not fit this device)"
         memory, suggestions = _fit(ctx, shape, device, sharding)
     return _assemble(ctx, facts, shape, device, memory, suggestions, data, model, validation, test, output)
