@@ -91,8 +91,9 @@ def eval_records(run_dir: Path) -> list[dict]:
 
 # --- evaluation -----------------------------------------------------------------------------------
 
-def eval_caps(test: int | None = None, memorization: int = 48, reference: int = 16, probes: int = 32,
+def eval_caps(test: int | None = None, memorization: int = 48, reference: int = 16, probes: int = 200,
               max_new_tokens: int = 48, perturbations: int | None = 3):
+    """Evaluation caps of one arm. 200 general questions (issue 14 item 5): 32 gave ±18 points of noise."""
     from smalltune.evaluate.context import Caps
 
     if MAX_STEPS:  # smoke test: a handful of items everywhere

@@ -1,7 +1,7 @@
 """Does generated data help? Original data vs original + paraphrases vs original + synthetic pairs (issue 16).
 
-Three arms train the demo recipe (LoRA r=16, lr 1e-3, 3 epochs, early stopping) on the fixed
-100-example demo subset (``_evidence.py``):
+Three arms train the demo recipe (``smalltune plan``'s v3: full fine-tuning at 1e-4, 3 epochs, linear decay,
+early stopping, least-forgetting selection) on the fixed 100-example demo subset (``_evidence.py``):
 
 * ``original``: the subset as it is;
 * ``+ paraphrase``: the subset plus ``smalltune augment --method paraphrase --per-example 2`` of it

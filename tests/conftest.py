@@ -88,7 +88,8 @@ def make_recipe(tmp_path, tiny_model_dir, toy_data):
         raw = {
             "model": {"name": str(tiny_model_dir)},
             "data": {"train": str(toy_data), "max_length": 128},
-            "train": {"epochs": 2, "batch_size": 4, "lr": 1e-3, "seed": 0},
+            # a --resume checkpoint at every evaluation (the tests kill and resume at chosen steps)
+            "train": {"epochs": 2, "batch_size": 4, "lr": 1e-3, "seed": 0, "checkpoint_minutes": 0},
             "eval": {"every_steps": 3, "batch_size": 8},
             "output_dir": str(tmp_path / "run"),
         }

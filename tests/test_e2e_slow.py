@@ -13,15 +13,16 @@ from smalltune.rundir import RunDir
 pytestmark = pytest.mark.slow
 
 
-def test_quick_demo_trains_a_real_adapter_and_reports(tmp_path):
+def test_quick_demo_trains_a_real_model_and_reports(tmp_path):
     out = tmp_path / "demo"
     res = subprocess.run([sys.executable, "-m", "smalltune", "demo", "--quick", "--output", str(out)],
                          capture_output=True, text=True, timeout=1800)
     assert res.returncode == 0, res.stderr[-2000:]
-    run = RunDir(out / "smalltune")  # smalltune's recipe; out/vanilla is the same LoRA without guards or replay
+    run = RunDir(out / "smalltune")  # smalltune's recipe (full fine-tuning); out/vanilla is a tutorial's LoRA
     assert res.stdout.strip().splitlines()[-1] == str(run.report)
+    model_dir = run.path / "model"
     for path in (run.recipe, run.provenance, run.audit, run.metrics, run.train_summary, run.eval, run.report,
-                 run.adapter / "adapter_model.safetensors"):
+                 model_dir / "model.safetensors", out / "vanilla" / "adapter" / "adapter_model.safetensors"):
         assert path.exists(), path
 
     # Both arms evaluated and on one learning-vs-forgetting page
@@ -29,29 +30,25 @@ def test_quick_demo_trains_a_real_adapter_and_reports(tmp_path):
     from smalltune.recipe import load_recipe
 
     vanilla, ours = load_recipe(out / "vanilla" / "recipe.yaml"), load_recipe(run.recipe)
-    assert vanilla.regularize.replay_ratio == 0 and not vanilla.guards.enabled and not vanilla.early_stopping.enabled
-    assert ours.regularize.replay_ratio > 0 and ours.guards.forgetting_budget is not None
-    assert vanilla.train.lr == ours.train.lr and vanilla.method.name == ours.method.name  # the same LoRA otherwise
+    assert not vanilla.guards.enabled and not vanilla.early_stopping.enabled and vanilla.method.name == "lora"
+    assert ours.method.name == "full" and ours.guards.enabled and ours.guards.forgetting_budget is not None
 
     summary = json.loads(run.train_summary.read_text())
-    # 24 quick steps, unless the forgetting budget (10%, the demo recipe's) stopped the run earlier
-    assert (summary["steps"] == 24 or summary["stopped"] == "forgetting_budget") and summary["artifact_written"]
+    assert summary["steps"] == 24 and summary["artifact_written"]  # the budget warns, it does not stop
     evals = [r for r in run.read_metrics() if r.kind == "eval"]
     assert evals[-1].eval_loss < evals[0].eval_loss  # validation loss fell while training
 
-    # The adapter is a standard PEFT folder that peft loads onto the base model, and it changes the output.
+    # The model folder loads with plain transformers, from safetensors, and differs from the base model.
     import torch
-    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
 
     from smalltune.models import load_model
 
     base, tok = load_model("smollm2-135m-instruct")
+    tuned = AutoModelForCausalLM.from_pretrained(str(model_dir), use_safetensors=True).eval()
     ids = tok("How much is a check-up at Brightside Dental?", return_tensors="pt")
     with torch.no_grad():
-        before = base(**ids).logits
-        tuned = PeftModel.from_pretrained(base, str(run.adapter)).eval()
-        after = tuned(**ids).logits
-    assert not torch.allclose(before, after)
+        assert not torch.allclose(base(**ids).logits, tuned(**ids).logits)
 
     # Evaluation compared base and fine-tuned on the same held-out questions: the fine-tuned model
     # assigns the reference answers a lower loss.

@@ -116,6 +116,25 @@ def test_keep_best_keeps_candidates_on_disk_and_restores_a_retroactive_choice(tm
     assert torch.equal(model.w, torch.full((3,), 20.0))
 
 
+def test_keep_best_keeps_protected_snapshots_and_replaces_a_best_the_selector_does_not_hold(tmp_path):
+    """The snapshots a --resume checkpoint's selector may choose outlive later choices; after a resume from an
+    earlier checkpoint, best/ is rewritten to the resumed selector's choice, and its weights are a link."""
+    from smalltune.train.methods import Method
+
+    run, method, model, s = RunDir(tmp_path), Method(), _Linear(), CheckpointSelector("eval_loss")
+    for step, ppl in [(10, 5.0), (20, 4.0)]:  # the lowest loss moves to 20: 10 is no longer a candidate
+        with torch.no_grad():
+            model.w.fill_(step)
+        keep_best(run, method, model, s, rec(step, ppl, 0.5), step, protect=[10])
+    assert (run.checkpoints / "evals" / "step-000010.safetensors").exists()
+    assert (run.best / "trainable.safetensors").stat().st_nlink == 2  # linked to its snapshot, not copied
+    resumed = CheckpointSelector("eval_loss")  # as restored from a checkpoint written after step 10
+    resumed.update(rec(10, 5.0, 0.5), 10)
+    keep_best(run, method, model, resumed, rec(15, 6.0, 0.5), 15)
+    assert json.loads((run.best / "state.json").read_text())["step"] == 10
+    assert restore_best(run, method, model, resumed) and torch.equal(model.w, torch.full((3,), 10.0))
+
+
 # --- forgetting --------------------------------------------------------------------------------
 def test_forgetting_budget_stops_past_the_budget_and_tracks_the_last_step_within():
     g = ForgettingBudget(budget=0.05)

@@ -88,3 +88,33 @@ def test_killed_during_a_checkpoint_write_resumes_and_cleans_up(make_recipe, tmp
     assert not [p for p in run.checkpoints.iterdir() if p.name.startswith(".")]  # temporary folders removed
     a, b = adapter(clean.run_dir), adapter(out)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_sparse_checkpoints_resume_bitwise(make_recipe, tmp_path, monkeypatch):
+    """train.checkpoint_minutes: --resume checkpoints only at some evaluations (here steps 4 and 12), best-model
+    snapshots at every one; killed at step 17, the run resumes from step 12's checkpoint (2.5 evaluations
+    back) and ends bitwise as an uninterrupted run."""
+    from smalltune.train import loop
+
+    monkeypatch.setattr(loop, "_checkpoint_due", lambda state, now, minutes: state.step in (4, 12))
+    common = {**COMMON, "train.checkpoint_minutes": 5, "early_stopping.min_delta": 0.05}
+    clean = train(make_recipe(**common, output_dir=str(tmp_path / "clean")), progress=False)
+    out = str(tmp_path / "crashed")
+    restore = crash_at_call(monkeypatch, 17)
+    with pytest.raises(KeyboardInterrupt):
+        train(make_recipe(**common, output_dir=out), progress=False)
+    restore()
+    assert [p.name for p in RunDir(out).step_checkpoints()] == ["step-000004", "step-000012"]
+    resumed = train(make_recipe(**common, output_dir=out), resume=True, progress=False)
+    assert resumed.steps == 20 and resumed.best_step == clean.best_step
+    a, b = adapter(clean.run_dir), adapter(out)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_checkpoint_cadence_writes_none_in_a_short_run_and_changes_nothing(make_recipe, tmp_path):
+    every = train(make_recipe(**COMMON, output_dir=str(tmp_path / "every")), progress=False)
+    rare = train(make_recipe(**COMMON, **{"train.checkpoint_minutes": 60}, output_dir=str(tmp_path / "rare")),
+                 progress=False)
+    assert RunDir(every.run_dir).step_checkpoints() and not RunDir(rare.run_dir).step_checkpoints()
+    a, b = adapter(every.run_dir), adapter(rare.run_dir)
+    assert all(torch.equal(a[k], b[k]) for k in a) and rare.best_step == every.best_step

@@ -97,6 +97,12 @@ class TrainSection:
     )
     group_by_length: bool = option(True, "batch examples of similar length together (less padding, faster)")
     keep_checkpoints: int = option(2, "periodic checkpoints kept besides the best one (for --resume)", non_negative)
+    # A full fine-tune's checkpoint (weights and two AdamW moments: 3x the model) cost about one training
+    # step per evaluation on the 135M model (benchmarks/README.md "Guards overhead"); best-model snapshots
+    # are still kept at every evaluation, so selection does not depend on this cadence.
+    checkpoint_minutes: float = option(
+        5.0, "write a --resume checkpoint at the first evaluation this many minutes of training after the "
+        "previous one (a killed run loses at most about this much); 0 = at every evaluation", non_negative)
     report_to: list[str] = option(
         [], "experiment trackers that get training loss, evaluations and guard events as they happen, through "
         "accelerate: tensorboard (<run>/trackers/), mlflow (MLFLOW_TRACKING_URI; also report.html and eval.json "

@@ -29,6 +29,7 @@ optimizer (and under ZeRO-3 weights) the main process also holds only in part; s
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
 import tempfile
@@ -150,11 +151,21 @@ def _write_trainable(method, model, gathered: dict | None, path: Path) -> None:
         save_file({k: v.contiguous() for k, v in gathered.items()}, str(path))
 
 
+def link_or_copy(source: Path, target: Path) -> None:
+    """A hard link to ``source`` (no bytes written), or a copy where links are not possible."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+
+
 def save_checkpoint(run: RunDir, folder: Path, method, model, loop_state: dict, optimizer=None, scheduler=None,
-                    rng_states: list[dict] | None = None, write: bool = True) -> None:
+                    rng_states: list[dict] | None = None, write: bool = True, weights_from: Path | None = None) -> None:
     """Write one checkpoint; ``rng_states`` holds every rank's :func:`rng_state` (rank order).
 
     Every process calls it, the main process with ``write``: under FSDP2 the gather is a collective.
+    ``weights_from``: a snapshot of these very weights (:func:`save_trainable` at this step), linked
+    instead of written again.
     """
     weights = optim = None
     if sharded(model):
@@ -165,7 +176,10 @@ def save_checkpoint(run: RunDir, folder: Path, method, model, loop_state: dict, 
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
     try:
-        _write_trainable(method, model, weights, tmp / WEIGHTS)
+        if weights_from is not None and weights_from.exists():
+            link_or_copy(weights_from, tmp / WEIGHTS)
+        else:
+            _write_trainable(method, model, weights, tmp / WEIGHTS)
         if optimizer is not None:
             torch.save({"optimizer": optimizer.state_dict() if optim is None else optim,
                         "scheduler": scheduler.state_dict() if scheduler else None,

@@ -7,7 +7,7 @@ same code to several processes (DDP / FSDP / DeepSpeed).
 Order of events per optimizer step: forward -> loss on assistant tokens (+ plugin penalties) ->
 backward (through the plugins' step strategy, e.g. SAM) -> clip -> step guards (agreed across
 ranks) -> optimizer step -> log. Every ``eval_every`` steps: validation metrics -> plugins measure
-and check -> best checkpoint -> periodic checkpoint (for --resume).
+and check -> best checkpoint -> periodic checkpoint for --resume (every ``train.checkpoint_minutes``).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from ..rundir import RunDir, atomic_write_json, open_run_dir, publish_dir
 from ..schema import TrainSummary
 from .checkpoint import clean_interrupted, latest_checkpoint, load_checkpoint, prune_checkpoints, rng_state, save_checkpoint
 from .data import PreparedData, prepare_data
-from .guards import UNSAFE_STOPS, drop_snapshots, keep_best, restore_best
+from .guards import UNSAFE_STOPS, drop_snapshots, keep_best, restore_best, snapshot_path
 from .loss import causal_lm_loss, dataset_metrics
 from .plugins import GuardEvent, PluginEnv
 from .ranks import agreed, on_every_rank, over_ranks, set_epoch, shared_output_dir
@@ -53,6 +53,8 @@ class LoopState:
     stop_reason: str | None = None
     stop_message: str = ""
     base_eval: dict | None = None  # validation metrics of the untrained model: nothing worse is published
+    checkpointed_at: float = 0.0  # training seconds when the last --resume checkpoint was written
+    protected: list = field(default_factory=list)  # its selector's candidates: their snapshots are kept
 
     def note(self, event: GuardEvent) -> None:
         """Record a guard event; the first 'stop' becomes the run's stop reason."""
@@ -153,16 +155,30 @@ def fit(parts: Parts, data: PreparedData, run: RunDir, resume: bool = False, pro
         record.update(step=state.step, epoch=round(state.step / p.steps_per_epoch, 3), train_loss=window_loss())
         for event in plugins.evaluate(record, state.step, env):  # also adds each guard's signal to the record
             note(event)
-        keep_best(run, p.method, p.unwrapped, selector, record, state.step, write=main)  # sees the guards' flags
+        keep_best(run, p.method, p.unwrapped, selector, record, state.step, write=main,  # sees the guards' flags
+                  protect=state.protected)
         log({"type": "eval", **record, "best_step": selector.best_step})
+        if main:
+            bar.set_postfix(eval_loss=f"{record['eval_loss']:.3f}", best=selector.best_step)
+        if checkpoint_due():
+            checkpoint()
+
+    def checkpoint_due() -> bool:
+        """On the checkpoint cadence (``train.checkpoint_minutes``): the main process's clock decides for all."""
+        due = _checkpoint_due(state, elapsed(), t.checkpoint_minutes)
+        return gather_object([due])[0] if acc.num_processes > 1 else due
+
+    def checkpoint() -> None:
+        state.checkpointed_at, state.protected = elapsed(), sorted(selector.candidates())
         rngs = gather_object([rng_state()]) if acc.num_processes > 1 else [rng_state()]
+        snapshot = snapshot_path(run, state.step)  # this step's weights, when selection kept them
         # every rank: under FSDP2 the checkpoint gathers each rank's shard (a collective); the main process writes
         save_checkpoint(run, run.checkpoint(state.step), p.method, p.unwrapped,
                         {"loop": asdict(state) | {"elapsed": elapsed()}, "selector": selector.state_dict(),
-                         "plugins": plugins.state_dict()}, p.optimizer, p.scheduler, rngs, write=main)
+                         "plugins": plugins.state_dict()}, p.optimizer, p.scheduler, rngs, write=main,
+                        weights_from=snapshot if state.step in selector.candidates() else None)
         if main:
             prune_checkpoints(run, t.keep_checkpoints)
-            bar.set_postfix(eval_loss=f"{record['eval_loss']:.3f}", best=selector.best_step)
 
     # --- the loop -----------------------------------------------------------------------------------
     started = time.perf_counter() - state.elapsed
@@ -254,6 +270,11 @@ def _load(recipe):
     from ..models import load_from_recipe
 
     return load_from_recipe(recipe)
+
+
+def _checkpoint_due(state: LoopState, now: float, minutes: float) -> bool:
+    """Whether an evaluation at training second ``now`` also writes a --resume checkpoint."""
+    return now - state.checkpointed_at >= 60 * minutes
 
 
 def _regularizer_names() -> set[str]:

@@ -22,7 +22,7 @@ from .forgetting import ForgettingBudget
 from .numerical import NumericalHealth
 from .over_memorization import OverMemorization
 from .overfitting import OverfittingGap
-from .selection import BestSelector, CheckpointSelector, drop_snapshots, keep_best, restore_best
+from .selection import BestSelector, CheckpointSelector, drop_snapshots, keep_best, restore_best, snapshot_path
 
 # Stops that leave the last weights untrustworthy: without a chosen checkpoint, publish nothing.
 UNSAFE_STOPS = ("numerical", "forgetting_budget")
@@ -59,6 +59,6 @@ def build_selector(recipe) -> CheckpointSelector:
 __all__ = [
     "GUARDS", "Guard", "GuardContext", "GuardEvent", "GuardSet", "Convergence", "EarlyStopping",
     "ForgettingBudget", "NumericalHealth", "OverMemorization", "OverfittingGap", "BestSelector",
-    "CheckpointSelector", "UNSAFE_STOPS", "unsafe_stop_message", "build_guards", "build_selector", "keep_best", "restore_best",
+    "CheckpointSelector", "UNSAFE_STOPS", "unsafe_stop_message", "build_guards", "build_selector", "keep_best", "restore_best", "snapshot_path",
     "drop_snapshots",
 ]

@@ -154,14 +154,17 @@ def snapshot_path(run, step: int) -> Path:
     return run.checkpoints / "evals" / f"step-{step:06d}.safetensors"
 
 
-def keep_best(run, method, model, selector: CheckpointSelector, record: dict, step: int, write: bool = True) -> None:
-    """Give ``selector`` this evaluation; keep the weights it may choose; make ``best/`` its current choice."""
-    from ...rundir import atomic_write_json, publish_dir
-    from ..checkpoint import STATE, WEIGHTS, save_trainable
+def keep_best(run, method, model, selector: CheckpointSelector, record: dict, step: int, write: bool = True,
+              protect=()) -> None:
+    """Give ``selector`` this evaluation; keep the weights it may choose; make ``best/`` its current choice.
 
-    previous = selector.best_step
+    ``protect``: steps whose snapshots must outlive this choice -- the candidates of the last --resume
+    checkpoint, which a resumed run's selector may still choose."""
+    from ...rundir import atomic_write_json, publish_dir
+    from ..checkpoint import STATE, WEIGHTS, link_or_copy, save_trainable
+
     selector.update(record, step)
-    keep = selector.candidates()
+    keep = selector.candidates() | set(protect)
     folder = run.checkpoints / "evals"
     tmp = folder / f".step-{step:06d}.tmp"
     if step in keep:  # every rank: under FSDP2 the snapshot is gathered from all of them
@@ -175,19 +178,25 @@ def keep_best(run, method, model, selector: CheckpointSelector, record: dict, st
     for p in folder.glob("step-*.safetensors"):
         if int(p.stem.split("-")[1]) not in keep:
             p.unlink(missing_ok=True)
-    if selector.best_step is None or (selector.best_step == previous and run.best.exists()):
-        return
+    if selector.best_step is None or best_step_on_disk(run) == selector.best_step:
+        return  # (after a resume from an earlier checkpoint best/ may hold a later step: then it is replaced)
     source = snapshot_path(run, selector.best_step)
     if not source.exists():
         raise RuntimeError(f"selection chose step {selector.best_step} but its weights were not kept")
     tmp_dir = Path(tempfile.mkdtemp(dir=run.checkpoints, prefix=".best."))
     try:
-        shutil.copyfile(source, tmp_dir / WEIGHTS)
+        link_or_copy(source, tmp_dir / WEIGHTS)  # snapshots are never rewritten in place: a link is safe
         atomic_write_json(tmp_dir / STATE, {"step": selector.best_step, "record": selector.best_record,
                                             "selection": selector.reason()})
         publish_dir(tmp_dir, run.best)
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
+
+
+def best_step_on_disk(run) -> int | None:
+    """The step whose weights ``best/`` holds (None when there is none)."""
+    state = run.best / "state.json"
+    return json.loads(state.read_text()).get("step") if state.exists() else None
 
 
 def restore_best(run, method, model, selector: CheckpointSelector) -> bool:
@@ -203,7 +212,7 @@ def restore_best(run, method, model, selector: CheckpointSelector) -> bool:
     best = run.best / "trainable.safetensors"
     if snapshot.exists():
         load_trainable(method, model, snapshot)
-    elif best.exists() and json.loads((run.best / "state.json").read_text()).get("step") == selector.best_step:
+    elif best.exists() and best_step_on_disk(run) == selector.best_step:
         load_trainable(method, model, best)
     else:
         return False
