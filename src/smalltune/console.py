@@ -49,7 +49,8 @@ def progress(total: int, initial: int = 0, disable: bool = False, desc: str = "t
                 file=sys.stderr, mininterval=0.5)
 
 
-def train_header(recipe, data, trainable: int, total: int, run_path) -> None:
+def train_header(recipe, data, trainable: int, total: int, run_path, precision) -> None:
+    """The run's opening lines; ``precision`` is its :class:`~smalltune.train.precision.PrecisionChoice`."""
     t = recipe.train
     s = data.train_stats
     out.print(f"[bold]smalltune train[/bold] → {run_path}")
@@ -58,7 +59,7 @@ def train_header(recipe, data, trainable: int, total: int, run_path) -> None:
     out.print(f"  data    {len(data.train)} train examples ({s.trainable_tokens:,} trainable of {s.tokens:,} tokens), "
               f"{len(data.validation)} validation: {data.validation_source}")
     out.print(f"  train   lr {t.lr:g}, up to {t.epochs:g} epochs, batch {t.batch_size}×{t.grad_accum}, "
-              f"{t.scheduler} schedule, seed {t.seed}")
+              f"{t.scheduler} schedule, seed {t.seed}, precision {precision.precision} ({precision.reason})")
     for stats, split in ((data.train_stats, "train"), (data.validation_stats, "validation")):
         if stats.truncated_examples:
             warn(f"{split}: {stats.truncated_examples} examples exceed data.max_length={recipe.data.max_length}; "

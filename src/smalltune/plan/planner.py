@@ -147,7 +147,8 @@ def fit_memory(ctx: Context, shape: ModelShape, cfg, device: Device,
     if chosen.fits:
         ctx.why["train.batch_size"] = f"largest micro-batch whose estimate fits: {chosen.summary()} ({where})"
         ctx.why["train.precision"] = (f"{chosen.precision}: the first precision that fits"
-                                      + (" (bf16 autocast is also faster on recent CPUs)" if device.kind == "cpu"
+                                      + (" (train.precision: auto would measure whether bf16 autocast is faster "
+                                         "on this CPU)" if device.kind == "cpu"
                                          and chosen.precision == "fp32" and device.bf16 else ""))
     else:
         ctx.why["train.batch_size"] = f"DOES NOT FIT even at batch 1: needs {chosen.summary()} ({where})"

@@ -20,6 +20,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from ..train.precision import BF16_MIN_SPEEDUP
+
 
 @dataclass(frozen=True)
 class Band:
@@ -190,7 +192,9 @@ RULES: tuple[Rule, ...] = (
          "8/16/32/64", "small batches give small data more optimizer steps", lambda c: (
              c.grad_accum, f"effective batch {c.batch_size * c.grad_accum * c.processes} = {c.batch_size} x "
                            f"{c.grad_accum}" + (f" x {c.processes} processes" if c.processes > 1 else ""))),
-    Rule("train.precision", "GPU: bf16 (fp16 without bf16 support); CPU: fp32, bf16 only if fp32 does not fit",
+    Rule("train.precision", "GPU: bf16 (fp16 without bf16 support); CPU: fp32, bf16 only if fp32 does not fit. "
+         f"auto (the recipe default) decides at train time: GPU as here; CPU bf16 autocast only where one decoder "
+         f"layer at the training shapes measures >= {BF16_MIN_SPEEDUP:g}x fp32's speed",
          "mixed precision halves activation memory", lambda c: (c.precision, c.why["train.precision"])),
     Rule("train.warmup_ratio", "10% of planned steps, at most half an epoch", "QLoRA 3%, Alpaca 3%; "
          "common 3-10%", _warmup),

@@ -27,6 +27,7 @@ from .data import PreparedData, prepare_data
 from .guards import UNSAFE_STOPS, drop_snapshots, keep_best, restore_best, snapshot_path
 from .loss import causal_lm_loss, dataset_metrics
 from .plugins import GuardEvent, PluginEnv
+from .precision import choose_precision
 from .ranks import agreed, on_every_rank, over_ranks, set_epoch, shared_output_dir
 from .regularize.sam import PlainStep
 from .setup import Base, Parts, build_optimizer, build_scheduler, make_accelerator, resolve_precision, setup
@@ -104,8 +105,9 @@ def fit(parts: Parts, data: PreparedData, run: RunDir, resume: bool = False, pro
     log = (lambda r: (run.log(r), plugins.log(r))) if main else (lambda r: None)  # one writer: the main process
     env = PluginEnv(model, p.tokenizer, acc.device, recipe.eval.batch_size, acc.autocast, acc.unwrap_model,
                     recipe=recipe, run_path=run.path, accelerator=acc, reference=data.reference)
+    precision = choose_precision(t.precision, recipe)  # what make_accelerator chose (cached, not measured again)
     if main and verbose:
-        console.train_header(recipe, data, p.trainable, p.total, run.path)
+        console.train_header(recipe, data, p.trainable, p.total, run.path, precision)
 
     # --- plugins on the starting weights (before any resume, so anchors are the base) -------------
     info = plugins.setup(env)  # e.g. the EWC Fisher, the forgetting budget's base perplexity
@@ -143,7 +145,7 @@ def fit(parts: Parts, data: PreparedData, run: RunDir, resume: bool = False, pro
         state.base_eval = _base_metrics(p, validation_metrics)
         log({"type": "event", "event": "start", "step": 0, "total_steps": p.total_steps, "eval_every": p.eval_every,
              "steps_per_epoch": p.steps_per_epoch, "processes": acc.num_processes, **data.counts(),
-             "regularizers": regularizers, **info, "base_eval": state.base_eval})
+             "regularizers": regularizers, "precision": precision.to_dict(), **info, "base_eval": state.base_eval})
 
     def note(event: GuardEvent) -> None:
         state.note(event)

@@ -23,6 +23,7 @@ from .data import PreparedData
 from .guards import GUARDS, CheckpointSelector, build_selector
 from .methods import METHODS, Method, count_parameters
 from .plugins import PluginSet, build_plugins
+from .precision import choose_precision
 from .regularize import REGULARIZERS
 
 
@@ -67,14 +68,17 @@ class Base:
         return copy.deepcopy(self.model), self.tokenizer
 
 
-def resolve_precision(precision: str) -> str:
-    """accelerate's mixed_precision for ``train.precision``; auto = bf16 on a GPU that has it, else fp16 with
-    a loss scaler on a GPU (accelerate adds the scaler), else fp32 (CPU: bf16 autocast measured +5% only)."""
-    if precision == "auto":
-        if not torch.cuda.is_available():
-            return "no"
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return {"fp32": "no"}.get(precision, precision)
+def resolve_precision(precision: str, recipe=None) -> str:
+    """accelerate's mixed_precision for ``train.precision``, as :func:`~.precision.choose_precision` decides:
+    explicit values as they are; auto = bf16 on a GPU that has it, else fp16 with a loss scaler (accelerate
+    adds it); on a CPU bf16 autocast only where it measured clearly faster at ``recipe``'s model and batch
+    shapes, else fp32 (also without a recipe to measure).
+
+    >>> resolve_precision("fp32")
+    'no'
+    """
+    chosen = choose_precision(precision, recipe).precision
+    return {"fp32": "no"}.get(chosen, chosen)
 
 
 def make_accelerator(recipe):
@@ -87,7 +91,7 @@ def make_accelerator(recipe):
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
 
-    precision = resolve_precision(recipe.train.precision)
+    precision = resolve_precision(recipe.train.precision, recipe)
     state = AcceleratorState._shared_state
     if state and state.get("_mixed_precision", precision) != precision:
         AcceleratorState._reset_state()
