@@ -68,13 +68,11 @@ def test_the_decision_is_measured_once_per_model_and_batch_shape(make_recipe, on
 
 
 def test_nothing_is_measured_without_one_process_and_a_readable_model(make_recipe, on_cpu, monkeypatch, tmp_path):
-    import accelerate
-
     timings(monkeypatch, on_cpu, 1.0, 0.5)
     missing = P.choose_precision("auto", make_recipe(**{"model.name": str(tmp_path / "nowhere")}))
     assert missing.precision == "fp32" and missing.reason.startswith("auto: fp32, not measured (SmalltuneError:")
     assert P.choose_precision("auto").reason == "auto: fp32 (no model given to measure)"
-    monkeypatch.setattr(accelerate, "PartialState", lambda: type("State", (), {"num_processes": 2})())
+    monkeypatch.setenv("WORLD_SIZE", "2")
     several = P.choose_precision("auto", make_recipe())
     assert (several.precision, several.reason) == ("fp32", "auto: fp32 with 2 processes (measured in one-process "
                                                            "runs only)")

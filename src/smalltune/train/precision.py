@@ -111,11 +111,9 @@ def _fp32_elsewhere(recipe, device: str) -> PrecisionChoice:
 
 
 def _measured(recipe, device: str) -> PrecisionChoice:
-    from accelerate import PartialState
-
     if recipe is None:
         return PrecisionChoice("fp32", "auto", "auto: fp32 (no model given to measure)", device)
-    processes = PartialState().num_processes
+    processes = launched_processes()
     if processes > 1:  # ranks timing the same busy CPUs could disagree, and agreeing needs a collective this early
         return PrecisionChoice("fp32", "auto", f"auto: fp32 with {processes} processes (measured in one-process "
                                                "runs only)", device)
@@ -130,6 +128,15 @@ def _measured(recipe, device: str) -> PrecisionChoice:
 
 
 AUTO: dict[str, Callable[..., PrecisionChoice]] = {"cuda": _gpu, "cpu": _measured}  # else _fp32_elsewhere
+
+
+def launched_processes() -> int:
+    """Processes the launcher started, read from its environment as accelerate reads it. Not from a
+    ``PartialState``: made before the Accelerator, under ``ACCELERATE_USE_CPU=1 accelerate launch`` it set up
+    one process per rank, each its own main (tests/test_multiprocess.py)."""
+    from accelerate.utils import get_int_from_env
+
+    return get_int_from_env(["WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE"], 1)
 
 
 def _layer_config(recipe):
