@@ -30,7 +30,7 @@ from typing import Callable
 # a small layer gain shrinks in the whole step, and is not worth bf16's rounding of every matmul.
 BF16_MIN_SPEEDUP = 1.15
 # The measured rows of a micro-batch: max(1, MEASURED_TOKENS // sequence length). Matmuls with 512 rows
-# already run at full speed, and the measurement stays about a second on two cores for the 135M model.
+# already run at full speed, and the measurement stays about a second on two idle cores for the 135M model.
 MEASURED_TOKENS = 512
 # Timing rounds (fp32 then bf16, alternated so drift hits both): at least MIN_ROUNDS (the first one
 # also warms up kernels and the allocator, so best-of needs a second), more while under the budget.
@@ -38,7 +38,7 @@ MIN_ROUNDS, MAX_ROUNDS, TIME_BUDGET_S = 2, 5, 1.0
 # What a layer's speed depends on (with the batch shape): two models that agree on these share a decision.
 SHAPE_KEYS = ("model_type", "hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads",
               "head_dim", "hidden_act")
-_DECISIONS: dict[tuple, "PrecisionChoice"] = {}  # in-process: tuning trials and folds measure once
+_DECISIONS: dict[tuple, PrecisionChoice] = {}  # in-process: tuning trials and folds measure once
 
 
 @dataclass
