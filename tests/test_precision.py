@@ -100,3 +100,18 @@ def test_the_choice_and_its_ratio_are_in_the_start_event_and_the_header(make_rec
     header = " ".join(capsys.readouterr().err.split())
     assert "precision bf16 (auto: bf16 autocast measured 2.00x, at least 1.15x)" in header
     assert on_cpu == [(4, 128)]  # make_accelerator measured; the start event reused its decision
+
+
+def test_a_resumed_run_keeps_the_precision_it_started_with(make_recipe, on_cpu, monkeypatch):
+    """A new measurement on resume could cross the threshold and switch precision halfway through a run."""
+    timings(monkeypatch, on_cpu, 1.0, 2.0)  # bf16 slower: the run starts in fp32
+    recipe = make_recipe(**{"train.max_steps": 4, "eval.every_steps": 2})
+    result = train(recipe, progress=False)
+    P._DECISIONS.clear()  # a new process
+    timings(monkeypatch, on_cpu, 1.0, 0.5)  # now bf16 would measure faster
+    assert resolve_precision("auto", recipe) == "bf16"
+    P._DECISIONS.clear()
+    P.keep_recorded(recipe, result.run_dir)
+    assert resolve_precision("auto", recipe) == "no"
+    assert P.choose_precision("auto", recipe).reason.endswith("(when the run started; kept on resume)")
+    assert len(on_cpu) == 2  # the start and the one new measurement above; keep_recorded measured nothing

@@ -27,7 +27,7 @@ from .data import PreparedData, prepare_data
 from .guards import UNSAFE_STOPS, drop_snapshots, keep_best, restore_best, snapshot_path
 from .loss import causal_lm_loss, dataset_metrics
 from .plugins import GuardEvent, PluginEnv
-from .precision import choose_precision
+from .precision import choose_precision, keep_recorded
 from .ranks import agreed, on_every_rank, over_ranks, set_epoch, shared_output_dir
 from .regularize.sam import PlainStep
 from .setup import Base, Parts, build_optimizer, build_scheduler, make_accelerator, resolve_precision, setup
@@ -75,6 +75,8 @@ def train(recipe, resume: bool = False, progress: bool = True, base: Base | None
     >>> result = train(load_recipe("examples/dental/recipe.yaml", ["train.max_steps=20"]))
     >>> result.best_metrics["eval_ppl"]
     """
+    if resume and recipe.output_dir:
+        keep_recorded(recipe, recipe.output_dir)  # the precision the run started with
     accelerator = make_accelerator(recipe)
     if not recipe.output_dir and accelerator.num_processes > 1:
         recipe.output_dir = shared_output_dir(recipe)

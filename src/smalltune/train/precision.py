@@ -203,5 +203,26 @@ def time_layer(config, rows: int, seq: int, trainable: bool) -> tuple[float, flo
     return best[0], best[1]
 
 
+def keep_recorded(recipe, run_dir) -> None:
+    """On --resume: train on in the precision the run started with (its start event), not a new measurement --
+    a ratio near :data:`BF16_MIN_SPEEDUP` could otherwise flip the precision halfway through a run."""
+    from ..rundir import RunDir
+
+    run = RunDir(run_dir)
+    if recipe.train.precision != "auto" or training_device() != "cpu" or not run.metrics.exists():
+        return
+    start = next((r for r in run.read_metrics() if r.kind == "event" and r.event == "start"), None)
+    recorded = (start.extra.get("precision") or {}) if start else {}
+    if recorded.get("requested") != "auto":
+        return
+    try:
+        config, shape = _layer_config(recipe), _shape(recipe)
+    except Exception:  # noqa: BLE001 - nothing to keep: the run then measures, as it did when it started
+        return
+    fields = {k: v for k, v in recorded.items() if k in PrecisionChoice.__dataclass_fields__}
+    _DECISIONS[("cpu", *(getattr(config, k, None) for k in SHAPE_KEYS), *shape.values())] = PrecisionChoice(
+        **fields | {"reason": f"{recorded.get('reason', 'auto')} (when the run started; kept on resume)"})
+
+
 def _first_line(e: Exception) -> str:
     return f"{type(e).__name__}: {str(e).splitlines()[0][:120]}" if str(e) else type(e).__name__
