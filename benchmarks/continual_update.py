@@ -120,6 +120,11 @@ def train_from(recipe_overrides: list[str], init_from: Path | None, lr_scale: fl
     return time.perf_counter() - t0
 
 
+def artifact(run_dir: Path) -> Path:
+    """A finished run's trained artifact: ``model/`` (full, partial, hft) or ``adapter/``."""
+    return run_dir / "model" if (run_dir / "model").is_dir() else run_dir / "adapter"
+
+
 def score(run_dir: Path, files: dict[str, Path], caps) -> dict:
     """Key-fact recall per test set, stale answers on changed facts, forgetting against the base model."""
     from smalltune.data import load_examples
@@ -150,13 +155,12 @@ def run_arm(arm: str, seed: int, files: dict[str, Path], model: str | None, caps
     work = E.WORK / NAME / f"seed{seed}"
     v1 = work / "v1"
     train_from(overrides(files["initial"], v1, seed, model), None)
-    art = "adapter"
     seconds, gates = [], []
     if arm == "naive":
         prev = v1
         for k in (1, 2):
             out = work / f"naive-{k}"
-            seconds.append(train_from(overrides(files[f"batch{k}"], out, seed, model), prev / art))
+            seconds.append(train_from(overrides(files[f"batch{k}"], out, seed, model), artifact(prev)))
             prev = out
     elif arm == "scratch":
         for k in (1, 2):
