@@ -73,3 +73,18 @@ def test_score_batches_equal_single_examples(tiny_model_dir):
     single = [ppl_check.score(model, [it], tok.pad_token_id, progress=False)[0] for it in items]
     for b, s in zip(batched, single):
         assert len(b) == len(s) and max(abs(x - y) for x, y in zip(b, s)) < 1e-4
+
+
+def test_the_same_data_and_base_model_are_scored_once_per_process(tmp_path, tiny_model_dir, monkeypatch):
+    """The demo's two arms (and cv folds, tuning trials) audit the same data: the base model scores it once."""
+    monkeypatch.setattr(ppl_check, "_SCORES", {})
+    calls = []
+    real = ppl_check.score
+    monkeypatch.setattr(ppl_check, "score", lambda *a, **k: calls.append(1) or real(*a, **k))
+    path = write_jsonl(tmp_path / "t.jsonl", [chat(q, a) for q, a in ANSWERS])
+    first = audit(path, model=str(tiny_model_dir), max_length=128, progress=False).stats["perplexity"]
+    second = audit(path, model=str(tiny_model_dir), max_length=128, progress=False).stats["perplexity"]
+    assert first == second and len(calls) == 1
+    other = write_jsonl(tmp_path / "u.jsonl", [chat(q, a + " Thanks.") for q, a in ANSWERS])
+    audit(other, model=str(tiny_model_dir), max_length=128, progress=False)
+    assert len(calls) == 2  # other answers: scored again

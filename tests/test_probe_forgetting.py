@@ -61,7 +61,6 @@ def test_probe_scores_short_answers_with_a_paired_ci(make_recipe, tiny_model_dir
 
     def fake_generate(prompts, which, max_new_tokens=None, desc=""):
         calls.append((which, max_new_tokens, prompts))
-        assert ctx.batch_size == forgetting.ANSWER_BATCH  # short answers, bigger batches
         out = []
         for p in prompts:
             q = next(q for q in answers if q in p)
@@ -73,7 +72,7 @@ def test_probe_scores_short_answers_with_a_paired_ci(make_recipe, tiny_model_dir
     ctx.generate = fake_generate
     res = forgetting.run(ctx)
     assert [(w, t) for w, t, _ in calls] == [("base", 24), ("finetuned", 24)]
-    assert ctx.batch_size == 16  # the recipe's batch size is back for the next probe
+    assert ctx.settings().batch_size == 64  # generation batches are 4 evaluation batches (16)
     assert not any("dental" in p for p in calls[0][2])  # asked without the run's system prompt
     acc = res["general_accuracy"]
     assert acc["n"] == res["questions"]["asked"] == 200

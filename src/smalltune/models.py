@@ -125,6 +125,15 @@ def resolve(name: str, revision: str | None = None) -> Path | str:
         raise _not_found(name, f"not in the local hub cache, and {offline}") from None
 
 
+def weights_stamp(name: str) -> tuple | None:
+    """A local model folder's weight files (name, mtime, size): a folder rewritten in place is another base.
+    None for a built-in name or hub id (their files do not change under one name and revision)."""
+    folder = Path(name)
+    if not folder.is_dir():
+        return None
+    return tuple(sorted((f.name, f.stat().st_mtime_ns, f.stat().st_size) for f in folder.glob("*.safetensors")))
+
+
 def hub_offline_reason(timeout: float = 3.0) -> str | None:
     """Why the hub cannot be reached (``HF_HUB_OFFLINE`` set, no connection), or None when it can."""
     for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
