@@ -91,7 +91,7 @@ def comparisons_from_eval(run_dir: str | Path, n: int = 6) -> list:
 # The vanilla arm: what a user copies from a fine-tuning tutorial -- LoRA r=8 (alpha 16, dropout 0.05) on
 # every linear layer at lr 2e-4 for 3 epochs with transformers.Trainer's defaults (linear decay, no warmup,
 # no weight decay), the final weights, no validation-based stopping or selection, no guards: experiment 1's
-# "lora lr2e-4 3ep" arm (benchmarks/README.md: 6.9% key-fact recall where smalltune's plan reached 17.6%).
+# "lora lr2e-4 3ep" arm (benchmarks/README.md: 6.9% key-fact recall where smalltune's v4 plan reached 20.8%).
 VANILLA_OVERRIDES = ["method.name=lora", "method.r=8", "method.alpha=16", "method.dropout=0.05", "train.lr=2e-4",
                      "train.epochs=3", "train.scheduler=linear", "train.warmup_ratio=0", "train.weight_decay=0",
                      "guards.enabled=false", "early_stopping.enabled=false", "early_stopping.min_delta=0",
