@@ -42,7 +42,7 @@ class Band:
 # Method by size follows the seed research's guidance (LoRA / prefix under 1k examples, adapters up
 # to 100k, full fine-tuning beyond); epochs 2-3 normally; weight decay 0.01-0.05 and dropout 0.1-0.2,
 # stronger for less data. Under 1k examples: 5 epochs as an upper bound that the forgetting budget
-# ends (benchmarks/README.md "1c", v4: the runs stopped past +10% at 3.8 epochs, after the evaluation they
+# ends (benchmarks/README.md "1d": the 100-example runs stopped past +10% at 3.8 epochs, after the evaluation they
 # kept; 3 epochs to the end learned less, 17.6% key-fact recall; experiment 1: a 20-epoch plan stopped at
 # 9.2 epochs with its rate still ~56% of peak), rank 16 as in the demo. A model under 1B parameters whose
 # full fine-tuning fits is fully fine-tuned under 1k examples ("1c": 17.4% key-fact recall where LoRA at 1e-3
@@ -227,7 +227,7 @@ RULES: tuple[Rule, ...] = (
          lambda c: (MIN_DELTA, f"improvements under {MIN_DELTA:g} do not count")),
     Rule("guards.selection", "accuracy: the best validation token accuracy among evaluations whose validation "
          "perplexity is within guards.ppl_factor of its minimum (and within the forgetting budget)", "benchmarks/"
-         "README.md experiment 4 (26.6% key-fact recall where the lowest validation loss picked 14.6%) and 1c v4 "
+         "README.md experiment 4 (26.6% key-fact recall where the lowest validation loss picked 14.6%) and 1d "
          "(accuracy keeps learning key facts after the loss minimum)",
          lambda c: ("accuracy", "best validation token accuracy under the perplexity cap, within the budget")),
     Rule("guards.forgetting_budget", f"{FORGETTING_BUDGET:.0%} for every method", "an adapter leaves the base "
@@ -236,7 +236,7 @@ RULES: tuple[Rule, ...] = (
          lambda c: (FORGETTING_BUDGET, f"general-text perplexity may rise at most {FORGETTING_BUDGET:.0%} over the "
                                        f"base model's")),
     Rule("guards.forgetting_action", "stop: the budget is a constraint; the run ends past it and keeps the best "
-         "evaluation within it", "benchmarks/README.md 1c v4 (with accuracy selection and 5 epochs; a stop with "
+         "evaluation within it", "benchmarks/README.md 1d (with accuracy selection and 5 epochs; a stop with "
          "loss-based selection and a cosine schedule had ended a run at 1.9 epochs with 5.6% recall)",
          lambda c: ("stop", "the run stops past the budget; only evaluations within it are kept")),
 )
