@@ -46,7 +46,8 @@ def test_lock_of_a_killed_process_is_not_stale(make_recipe):
 
 
 def test_two_cli_runs_into_one_folder_one_fails_cleanly(make_recipe, tmp_path):
-    recipe = make_recipe(**{"train.max_steps": 2000, "eval.every_steps": 2000})  # long enough to overlap
+    # 2000 steps (epochs alone would end it after 16): long enough to overlap the second run's start
+    recipe = make_recipe(**{"train.max_steps": 2000, "train.epochs": 1000, "eval.every_steps": 2000})
     path = tmp_path / "recipe.yaml"
     recipe.save(path)
     cmd = [sys.executable, "-m", "smalltune", "train", str(path), "--no-progress"]
