@@ -272,3 +272,14 @@ def test_precision_auto_uses_a_loss_scaled_fp16_on_gpus_without_bf16(monkeypatch
     assert NumericalHealth.from_recipe(r).tolerate_inf_grad  # fp16 loss scaling makes inf gradients on purpose
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
     assert resolve_precision("auto") == "bf16" and not NumericalHealth.from_recipe(r).tolerate_inf_grad
+
+
+def test_a_budget_stop_that_kept_a_checkpoint_within_it_is_a_normal_end():
+    """v4 plans end at the forgetting budget: exit 1 only when nothing within it could be published."""
+    from smalltune.train.guards import unsafe_stop_message
+
+    assert unsafe_stop_message({"stopped": "forgetting_budget", "artifact_written": True}) is None
+    assert "forgetting_budget guard" in unsafe_stop_message({"stopped": "forgetting_budget", "artifact_written": False,
+                                                             "stop_message": "no evaluation within the budget"})
+    assert "numerical guard" in unsafe_stop_message({"stopped": "numerical", "artifact_written": True})
+    assert unsafe_stop_message({"stopped": "completed", "artifact_written": True}) is None

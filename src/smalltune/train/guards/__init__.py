@@ -29,10 +29,15 @@ UNSAFE_STOPS = ("numerical", "forgetting_budget")
 
 
 def unsafe_stop_message(summary: dict) -> str | None:
-    """One line for a run a guard stopped for safety (a finding: exit code 1), else None."""
-    if summary.get("stopped") not in UNSAFE_STOPS:
+    """One line for a run a guard stopped for safety (a finding: exit code 1), else None.
+
+    The forgetting budget is a constraint since the v4 defaults (benchmarks/README.md 1d): its stop is how a
+    planned run ends, and a run that published a checkpoint within the budget succeeded. It is a finding only
+    when no evaluation was within the budget, so nothing was written."""
+    stopped = summary.get("stopped")
+    if stopped not in UNSAFE_STOPS or (stopped == "forgetting_budget" and summary.get("artifact_written")):
         return None
-    return f"training stopped by the {summary['stopped']} guard: {summary.get('stop_message', '')}".rstrip(": ")
+    return f"training stopped by the {stopped} guard: {summary.get('stop_message', '')}".rstrip(": ")
 
 
 def build_guards(recipe) -> GuardSet:
