@@ -121,10 +121,15 @@ def _measured(recipe, device: str) -> PrecisionChoice:
         config, shape = _layer_config(recipe), _shape(recipe)
     except Exception as e:  # noqa: BLE001 - a model that cannot be read fails in its own load, with its own error
         return PrecisionChoice("fp32", "auto", f"auto: fp32, not measured ({_first_line(e)})", device)
-    key = (device, *(getattr(config, k, None) for k in SHAPE_KEYS), *shape.values())
+    key = _key(device, config, shape)
     if key not in _DECISIONS:
         _DECISIONS[key] = _measure(config, shape, device)
     return _DECISIONS[key]
+
+
+def _key(device: str, config, shape: dict) -> tuple:
+    """What a decision depends on: the device, the layer's shape and the batch shape."""
+    return (device, *(getattr(config, k, None) for k in SHAPE_KEYS), *shape.values())
 
 
 AUTO: dict[str, Callable[..., PrecisionChoice]] = {"cuda": _gpu, "cpu": _measured}  # else _fp32_elsewhere
@@ -220,7 +225,7 @@ def keep_recorded(recipe, run_dir) -> None:
     except Exception:  # noqa: BLE001 - nothing to keep: the run then measures, as it did when it started
         return
     fields = {k: v for k, v in recorded.items() if k in PrecisionChoice.__dataclass_fields__}
-    _DECISIONS[("cpu", *(getattr(config, k, None) for k in SHAPE_KEYS), *shape.values())] = PrecisionChoice(
+    _DECISIONS[_key("cpu", config, shape)] = PrecisionChoice(
         **fields | {"reason": f"{recorded.get('reason', 'auto')} (when the run started; kept on resume)"})
 
 

@@ -20,6 +20,8 @@ from ..results import _clean, metric
 from . import PROBES, Probe
 
 ANSWER_TOKENS = 24  # short factual answers come first; longer generations only cost time (docs/evaluation.md)
+
+
 def _questions(ctx) -> list[tuple[str, str, tuple[str, ...]]]:
     """(kind, question, accepted answers): a seeded sample of the pool, each kind in its share of the pool."""
     pool = general_questions()
