@@ -118,3 +118,16 @@ def test_checkpoint_cadence_writes_none_in_a_short_run_and_changes_nothing(make_
     assert RunDir(every.run_dir).step_checkpoints() and not RunDir(rare.run_dir).step_checkpoints()
     a, b = adapter(every.run_dir), adapter(rare.run_dir)
     assert all(torch.equal(a[k], b[k]) for k in a) and rare.best_step == every.best_step
+
+
+def test_resume_of_a_finished_run_returns_its_summary_and_trains_nothing(make_recipe, tmp_path, monkeypatch):
+    # The last --resume checkpoint outlives the run, its best-model snapshots do not: training on from that
+    # checkpoint redid the steps after it and then failed to find the chosen step's weights.
+    out = str(tmp_path / "run")
+    done = train(make_recipe(**COMMON, output_dir=out), progress=False)
+    before = adapter(out)
+    metrics = RunDir(out).metrics.read_text()
+    crash_at_call(monkeypatch, 1)  # any training step would now raise
+    again = train(make_recipe(**COMMON, output_dir=out), resume=True, progress=False)
+    assert again.to_dict() == done.to_dict() and RunDir(out).metrics.read_text() == metrics
+    assert all(torch.equal(before[k], v) for k, v in adapter(out).items())

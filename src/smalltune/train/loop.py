@@ -12,6 +12,7 @@ and check -> best checkpoint -> periodic checkpoint for --resume (every ``train.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -83,6 +84,8 @@ def train(recipe, resume: bool = False, progress: bool = True, base: Base | None
     # Each building step is agreed by every rank: one rank's user error stops all of them at once.
     run = on_every_rank(accelerator, lambda: open_run_dir(recipe, resume, main=accelerator.is_main_process))  # locks first
     try:
+        if resume and run.train_summary.exists():  # finished: its snapshots are gone, the last checkpoint is stale
+            return _finished(run, verbose and accelerator.is_main_process)
         set_seed(recipe.train.seed)
 
         def load_and_prepare():
@@ -274,6 +277,15 @@ def _load(recipe):
     from ..models import load_from_recipe
 
     return load_from_recipe(recipe)
+
+
+def _finished(run: RunDir, verbose: bool) -> TrainResult:
+    """``--resume`` on a run that already finished: its summary, nothing trained again (training from its
+    last checkpoint would redo the steps after it and could not find the dropped best-model snapshots)."""
+    result = TrainResult.from_dict(json.loads(run.train_summary.read_text(encoding="utf-8")), str(run.train_summary))
+    if verbose:
+        console.info(f"{run.path}: training already finished ({result.stopped} at step {result.steps}); nothing to resume")
+    return result
 
 
 def _checkpoint_due(state: LoopState, now: float, minutes: float) -> bool:
