@@ -108,7 +108,10 @@ def build_optimizer(model, t) -> torch.optim.Optimizer:
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
     groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=t.lr)
+    # fused: one kernel over every tensor instead of PyTorch's per-tensor Python loop (its CPU default). For
+    # the 135M model's 272 tensors on 1 CPU thread a step took 0.21 s instead of 0.73 s, the weights equal to
+    # 3e-8 (benchmarks/optimizer_step.py); CUDA, MPS and XPU have the kernel too.
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=t.lr, fused=True)
 
 
 def build_scheduler(optimizer, t, total_steps: int):
