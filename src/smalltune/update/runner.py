@@ -97,7 +97,7 @@ def update_lr(recipe) -> float:
     if recipe.update.lr:
         return recipe.update.lr
     rate = METHODS.get(recipe.method.name, "method.name").rate
-    return recipe.train.lr * rate.update_lr / rate.lr
+    return float(f"{recipe.train.lr * rate.update_lr / rate.lr:.6g}")  # 1.5e-05 in the recipe, not 1.4999999999999999e-05
 
 
 def _sha256(path) -> str:
