@@ -1,7 +1,10 @@
 """Batched greedy generation with a KV cache, used by the demo and by evaluation.
 
-Prompts are left-padded so every row's next token sits in the last column; padding is masked by
-the attention mask (SmolLM2's pad token is its end token, so ids cannot tell them apart).
+Prompts are sorted by length and batched; in a batch, the tokens every prompt starts with (a chat
+template's opening) are run once, and each row's own tokens are right-aligned after masked padding so
+every row's next token sits in the last column (SmolLM2's pad token is its end token, so ids cannot
+tell padding apart: the attention mask does). Answers are those of one prompt at a time
+(benchmarks/README.md, "Generation": the same 128 greedy answers, 27% less time).
 """
 
 from __future__ import annotations
@@ -47,32 +50,82 @@ def generate_text(model, tokenizer, prompts: list[str], settings: GenerationSett
     ['! How can I help you today?']
     """
     s = settings or GenerationSettings()
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # similar lengths, less padding
+    ids = [tokenizer(p, add_special_tokens=False).input_ids for p in prompts]
+    order = sorted(range(len(prompts)), key=lambda i: len(ids[i]))  # similar lengths, less padding
     answers: list[str] = [""] * len(prompts)
     was_training = model.training
     model.eval()
-    old_side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
     device = next(model.parameters()).device
+    # Sampling draws from the model's own distribution: temperature 1 and no top-k/top-p truncation,
+    # whatever the model's generation_config suggests for chat.
+    sampling = dict(do_sample=True, temperature=1.0, top_k=0, top_p=1.0) if s.do_sample else dict(do_sample=False)
+    # peft's prefix and prompt tuning put their virtual tokens into the first step's cache or inputs themselves
+    share = not getattr(getattr(model, "active_peft_config", None), "is_prompt_learning", False)
     try:
         for start in range(0, len(order), s.batch_size):
             idx = order[start: start + s.batch_size]
-            enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False)
-            enc = {k: v.to(device) for k, v in enc.items()}
-            # Sampling draws from the model's own distribution: temperature 1 and no top-k/top-p truncation,
-            # whatever the model's generation_config suggests for chat.
-            sampling = dict(do_sample=True, temperature=1.0, top_k=0, top_p=1.0) if s.do_sample else dict(do_sample=False)
+            batch = _batch([ids[i] for i in idx], tokenizer.pad_token_id, device, share=share)
+            batch |= _prefix_cache(model, batch.pop("prefix"), len(idx))
             with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
                 torch.manual_seed(s.seed + start)
-                out = model.generate(**enc, max_new_tokens=s.max_new_tokens, **sampling,
+                out = model.generate(**batch, max_new_tokens=s.max_new_tokens, **sampling,
                                      pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-            new = out[:, enc["input_ids"].shape[1]:]
+            new = out[:, batch["input_ids"].shape[1]:]
             for i, row in zip(idx, new):
                 answers[i] = tokenizer.decode(row, skip_special_tokens=True).strip()
             if progress is not None:
                 progress.update(len(idx))
     finally:
-        tokenizer.padding_side = old_side
         if was_training:
             model.train()
     return answers
+
+
+# A shared prefix shorter than this is not worth a separate forward pass.
+MIN_SHARED_PREFIX = 8
+
+
+def _batch(rows: list[list[int]], pad_id: int, device, share: bool = True) -> dict:
+    """One generation batch: the token prefix every row shares, then each row's padding, then its own tokens.
+
+    Chat prompts share their template's opening (SmolLM2's default system prompt is ~25 of a general
+    question's ~40 tokens), so the shared part is run once (:func:`_prefix_cache`) instead of once per
+    row. The padding sits between the shared part and each row's own tokens, masked out; positions come
+    from the attention mask, so every row sees the positions it would see alone (left padding, the usual
+    batching, is the case of an empty shared part).
+    """
+    shared = _shared_length(rows) if share else 0
+    if shared < MIN_SHARED_PREFIX or len(rows) == 1:
+        shared = 0
+    width = max(len(r) for r in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for row, r in enumerate(rows):
+        input_ids[row, :shared] = torch.tensor(r[:shared], dtype=torch.long)
+        mask[row, :shared] = 1
+        own = r[shared:]
+        input_ids[row, width - len(own):] = torch.tensor(own, dtype=torch.long)
+        mask[row, width - len(own):] = 1
+    return {"input_ids": input_ids.to(device), "attention_mask": mask.to(device),
+            "prefix": input_ids[:1, :shared].to(device)}
+
+
+def _shared_length(rows: list[list[int]]) -> int:
+    """Tokens every row starts with, leaving each row at least one token of its own to start generating."""
+    limit = min(len(r) for r in rows) - 1
+    first = rows[0]
+    n = 0
+    while n < limit and all(r[n] == first[n] for r in rows):
+        n += 1
+    return n
+
+
+def _prefix_cache(model, prefix: torch.Tensor, batch_size: int) -> dict:
+    """``generate``'s cache argument: the shared prefix's KV cache, computed once and repeated for every row
+    (empty when there is no shared prefix)."""
+    if prefix.shape[1] == 0:
+        return {}
+    out = model(input_ids=prefix, attention_mask=torch.ones_like(prefix), use_cache=True)
+    name = "cache" if "cache" in out else "past_key_values"  # transformers renamed it during 5.x
+    out[name].batch_repeat_interleave(batch_size)
+    return {name: out[name]}
