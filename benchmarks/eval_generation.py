@@ -6,6 +6,7 @@ prompts (the demo's training questions), greedy decoding and the same max_new_to
 is measured in one process so machine load affects both alike.
 
     .venv/bin/python benchmarks/eval_generation.py --n 32 --max-new-tokens 32 --batch-size 16
+    .venv/bin/python benchmarks/eval_generation.py --prefix --n 200 --max-new-tokens 24 --batch-size 64
 
 Results are recorded in benchmarks/README.md.
 """
@@ -28,7 +29,11 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=32)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--model", default="smollm2-135m-instruct")
+    ap.add_argument("--prefix", action="store_true",
+                    help="instead: the batch's shared opening run once vs plain left padding, on the general questions")
     args = ap.parse_args()
+    if args.prefix:
+        return shared_prefix(args)
 
     import torch
 
@@ -56,6 +61,35 @@ def main() -> None:
         "threads": torch.get_num_threads(), "one_at_a_time_s": round(t_single, 2), "batched_s": round(t_batched, 2),
         "speedup": round(t_single / t_batched, 2), "prompts_per_s_batched": round(len(convs) / t_batched, 2),
         "identical_answers": f"{same}/{len(convs)}",
+    }, indent=2))
+
+
+def shared_prefix(args) -> None:
+    """The general questions of the forgetting probe (no system prompt: the template's default one is the
+    shared opening), answered with the batch's opening run once and with plain left padding, alternating."""
+    import torch
+
+    from smalltune.data.reference import general_questions
+    from smalltune.data.tokenize import render
+    from smalltune.generate import GenerationSettings, generate_text
+    from smalltune.models import load_model
+
+    model, tok = load_model(args.model)
+    prompts = [render(tok, [{"role": "user", "content": q}], add_generation_prompt=True)
+               for _, q, _ in general_questions()[: args.n]]
+    times: dict[bool, list[float]] = {True: [], False: []}
+    answers = {}
+    for rnd in range(2):
+        for share in ((True, False) if rnd == 0 else (False, True)):
+            t = time.perf_counter()
+            answers[share] = generate_text(model, tok, prompts, GenerationSettings(
+                max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, share_prefix=share))
+            times[share].append(round(time.perf_counter() - t, 2))
+    print(json.dumps({
+        "prompts": len(prompts), "max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size,
+        "threads": torch.get_num_threads(), "shared_prefix_s": times[True], "left_padding_s": times[False],
+        "speedup": round(min(times[False]) / min(times[True]), 2),
+        "identical_answers": f"{sum(a == b for a, b in zip(answers[True], answers[False]))}/{len(prompts)}",
     }, indent=2))
 
 

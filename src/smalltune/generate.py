@@ -25,6 +25,7 @@ class GenerationSettings:
     batch_size: int = _EVAL.batch_size
     do_sample: bool = False  # greedy: reproducible, and what memorization tests need
     seed: int = 0  # sampling only: the draws of each batch are seeded (the global RNG is left untouched)
+    share_prefix: bool = True  # run a batch's common opening once (same answers; False: plain left padding)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -60,7 +61,7 @@ def generate_text(model, tokenizer, prompts: list[str], settings: GenerationSett
     # whatever the model's generation_config suggests for chat.
     sampling = dict(do_sample=True, temperature=1.0, top_k=0, top_p=1.0) if s.do_sample else dict(do_sample=False)
     # peft's prefix and prompt tuning put their virtual tokens into the first step's cache or inputs themselves
-    share = not getattr(getattr(model, "active_peft_config", None), "is_prompt_learning", False)
+    share = s.share_prefix and not getattr(getattr(model, "active_peft_config", None), "is_prompt_learning", False)
     try:
         for start in range(0, len(order), s.batch_size):
             idx = order[start: start + s.batch_size]
