@@ -32,14 +32,19 @@ def validation_facts(example) -> list[str]:
     return list(example.meta.get("key_facts") or key_facts(example))
 
 
+def trial_forgetting(result) -> float:
+    """The forgetting guard's number at the trial's chosen checkpoint (inf when it measured none)."""
+    forgetting = (result.best_metrics or {}).get("forgetting")
+    return float(forgetting) if forgetting is not None else float("inf")
+
+
 def score_trial(result, base, recipe, validation: list, max_new_tokens: int = 48) -> Scores:
     """Scores of a finished trial; ``base`` is the search's loaded base model (a fresh copy is used)."""
     from ..evaluate.metrics import key_fact_recall
     from ..generate import GenerationSettings, generate
     from ..train.methods import METHODS
 
-    forgetting = (result.best_metrics or {}).get("forgetting")
-    forgetting = float(forgetting) if forgetting is not None else float("inf")
+    forgetting = trial_forgetting(result)
     with_facts = [(ex, facts) for ex in validation if (facts := validation_facts(ex))]
     if not with_facts or not result.artifact_written:
         loss = (result.best_metrics or {}).get("eval_loss", float("inf"))

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from ..errors import SmalltuneError
 from ..rundir import RunLock, atomic_write_json
-from .objectives import score_trial
+from .objectives import score_trial, trial_forgetting
 from .pruning import HalvingPruner
 from .space import methods_that_fit, suggest
 
@@ -137,15 +137,17 @@ def tune(recipe, resume: bool = False, progress: bool = True, trials: int | None
             trial_recipe = recipe_from_dict(raw, overrides)
             pruner = HalvingPruner(trial, study, recipe.tune.halving_rate)
             result = train(trial_recipe, base=base, splits=splits, progress=False, verbose=False, plugins=[pruner])
-            scores = score_trial(result, base, trial_recipe, splits.validation)
             trial.set_user_attr("run_dir", str(out))
-            trial.set_user_attr("result", {"steps": result.steps, "epochs": result.epochs, "stopped": result.stopped,
-                                           "seconds": round(time.perf_counter() - t0, 1),
-                                           "quality_name": scores.quality_name})
-            trial.set_constraint(BUDGET_CONSTRAINT, scores.forgetting - budget)
-            durations.append(time.perf_counter() - t0)
-            if pruner.pruned_at is not None:
+            info = {"steps": result.steps, "epochs": result.epochs, "stopped": result.stopped}
+            trial.set_constraint(BUDGET_CONSTRAINT, trial_forgetting(result) - budget)
+            if pruner.pruned_at is not None:  # not scored: its answers cost more than its training (1d's tuned arm)
+                trial.set_user_attr("result", info | {"seconds": round(time.perf_counter() - t0, 1)})
+                durations.append(time.perf_counter() - t0)
                 raise optuna.TrialPruned(f"stopped at step {pruner.pruned_at}")
+            scores = score_trial(result, base, trial_recipe, splits.validation)
+            trial.set_user_attr("result", info | {"seconds": round(time.perf_counter() - t0, 1),
+                                                  "quality_name": scores.quality_name})
+            durations.append(time.perf_counter() - t0)
             return scores.quality, scores.forgetting
 
         def after(study, trial):
