@@ -26,7 +26,7 @@ from ..schema import TrainSummary
 from .checkpoint import clean_interrupted, latest_checkpoint, load_checkpoint, prune_checkpoints, rng_state, save_checkpoint
 from .data import PreparedData, prepare_data
 from .guards import UNSAFE_STOPS, drop_snapshots, keep_best, restore_best, snapshot_path
-from .loss import causal_lm_loss, dataset_metrics
+from .loss import batch_logits, causal_lm_loss, dataset_metrics, keeps_logits
 from .plugins import GuardEvent, PluginEnv
 from .precision import choose_precision, keep_recorded
 from .ranks import agreed, on_every_rank, over_ranks, set_epoch, shared_output_dir
@@ -119,10 +119,12 @@ def fit(parts: Parts, data: PreparedData, run: RunDir, resume: bool = False, pro
     step = plugins.wrap_step(PlainStep(acc, list(model.parameters())))  # plain backward, or SAM's two passes
     regularizers = [x.name for x in plugins if x.name in _regularizer_names()]
 
+    keep = keeps_logits(p.unwrapped)  # logits only where a label follows (loss.scored_positions)
+
     def objective(batch):
         """(task loss, total loss to minimise = task loss + plugin penalties) of one micro-batch."""
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        task = causal_lm_loss(logits, batch["labels"])
+        logits, labels = batch_logits(model, batch, keep)
+        task = causal_lm_loss(logits, labels)
         return task, task + plugins.penalty(model)
 
     def validation_metrics() -> dict:

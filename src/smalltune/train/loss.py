@@ -28,6 +28,44 @@ def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return losses.sum() / n
 
 
+def scored_positions(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where the output layer must run for the loss, and the labels aligned to those positions.
+
+    Only a position whose next token carries a label (in any row) needs logits: prompt positions never
+    reach the vocabulary-wide output projection and its softmax (49k columns for SmolLM2, a fifth of the
+    model's matmul work per token and the largest activations of a step). Returns ``(positions, aligned)``
+    with ``causal_lm_loss(logits[:, positions], aligned) == causal_lm_loss(logits, labels)``: the scored
+    positions plus the last one (it predicts nothing; the shift drops it), and the label one ahead of each
+    scored position behind a placeholder first column.
+    """
+    scored = (labels[:, 1:] != IGNORE).any(0).nonzero().squeeze(1)
+    positions = torch.cat([scored, scored.new_tensor([labels.shape[1] - 1])])
+    return positions, torch.cat([labels[:, :1], labels[:, scored + 1]], dim=1)
+
+
+def keeps_logits(model) -> bool:
+    """Whether ``model`` computes logits at chosen positions only (transformers' ``logits_to_keep``).
+
+    Not for peft's prefix and prompt tuning: prompt tuning prepends virtual positions that a hook trims
+    from the logits afterwards, so kept positions would be shifted."""
+    import inspect
+
+    if getattr(getattr(model, "active_peft_config", None), "is_prompt_learning", False):
+        return False
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "logits_to_keep" in inspect.signature(inner.forward).parameters
+
+
+def batch_logits(model, batch: dict, keep: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, labels) of a batch for :func:`causal_lm_loss` / :func:`token_losses`; with ``keep``, only at
+    :func:`scored_positions` (same losses, a cheaper forward and backward)."""
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    if not keep:
+        return model(**inputs).logits, batch["labels"]
+    positions, labels = scored_positions(batch["labels"])
+    return model(**inputs, logits_to_keep=positions).logits, labels
+
+
 @torch.no_grad()
 def item_token_stats(model, items, batch_size: int, device, pad_id: int, autocast=None) -> list[tuple[float, int, int]]:
     """Per tokenised item: (summed next-token loss, labelled tokens, correct next-token predictions).
@@ -36,12 +74,12 @@ def item_token_stats(model, items, batch_size: int, device, pad_id: int, autocas
     """
     was_training = model.training
     model.eval()
+    keep = keeps_logits(model)
     out: list[tuple[float, int, int]] = [(0.0, 0, 0)] * len(items)
     for idx in eval_batches(items, batch_size):
         batch = {k: v.to(device) for k, v in collate([items[i] for i in idx], pad_id).items()}
         with autocast() if autocast else contextlib.nullcontext():
-            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        labels = batch["labels"]
+            logits, labels = batch_logits(model, batch, keep)
         mask = labels[:, 1:] != IGNORE
         losses = token_losses(logits, labels) * mask
         correct = (logits[:, :-1].argmax(-1) == labels[:, 1:]) & mask

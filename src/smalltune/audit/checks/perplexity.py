@@ -52,27 +52,13 @@ def score(model, items, pad_id: int, batch_size: int = BATCH_SIZE, progress: boo
 
 
 def _batch_losses(model, batch):
-    """Next-token losses at the positions whose next token is an assistant token.
-
-    The same loss as ``train.loss.token_losses``, but the output layer runs only on the positions
-    scored in some row of the batch (``logits_to_keep``): prompt positions never reach the
-    49k-wide vocabulary projection or the softmax, which keeps scoring as cheap as a forward pass.
-    """
-    import torch.nn.functional as F
-
+    """Next-token losses at the positions whose next token is an assistant token (``train.loss``'s loss,
+    with the output layer run only where some row of the batch is scored: ``scored_positions``)."""
     from ...data.tokenize import IGNORE
+    from ...train.loss import batch_logits, keeps_logits, token_losses
 
-    target = batch["labels"][:, 1:]
-    keep = (target != IGNORE).any(0).nonzero().squeeze(1)
-    kwargs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
-    try:
-        logits = model(**kwargs, logits_to_keep=keep).logits
-    except TypeError:  # a model without logits_to_keep: full logits, then the same positions
-        logits = model(**kwargs).logits[:, keep]
-    target = target[:, keep]
-    losses = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), target.reshape(-1),
-                             ignore_index=IGNORE, reduction="none").view(target.shape)
-    return losses, target != IGNORE
+    logits, labels = batch_logits(model, batch, keeps_logits(model))
+    return token_losses(logits, labels), labels[:, 1:] != IGNORE
 
 
 @CHECKS.register("perplexity")
