@@ -4,7 +4,7 @@ Prompts are sorted by length and batched; in a batch, the tokens every prompt st
 template's opening) are run once, and each row's own tokens are right-aligned after masked padding so
 every row's next token sits in the last column (SmolLM2's pad token is its end token, so ids cannot
 tell padding apart: the attention mask does). Answers are those of one prompt at a time
-(benchmarks/README.md, "Generation": the same 128 greedy answers, 27% less time).
+(benchmarks/README.md, "The shared opening run once": 200/200 identical greedy answers, 1.5x faster).
 """
 
 from __future__ import annotations

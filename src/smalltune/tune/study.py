@@ -138,16 +138,15 @@ def tune(recipe, resume: bool = False, progress: bool = True, trials: int | None
             pruner = HalvingPruner(trial, study, recipe.tune.halving_rate)
             result = train(trial_recipe, base=base, splits=splits, progress=False, verbose=False, plugins=[pruner])
             trial.set_user_attr("run_dir", str(out))
-            info = {"steps": result.steps, "epochs": result.epochs, "stopped": result.stopped}
             trial.set_constraint(BUDGET_CONSTRAINT, trial_forgetting(result) - budget)
-            if pruner.pruned_at is not None:  # not scored: its answers cost more than its training (1d's tuned arm)
-                trial.set_user_attr("result", info | {"seconds": round(time.perf_counter() - t0, 1)})
-                durations.append(time.perf_counter() - t0)
-                raise optuna.TrialPruned(f"stopped at step {pruner.pruned_at}")
-            scores = score_trial(result, base, trial_recipe, splits.validation)
-            trial.set_user_attr("result", info | {"seconds": round(time.perf_counter() - t0, 1),
-                                                  "quality_name": scores.quality_name})
+            # a pruned trial is not scored: its validation answers cost more than its training (1d's tuned arm)
+            scores = None if pruner.pruned_at is not None else score_trial(result, base, trial_recipe, splits.validation)
+            trial.set_user_attr("result", {"steps": result.steps, "epochs": result.epochs, "stopped": result.stopped,
+                                           "seconds": round(time.perf_counter() - t0, 1),
+                                           "quality_name": scores.quality_name if scores else ""})
             durations.append(time.perf_counter() - t0)
+            if scores is None:
+                raise optuna.TrialPruned(f"stopped at step {pruner.pruned_at}")
             return scores.quality, scores.forgetting
 
         def after(study, trial):
