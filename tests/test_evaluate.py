@@ -179,3 +179,28 @@ def test_a_second_evaluation_in_one_process_reuses_the_base_models_results(lora_
     for probe in ("task", "forgetting"):
         assert second["probes"][probe] == first["probes"][probe]
     assert [s["base"] for s in second["samples"]] == [s["base"] for s in first["samples"]]
+
+
+def test_every_probe_declares_its_prompts_so_generation_runs_once_per_model_and_length(lora_run, monkeypatch):
+    """The runner answers all probes' prompts up front; a probe that generated something it had not declared
+    would start a pass of its own (each pass costs its decoding steps whatever its size)."""
+    from smalltune.evaluate import context
+
+    monkeypatch.setattr(context, "_BASE_RESULTS", {})
+    calls, state = [], {"prefetched": False}
+    real_generate, real_prefetch = context.generate_text, context.EvalContext.prefetch
+
+    def spy(model, tok, prompts, settings, progress=None):
+        calls.append((state["prefetched"], settings.max_new_tokens, len(prompts)))
+        return real_generate(model, tok, prompts, settings, progress=progress)
+
+    def prefetch(self, requests):
+        real_prefetch(self, requests)
+        state["prefetched"] = True
+
+    monkeypatch.setattr(context, "generate_text", spy)
+    monkeypatch.setattr(context.EvalContext, "prefetch", prefetch)
+    evaluate(lora_run, quick=True, progress=False)
+    lengths = {new for _, new, _ in calls}
+    assert calls and not [c for c in calls if c[0]]  # nothing generated after the prefetch
+    assert len(calls) == 2 * len(lengths) and len(lengths) >= 2  # base and fine-tuned, one pass per answer length

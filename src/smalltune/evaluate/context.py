@@ -127,6 +127,17 @@ class EvalContext:
                 cache[(settings.max_new_tokens, p)] = o
         return [cache[(settings.max_new_tokens, p)] for p in prompts]
 
+    def prefetch(self, requests) -> None:
+        """Answer every probe's prompts up front, one generation pass per model and answer length: a pass costs
+        its ~40 decoding steps whatever its size, and the quick evaluation's probes ask 8-16 prompts each
+        (benchmarks/README.md, "One generation pass per model"). The probes then read the cache."""
+        by_length: dict[int, list[str]] = {}
+        for prompts, new in requests:
+            by_length.setdefault(new or self.caps.max_new_tokens, []).extend(prompts)
+        for which in MODELS:
+            for new, prompts in by_length.items():
+                self.generate(prompts, which, new, "answers")
+
     def render(self, conversation: list[dict]) -> str:
         from ..data.tokenize import render
 

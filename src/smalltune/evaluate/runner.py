@@ -71,15 +71,16 @@ def evaluate(run_dir, test=None, reference=None, quick: bool = False, probes=Non
     ctx = EvalContext(model=model, tokenizer=tok, recipe=recipe, run_dir=run.path, caps=caps, seed=seed,
                       test=heldout, test_source=source, reference_texts=texts, reference_source=ref_source,
                       progress=progress, batch_size=recipe.eval.batch_size)
-    results, skipped = {}, {}
+    chosen, skipped = {}, {}
     for name, probe in PROBES.items():
         if wanted is not None and name not in wanted:
             continue
-        reason = probe.applies(ctx)
-        if reason:
+        if reason := probe.applies(ctx):
             skipped[name] = reason
-            continue
-        results[name] = probe.run(ctx)
+        else:
+            chosen[name] = probe
+    ctx.prefetch([request for probe in chosen.values() for request in probe.prompts(ctx)])
+    results = {name: probe.run(ctx) for name, probe in chosen.items()}
     training = read_training(run)
     settings = EvalSettings(
         generation={**ctx.settings().to_dict(), "greedy": True},

@@ -1,7 +1,8 @@
 """Evaluation probes: one registry, one plugin shape.
 
 A probe is one short module that registers a :class:`Probe`: ``applies(ctx)`` says why it cannot
-run (or None when it can), ``run(ctx)`` returns its section of ``eval.json``. Every number inside
+run (or None when it can), ``prompts(ctx)`` lists what it will ask the models, ``run(ctx)`` returns
+its section of ``eval.json``. Every number inside
 that section uses the metric shape of :func:`smalltune.evaluate.results.metric`.
 """
 
@@ -18,6 +19,9 @@ class Probe:
     help: str
     run: Callable  # (EvalContext) -> dict
     applies: Callable = lambda ctx: None  # (EvalContext) -> reason it cannot run, or None
+    # (EvalContext) -> [(rendered prompts, max_new_tokens or None for the caps')] that ``run`` will generate:
+    # the runner answers every probe's prompts together before any probe runs (EvalContext.prefetch)
+    prompts: Callable = lambda ctx: []
 
 
 PROBES: Registry[Probe] = Registry("evaluation probe")

@@ -10,7 +10,7 @@ from .. import metrics as M
 from ..context import MODELS
 from ..results import metric
 from . import PROBES, Probe
-from .task import test_prompts
+from .task import requests, test_prompts
 
 
 def run(ctx) -> dict:
@@ -33,4 +33,4 @@ def run(ctx) -> dict:
 
 
 PROBES.register("diversity")(Probe("distinct-n and repetition of answers", run,
-                                   lambda ctx: None if ctx.test else "no held-out examples"))
+                                   lambda ctx: None if ctx.test else "no held-out examples", requests))

@@ -41,6 +41,11 @@ def is_correct(answer: str, accepted: tuple[str, ...]) -> bool:
     return any(M.contains_answer(answer, ref) for ref in accepted)
 
 
+def requests(ctx) -> list[tuple[list[str], int]]:
+    prompts = [ctx.render([{"role": "user", "content": q}]) for _, q, _ in _questions(ctx)]
+    return [(prompts, min(ANSWER_TOKENS, ctx.caps.max_new_tokens))]
+
+
 def run(ctx) -> dict:
     res = {"reference_source": ctx.reference_source}
     texts = ctx.sample(ctx.reference_texts, ctx.caps.reference_paragraphs, "reference")
@@ -57,9 +62,8 @@ def run(ctx) -> dict:
                                             "ci": [_clean(ci[0]), _clean(ci[1])], "n": len(items)}
 
     questions = _questions(ctx)
-    prompts = [ctx.render([{"role": "user", "content": q}]) for _, q, _ in questions]
-    answers = {m: ctx.generate(prompts, m, min(ANSWER_TOKENS, ctx.caps.max_new_tokens), "general questions")
-               for m in MODELS}
+    (prompts, new), = requests(ctx)
+    answers = {m: ctx.generate(prompts, m, new, "general questions") for m in MODELS}
     correct = {m: [float(is_correct(a, refs)) for a, (_, _, refs) in zip(answers[m], questions)] for m in MODELS}
     res["general_accuracy"] = metric(correct["base"], correct["finetuned"], seed=ctx.seed)
     for kind in ("capital", "trivia"):
@@ -79,4 +83,4 @@ def _applies(ctx):
     return None if ctx.reference_texts else "no reference text"
 
 
-PROBES.register("forgetting")(Probe("general-text perplexity and general questions", run, _applies))
+PROBES.register("forgetting")(Probe("general-text perplexity and general questions", run, _applies, requests))

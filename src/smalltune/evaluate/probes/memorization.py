@@ -46,17 +46,14 @@ def _score(tok, output: str, target: str) -> dict:
             "memorized": float(verbatim or sim >= NEAR), "length": len(tgt_t)}
 
 
-def run(ctx) -> dict:
+def _inputs(ctx):
+    """(sampled training examples, their prompts, targets, answer length, prefix prompts, their suffixes)."""
     tok = ctx.tokenizer
     examples = ctx.sample(training_examples(ctx.recipe, ctx.run_dir), ctx.caps.memorization, "memorization")
     prompts = [ctx.render(ex.prompt(ctx.system_prompt)) for ex in examples]
     targets = [ex.target for ex in examples]
     longest = max(len(_tokens(tok, t)) for t in targets)
     new = max(8, min(longest + 8, max(ctx.caps.max_new_tokens, MIN_RUN + 8)))
-    scores = {m: [_score(tok, o, t) for o, t in zip(ctx.generate(prompts, m, new, "memorization"), targets)]
-              for m in MODELS}
-    outputs = {m: ctx.generate(prompts, m, new) for m in MODELS}  # cached
-
     # Prefix extraction: the first half of the answer is given, the rest must follow.
     pre_prompts, suffixes = [], []
     for p, t in zip(prompts[: ctx.caps.prefix], targets[: ctx.caps.prefix]):
@@ -65,6 +62,20 @@ def run(ctx) -> dict:
             half = len(ids) // 2
             pre_prompts.append(p + tok.decode(ids[:half]).lstrip())
             suffixes.append(tok.decode(ids[half:]))
+    return examples, prompts, targets, new, pre_prompts, suffixes
+
+
+def requests(ctx) -> list[tuple[list[str], int]]:
+    _, prompts, _, new, pre_prompts, _ = _inputs(ctx)
+    return [(prompts, new), (pre_prompts, new)]
+
+
+def run(ctx) -> dict:
+    tok = ctx.tokenizer
+    examples, prompts, targets, new, pre_prompts, suffixes = _inputs(ctx)
+    scores = {m: [_score(tok, o, t) for o, t in zip(ctx.generate(prompts, m, new, "memorization"), targets)]
+              for m in MODELS}
+    outputs = {m: ctx.generate(prompts, m, new) for m in MODELS}  # cached
     pre = {m: [_score(tok, o, s) for o, s in zip(ctx.generate(pre_prompts, m, new, "prefix extraction"), suffixes)]
            for m in MODELS} if pre_prompts else {m: [] for m in MODELS}
 
@@ -127,4 +138,4 @@ def loss_gap(ctx, train_examples) -> dict:
     return out
 
 
-PROBES.register("memorization")(Probe("verbatim reproduction of training answers", run))
+PROBES.register("memorization")(Probe("verbatim reproduction of training answers", run, prompts=requests))

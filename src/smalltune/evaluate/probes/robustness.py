@@ -29,19 +29,30 @@ def chosen(ctx) -> list[str]:
     return names[: ctx.caps.perturbations] if ctx.caps.perturbations else names
 
 
+def _variants(ctx, examples, name: str) -> tuple[list[int], list[str], list[str]]:
+    """Perturbed prompts of ``examples`` (seeded per perturbation): their owner, the rendered prompt, the text."""
+    rng = ctx.rng(f"perturb:{name}")
+    owners, variants, shown = [], [], []
+    for i, ex in enumerate(examples):
+        for conv in perturb(ex.prompt(ctx.system_prompt), name, rng, ex)[: ctx.caps.variants]:
+            owners.append(i)
+            variants.append(ctx.render(conv))
+            shown.append(conv[-1]["content"])
+    return owners, variants, shown
+
+
+def requests(ctx) -> list[tuple[list[str], None]]:
+    examples, prompts = test_prompts(ctx)
+    return [(prompts, None)] + [(_variants(ctx, examples, name)[1], None) for name in chosen(ctx)]
+
+
 def run(ctx) -> dict:
     examples, prompts = test_prompts(ctx)
     clean = {m: [quality(o, ex) for o, ex in zip(ctx.generate(prompts, m, desc="task answers"), examples)]
              for m in MODELS}
     res = {"quality": "key_fact_recall where key facts are listed, else rouge_l", "perturbations": {}}
     for name in chosen(ctx):
-        rng = ctx.rng(f"perturb:{name}")
-        owners, variants, shown = [], [], []
-        for i, ex in enumerate(examples):
-            for conv in perturb(ex.prompt(ctx.system_prompt), name, rng, ex)[: ctx.caps.variants]:
-                owners.append(i)
-                variants.append(ctx.render(conv))
-                shown.append(conv[-1]["content"])
+        owners, variants, shown = _variants(ctx, examples, name)
         if not variants:
             continue
         outs = {m: ctx.generate(variants, m, desc=f"robustness: {name}") for m in MODELS}
@@ -65,4 +76,4 @@ def run(ctx) -> dict:
 
 
 PROBES.register("robustness")(Probe("quality drop on perturbed questions", run,
-                                    lambda ctx: None if ctx.test else "no held-out examples"))
+                                    lambda ctx: None if ctx.test else "no held-out examples", requests))

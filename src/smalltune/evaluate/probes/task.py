@@ -16,6 +16,10 @@ def test_prompts(ctx) -> tuple[list, list[str]]:
     return examples, [ctx.render(ex.prompt(ctx.system_prompt)) for ex in examples]
 
 
+def requests(ctx) -> list[tuple[list[str], int | None]]:
+    return [(test_prompts(ctx)[1], None)]
+
+
 def run(ctx) -> dict:
     examples, prompts = test_prompts(ctx)
     out = {m: ctx.generate(prompts, m, desc="task answers") for m in MODELS}
@@ -47,4 +51,4 @@ SCORES = {
 }
 
 PROBES.register("task")(Probe("quality on held-out questions", run,
-                              lambda ctx: None if ctx.test else "no held-out examples"))
+                              lambda ctx: None if ctx.test else "no held-out examples", requests))
