@@ -2,8 +2,8 @@
 
 A probe is one short module that registers a :class:`Probe`: ``applies(ctx)`` says why it cannot
 run (or None when it can), ``prompts(ctx)`` lists what it will ask the models, ``run(ctx)`` returns
-its section of ``eval.json``. Every number inside
-that section uses the metric shape of :func:`smalltune.evaluate.results.metric`.
+its section of ``eval.json``. Every number inside that section uses the metric shape of
+:func:`smalltune.evaluate.results.metric`.
 """
 
 from __future__ import annotations
