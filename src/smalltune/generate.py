@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from .data.tokenize import render
+from .models import prompt_learning
 from .recipe import EvalSection
 
 _EVAL = EvalSection()  # without settings, generate as `smalltune evaluate` does with a default recipe
@@ -61,7 +62,7 @@ def generate_text(model, tokenizer, prompts: list[str], settings: GenerationSett
     # whatever the model's generation_config suggests for chat.
     sampling = dict(do_sample=True, temperature=1.0, top_k=0, top_p=1.0) if s.do_sample else dict(do_sample=False)
     # peft's prefix and prompt tuning put their virtual tokens into the first step's cache or inputs themselves
-    share = s.share_prefix and not getattr(getattr(model, "active_peft_config", None), "is_prompt_learning", False)
+    share = s.share_prefix and not prompt_learning(model)
     try:
         for start in range(0, len(order), s.batch_size):
             idx = order[start: start + s.batch_size]

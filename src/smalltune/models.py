@@ -260,6 +260,13 @@ def four_bit_arguments() -> dict:
     return {"quantization_config": config, "device_map": {"": int(os.environ.get("LOCAL_RANK", 0))}}
 
 
+def prompt_learning(model):
+    """The active peft prompt/prefix-tuning config of ``model`` (its virtual tokens are prepended to the
+    input or put into the first step's cache), else None."""
+    config = getattr(model, "active_peft_config", None)
+    return config if getattr(config, "is_prompt_learning", False) else None
+
+
 def load_from_recipe(recipe):
     m = recipe.model
     return load_model(m.name, m.revision, m.trust_remote_code, m.load_in_4bit)

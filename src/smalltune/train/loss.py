@@ -50,7 +50,9 @@ def keeps_logits(model) -> bool:
     from the logits afterwards, so kept positions would be shifted."""
     import inspect
 
-    if getattr(getattr(model, "active_peft_config", None), "is_prompt_learning", False):
+    from ..models import prompt_learning
+
+    if prompt_learning(model):
         return False
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
     return "logits_to_keep" in inspect.signature(inner.forward).parameters

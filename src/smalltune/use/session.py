@@ -12,6 +12,7 @@ from typing import Any, TextIO
 
 from ..errors import SmalltuneError
 from ..generate import GenerationSettings, generate_text
+from ..models import prompt_learning
 from ..train.artifact import ModelPair
 
 MODELS = ("finetuned", "base")
@@ -112,8 +113,7 @@ def model_context(model, tokenizer) -> int:
     limits = [getattr(model.config, "max_position_embeddings", None), getattr(tokenizer, "model_max_length", None)]
     limits = [int(x) for x in limits if isinstance(x, int) and 0 < x < 10**8]  # tokenizers say 1e30 for "no limit"
     context = min(limits) if limits else 2048
-    peft_config = getattr(model, "active_peft_config", None)
-    if getattr(peft_config, "is_prompt_learning", False):
+    if peft_config := prompt_learning(model):
         context -= int(peft_config.num_virtual_tokens)
     return context
 
