@@ -155,13 +155,16 @@ def run_arm(arm: str, seed: int, files: dict[str, Path], model: str | None, caps
     work = E.WORK / NAME / f"seed{seed}"
     v1 = work / "v1"
     train_from(overrides(files["initial"], v1, seed, model), None)
-    seconds, gates = [], []
+    seconds, gates, published = [], [], []
     if arm == "naive":
         prev = v1
         for k in (1, 2):
             out = work / f"naive-{k}"
             seconds.append(train_from(overrides(files[f"batch{k}"], out, seed, model), artifact(prev)))
-            prev = out
+            # A run whose best checkpoint is worse than where it started publishes nothing: the user keeps the
+            # previous weights, and so does the arm.
+            published.append(artifact(out).is_dir())
+            prev = out if published[-1] else prev
     elif arm == "scratch":
         for k in (1, 2):
             out = work / f"scratch-{k}"
@@ -185,7 +188,8 @@ def run_arm(arm: str, seed: int, files: dict[str, Path], model: str | None, caps
             seconds.append(time.perf_counter() - t0)
             prev = out
     row = {"arm": arm, "seed": seed, **score(prev, files, caps), "seconds_per_update": sum(seconds) / len(seconds),
-           "update_seconds": seconds, "gates": gates, "final_run": str(prev)}
+           "update_seconds": seconds, "gates": gates, "final_run": str(prev),
+           **({"published": published} if published else {})}
     return row
 
 

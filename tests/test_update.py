@@ -209,6 +209,23 @@ def test_a_killed_promote_leaves_the_previous_pointer(tmp_path):
     assert read_pointer(tmp_path)["version"] == "b"
 
 
+# --- the update rate ------------------------------------------------------------------------------------
+def test_the_update_rate_stays_the_same_from_version_to_version(tmp_path):
+    """Each version's recipe is the next update's parent recipe: lowering its train.lr again would shrink the
+    rate once per version (1e-4, 1.5e-5, 2.25e-6 for full fine-tuning), as the continual benchmark found."""
+    from smalltune.update.runner import update_lr, update_recipe
+
+    parent = recipe_from_dict(_raw("m", "train.jsonl", tmp_path / "v1", **{"method.name": "full", "train.lr": 1e-4}))
+    files = {"train": "t.jsonl", "validation": "v.jsonl"}
+    rate = METHODS.get("full").rate
+    first_lr = update_lr(parent)
+    assert first_lr == pytest.approx(1e-4 * rate.update_lr / rate.lr)
+    v2 = update_recipe(parent, tmp_path / "v2", files, first_lr)
+    v3 = update_recipe(v2, tmp_path / "v3", files, update_lr(v2))
+    assert v2.train.lr == v3.train.lr == v3.update.lr == first_lr
+    assert parent.train.lr == 1e-4 and parent.update.lr is None  # the parent's recipe is not changed
+
+
 # --- update end to end: a harmless update is promoted, a planted regression refused ---------------------------
 def test_a_harmless_update_is_promoted_with_its_lineage(first, tmp_path):
     from smalltune.update import list_versions, update

@@ -218,7 +218,7 @@ class UpdateSection:
 
     lr: float | None = option(
         None, "learning rate of update runs; empty = the parent's train.lr times the method's update/fresh rate "
-        "ratio (lora 5e-5/2e-4: a quarter)", positive)
+        "ratio (lora 5e-5/2e-4: a quarter); each version records its rate here, so later updates keep it", positive)
     replay_share: float = option(
         0.3, "share of earlier versions' training examples (stale ones left out) replayed beside the new data, "
         "a seeded sample stratified by category", lambda v: None if 0 <= v <= 1 else f"must be in [0, 1], got {v}")
