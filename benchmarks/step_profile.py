@@ -4,7 +4,8 @@ The demo recipe's data (323 examples, batch 8, length-grouped) and model (SmolLM
 built by smalltune's own ``setup`` (same optimizer, loader and method code as ``smalltune train``); each
 step is timed in phases with the loss of ``train.loss`` -- logits only where a label follows
 (``scored_positions``), or for every position (the way before 2026-12-02) -- for full fine-tuning and
-the demo's vanilla LoRA (r=8, dropout 0.05, every linear layer) and the same LoRA without dropout. The
+the demo's vanilla LoRA (r=8, dropout 0.05, every linear layer), the same LoRA with torch's own dropout (peft's
+``nn.Dropout``, before ``methods/dropout.py``) and without dropout. The
 variants alternate over the same batches, the order flipping each round, so machine load hits all alike.
 
     .venv/bin/python benchmarks/step_profile.py --steps 6 --rounds 2
@@ -24,7 +25,22 @@ VARIANTS = {  # name: (recipe overrides, logits only where a label follows)
                                "train.lr=2e-4"], True),
     "lora r=8 no dropout": (["method.name=lora", "method.r=8", "method.alpha=16", "method.dropout=0",
                              "train.lr=2e-4"], True),
+    "lora r=8 dropout 0.05, torch's": (["method.name=lora", "method.r=8", "method.alpha=16", "method.dropout=0.05",
+                                        "train.lr=2e-4"], True),
 }
+TORCH_DROPOUT = {"lora r=8 dropout 0.05, torch's"}  # peft's nn.Dropout put back (smalltune's BitsDropout before)
+
+
+def torch_dropout(model) -> None:
+    """Put ``nn.Dropout`` back where smalltune's LoRA put ``BitsDropout`` (the way before 2026-12-02)."""
+    from torch import nn
+
+    from smalltune.train.methods.dropout import BitsDropout
+
+    for module in model.modules():
+        for name, d in list(getattr(module, "lora_dropout", {}).items()):
+            if isinstance(d, BitsDropout):
+                module.lora_dropout[name] = nn.Dropout(d.p)
 
 
 def build(base, overrides):
@@ -78,7 +94,10 @@ def main() -> None:
         for name in (list(VARIANTS) if r % 2 == 0 else list(reversed(VARIANTS))):
             overrides, keep = VARIANTS[name]
             torch.manual_seed(0)
-            runs[name].append(timed_steps(build(base, overrides), keep, args.steps))
+            parts = build(base, overrides)
+            if name in TORCH_DROPOUT:
+                torch_dropout(parts.model)
+            runs[name].append(timed_steps(parts, keep, args.steps))
             print(name, runs[name][-1], flush=True)
     summary = {}
     for name, rows in runs.items():
@@ -88,7 +107,7 @@ def main() -> None:
     write_result("step_profile", {"command": f"python benchmarks/step_profile.py --steps {args.steps} --rounds {args.rounds}",
                                   "threads": torch.get_num_threads(), "runs": runs, "summary": summary})
     for name, s in summary.items():
-        print(f"{name:26s} step {s['step']:.2f} s = data {s['data']:.3f} + forward {s['forward']:.2f} + backward "
+        print(f"{name:32s} step {s['step']:.2f} s = data {s['data']:.3f} + forward {s['forward']:.2f} + backward "
               f"{s['backward']:.2f} + optimizer {s['optimizer']:.2f}; {s['tokens_per_s']} tokens/s")
 
 

@@ -122,3 +122,26 @@ def test_json_object_holding_one_array_reads_that_array(tmp_path):
     examples = load_examples(path)
     assert [e.target for e in examples] == ["b", "d"]
     assert [e.line for e in examples] == [9, 13]
+
+
+def test_eval_batches_bound_padding_and_keep_every_item_once():
+    from smalltune.data.batching import eval_batches
+    from smalltune.data.tokenize import Tokenized
+
+    # the lengths of the forgetting guard's reference windows on the demo
+    lengths = [186, 88, 215, 104, 126, 92, 163, 106, 139, 123, 126, 196, 211, 186]
+    ex = Example(messages=[{"role": "assistant", "content": "x"}], id="x")
+    items = [Tokenized(ex, [1] * n, [1] * n) for n in lengths]
+
+    def padded(batches):
+        return sum(len(b) * max(lengths[i] for i in b) for b in batches)
+
+    fixed = eval_batches(items, 16, max_padding=None)
+    assert len(fixed) == 1 and padded(fixed) > 1.4 * sum(lengths)  # one batch: 46% padding
+    bounded = eval_batches(items, 16)
+    assert sorted(i for b in bounded for i in b) == list(range(len(items)))
+    for b in bounded:
+        assert len(b) * max(lengths[i] for i in b) <= 1.1 * sum(lengths[i] for i in b)
+    assert all(len(b) <= 3 for b in eval_batches(items, 3))
+    same = [Tokenized(ex, [1] * 50, [1] * 50)] * 40
+    assert [len(b) for b in eval_batches(same, 16)] == [16, 16, 8]  # equal lengths: full batches

@@ -148,3 +148,44 @@ def test_method_help_lists_every_method():
 
     help_text = {f.name: f.metadata["help"] for f in dataclasses.fields(MethodSection)}["name"]
     assert all(name in help_text for name in METHODS)
+
+
+# --- LoRA's dropout on CPU (methods/dropout.py) ------------------------------------------------------------
+def test_bits_dropout_drops_with_probability_p_and_scales_the_rest():
+    from smalltune.train.methods.dropout import BitsDropout, drop_mask
+
+    torch.manual_seed(0)
+    for p in (0.05, 0.1, 0.5):
+        mask = drop_mask((1000, 1000), p)
+        assert mask.dtype == torch.bool and mask.shape == (1000, 1000)
+        # both 16-bit halves of each 32-bit draw are used: check each alone
+        for half in (mask.flatten()[0::2], mask.flatten()[1::2]):
+            assert abs(half.float().mean().item() - p) < 0.003, (p, half.float().mean().item())
+    d = BitsDropout(0.1)
+    x = torch.randn(4, 64, 32, requires_grad=True)
+    y = d(x)
+    kept = y != 0
+    assert torch.allclose(y[kept], x[kept] / 0.9)
+    y.sum().backward()
+    assert torch.equal(x.grad != 0, kept) and torch.allclose(x.grad[kept], torch.full_like(x.grad[kept], 1 / 0.9))
+    torch.manual_seed(3)
+    a = d(x)
+    torch.manual_seed(3)
+    assert torch.equal(a, d(x))  # seeded like every other draw of the run
+    assert torch.equal(d.eval()(x), x)
+
+
+def test_lora_uses_bits_dropout_and_peft_config_keeps_the_rate(tiny_model_dir):
+    from smalltune.models import load_model
+    from smalltune.train.methods.dropout import BitsDropout
+
+    model, _ = load_model(str(tiny_model_dir))
+    model = METHODS.get("lora")().apply(model, MethodSection(name="lora", r=4, dropout=0.1))
+    dropouts = [m for m in model.modules() if isinstance(m, BitsDropout)]
+    assert dropouts and all(d.p == 0.1 for d in dropouts)
+    assert model.peft_config["default"].lora_dropout == 0.1  # what the saved adapter_config.json says
+    model.train()
+    ids = torch.tensor([[1, 2, 3, 4]])
+    loss = model(input_ids=ids, labels=ids).loss
+    loss.backward()
+    assert all(p.grad is not None for n, p in model.named_parameters() if "lora_A" in n)

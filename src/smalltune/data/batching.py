@@ -49,7 +49,25 @@ def batch_indices(lengths: list[int], batch_size: int, seed: int, group_by_lengt
     return batches
 
 
-def eval_batches(items: list[Tokenized], batch_size: int) -> list[list[int]]:
-    """Length-sorted batches (least padding) for evaluation, where order does not matter."""
+# A forward pass computes every padded position: the guard's reference windows (88-215 tokens) in one batch
+# of 16 were 46% padding (benchmarks/README.md, "Padding in evaluation passes").
+EVAL_MAX_PADDING = 0.1
+
+
+def eval_batches(items: list[Tokenized], batch_size: int, max_padding: float | None = EVAL_MAX_PADDING
+                 ) -> list[list[int]]:
+    """Length-sorted batches for evaluation, where order does not matter: at most ``batch_size`` items, and a
+    batch ends early where the next (longer) item would make padding more than ``max_padding`` of its
+    real tokens (``None``: fixed-size batches)."""
     order = sorted(range(len(items)), key=lambda i: len(items[i]))
-    return [order[i: i + batch_size] for i in range(0, len(order), batch_size)]
+    batches, current, tokens = [], [], 0
+    for i in order:
+        n = len(items[i])  # sorted: the batch's padded width if i joins it
+        full = len(current) == batch_size
+        padded = max_padding is not None and (len(current) + 1) * n > (1 + max_padding) * (tokens + n)
+        if current and (full or padded):
+            batches.append(current)
+            current, tokens = [], 0
+        current.append(i)
+        tokens += n
+    return batches + [current] if current else batches

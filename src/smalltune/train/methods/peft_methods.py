@@ -68,13 +68,18 @@ class LoRA(PeftMethod):
         return n, n
 
     def layer_activations(self, s, cfg, device: str) -> float:
-        # Each LoRA branch keeps its dropped-out input and the dropout mask: 1 byte per element on
-        # CUDA (fused dropout), a full fp32 noise tensor on CPU (composite dropout). Without dropout
-        # the branches share the frozen linears' inputs.
+        # Each LoRA branch keeps its dropped-out input and the dropout mask, 1 byte per element (torch's
+        # fused dropout on CUDA, ``BitsDropout`` on CPU). Without dropout the branches share the frozen
+        # linears' inputs.
         if cfg.dropout > 0:
-            mask = 1.0 if device == "cpu" else 0.25
-            return sum(fi for _, fi, _ in s.layer_linears) * (1 + mask)
+            return sum(fi for _, fi, _ in s.layer_linears) * 1.25
         return 2 * s.hidden + s.q_dim + s.intermediate
+
+    def finish(self, model):
+        from .dropout import use_bits_dropout
+
+        use_bits_dropout(model)  # torch's CPU dropout was 21% of a LoRA step (methods/dropout.py)
+        return model
 
     def weight_deltas(self, model) -> list[WeightDelta]:
         """``B @ A * scale`` (peft's ``get_delta_weight``) of every unmerged, active LoRA layer without DoRA."""

@@ -1,0 +1,78 @@
+"""Padding in evaluation passes (issue 19 item 4): fixed-size length-sorted batches vs batches that end before
+padding passes 10% of their tokens (``data.batching.eval_batches``, ``EVAL_MAX_PADDING``).
+
+Two passes every planned run repeats at each evaluation, on the demo model (SmolLM2-135M-Instruct, fp32): the
+forgetting guard's 2048 reference tokens (14 windows of 88-215 tokens: one batch of 16 was 46% padding) and the
+demo's validation set (56 examples). ``dataset_metrics`` times each pass both ways, alternating, the order
+flipping each round; the losses of the two ways must agree (they score the same tokens).
+
+    .venv/bin/python benchmarks/eval_padding.py --rounds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import time
+
+from _evidence import DEMO, write_result
+
+
+def items(recipe, tok):
+    from smalltune.data import load_examples
+    from smalltune.data.tokenize import tokenize_examples
+    from smalltune.train.guards.forgetting import reference_items
+    from smalltune.train.splits import GUARD_PARAGRAPHS, reference_roles
+
+    val = tokenize_examples(tok, load_examples(DEMO / "validation.jsonl"), recipe.data.max_length,
+                            recipe.data.system_prompt)
+    reference = reference_items(tok, reference_roles(recipe).measure[:GUARD_PARAGRAPHS], recipe.guards.reference_tokens)
+    return {"reference (guard)": reference, "validation": val[0] if isinstance(val, tuple) else val}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+    import torch
+
+    from smalltune.train import loss
+    from smalltune import load_recipe
+    from smalltune.data.batching import EVAL_MAX_PADDING, eval_batches
+    from smalltune.models import load_model
+
+    recipe = load_recipe(DEMO / "recipe.yaml")
+    model, tok = load_model(recipe.model.name)
+    model.eval()
+    ways = {"fixed batches": functools.partial(eval_batches, max_padding=None),
+            f"padding <= {EVAL_MAX_PADDING:.0%}": eval_batches}
+    passes = items(recipe, tok)
+    runs = {(p, w): [] for p in passes for w in ways}
+    values = {}
+    for r in range(args.rounds):
+        for p, its in passes.items():
+            for w in (list(ways) if r % 2 == 0 else list(reversed(ways))):
+                loss.eval_batches = ways[w]
+                t0 = time.perf_counter()
+                m = loss.dataset_metrics(model, its, recipe.eval.batch_size, "cpu", tok.pad_token_id)
+                runs[(p, w)].append(time.perf_counter() - t0)
+                values[(p, w)] = m["eval_loss"]
+                print(p, w, round(runs[(p, w)][-1], 3), flush=True)
+    loss.eval_batches = eval_batches
+    summary = {}
+    fixed, bounded = list(ways)
+    for p, its in passes.items():
+        padded = {w: sum(len(b) * max(len(its[i]) for i in b) for b in ways[w](its, recipe.eval.batch_size))
+                  for w in ways}
+        best = {w: min(runs[(p, w)]) for w in ways}
+        summary[p] = {"items": len(its), "tokens": sum(len(i) for i in its), "padded_positions": padded,
+                      "best_seconds": best, "speedup": round(best[fixed] / best[bounded], 3),
+                      "loss_difference": abs(values[(p, fixed)] - values[(p, bounded)])}
+        print(p, summary[p], flush=True)
+    write_result("eval_padding", {"command": f"python benchmarks/eval_padding.py --rounds {args.rounds}",
+                                  "threads": torch.get_num_threads(), "batch_size": recipe.eval.batch_size,
+                                  "runs": {f"{p} / {w}": v for (p, w), v in runs.items()}, "summary": summary})
+
+
+if __name__ == "__main__":
+    main()
