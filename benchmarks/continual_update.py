@@ -15,8 +15,8 @@ Arms, each after the two batches, from the same version 1 (the demo recipe on th
 
 Measured on the final model of each arm: key-fact recall on old, new and changed facts (changed: the *new* value
 must be in the answer; ``stale_answer_rate``: the old value still is), general-text perplexity change and
-general-question accuracy change against the base model, wall seconds per update (training, plus the gate for
-``update``). One row per (arm, seed) in ``results/continual_update.jsonl``; a killed run resumes.
+general-question accuracy change against the base model, training wall seconds per update (from each run's
+``train_summary.json``, so resumed runs count in full; ``update``'s whole calls, gate included, are kept beside). One row per (arm, seed) in ``results/continual_update.jsonl``; a killed run resumes.
 
     .venv/bin/python benchmarks/continual_update.py --seeds 0 1 2          # the experiment (hours on 2 CPU cores)
     .venv/bin/python benchmarks/continual_update.py --summarize            # table + JSON from saved rows
@@ -104,20 +104,23 @@ def overrides(data: Path, out: Path, seed: int, model: str | None) -> list[str]:
             "name=bench", *extra, *SMOKE, *([f"train.max_steps={E.MAX_STEPS}"] if E.MAX_STEPS else [])]
 
 
+def train_wall(run_dir: Path) -> float:
+    """Training wall seconds of a finished run, a resumed one's earlier part included (``train_summary.json``)."""
+    return json.loads((Path(run_dir) / "train_summary.json").read_text())["wall_seconds"]
+
+
 def train_from(recipe_overrides: list[str], init_from: Path | None, lr_scale: float = 1.0) -> float:
-    """Train (or resume) one run; returns the wall seconds of the call (0 when it was already done)."""
+    """Train (or resume) one run; returns its training wall seconds (:func:`train_wall`)."""
     from smalltune import load_recipe
     from smalltune.train.loop import train
 
     recipe = load_recipe(E.DEMO / "recipe.yaml", recipe_overrides)
     recipe.train.lr *= lr_scale
     out = Path(recipe.output_dir)
-    if (out / "train_summary.json").exists():
-        return json.loads((out / "train_summary.json").read_text()).get("wall_seconds", 0.0)
-    t0 = time.perf_counter()
-    train(recipe, resume=(out / "checkpoints").exists(), progress=False, verbose=False,
-          init_from=str(init_from) if init_from else None)
-    return time.perf_counter() - t0
+    if not (out / "train_summary.json").exists():
+        train(recipe, resume=(out / "checkpoints").exists(), progress=False, verbose=False,
+              init_from=str(init_from) if init_from else None)
+    return train_wall(out)
 
 
 def artifact(run_dir: Path) -> Path:
@@ -155,7 +158,7 @@ def run_arm(arm: str, seed: int, files: dict[str, Path], model: str | None, caps
     work = E.WORK / NAME / f"seed{seed}"
     v1 = work / "v1"
     train_from(overrides(files["initial"], v1, seed, model), None)
-    seconds, gates, published = [], [], []
+    seconds, gates, published, calls = [], [], [], []
     if arm == "naive":
         prev = v1
         for k in (1, 2):
@@ -185,11 +188,12 @@ def run_arm(arm: str, seed: int, files: dict[str, Path], model: str | None, caps
                                 resume=(out / "checkpoints").exists())
                 gates.append({"passed": result.gate.passed if result.gate else None,
                               "regressions": [c["message"] for c in result.gate.regressions] if result.gate else []})
-            seconds.append(time.perf_counter() - t0)
+            calls.append(time.perf_counter() - t0)  # this call only: a resumed update counts its last part
+            seconds.append(train_wall(out))
             prev = out
     row = {"arm": arm, "seed": seed, **score(prev, files, caps), "seconds_per_update": sum(seconds) / len(seconds),
            "update_seconds": seconds, "gates": gates, "final_run": str(prev),
-           **({"published": published} if published else {})}
+           **({"published": published} if published else {}), **({"update_call_seconds": calls} if calls else {})}
     return row
 
 
