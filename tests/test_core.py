@@ -38,6 +38,46 @@ def test_several_trainings_in_one_process_reuse_the_base_and_switch_precision(ma
     assert bf16.best_metrics["eval_loss"] < bf16.base_metrics["eval_loss"] + 1.0  # trained, finite
 
 
+def test_runs_from_one_base_measure_the_untrained_model_once(make_recipe, tmp_path, monkeypatch):
+    """Tuning trials and folds share the base's validation metrics and reference perplexity: every method
+    starts as the base, so the second run (another method, same items) reads them instead of measuring."""
+    from smalltune.train import loop
+    from smalltune.train.guards import forgetting
+    from smalltune.train.setup import Base
+
+    calls = {"validation": 0, "reference": 0}
+    real_base, real_ref = loop._base_metrics, forgetting.reference_ppl
+
+    def base_metrics(*a):
+        calls["validation"] += 1
+        return real_base(*a)
+
+    def reference_ppl(*a):
+        calls["reference"] += 1
+        return real_ref(*a)
+
+    monkeypatch.setattr(loop, "_base_metrics", base_metrics)
+    monkeypatch.setattr(forgetting, "reference_ppl", reference_ppl)
+    common = {"train.max_steps": 3, "early_stopping.enabled": False, "guards.forgetting_budget": 0.5,
+              "guards.reference_tokens": 64, "train.precision": "fp32"}  # auto may measure bf16 faster for one run
+    base = Base.load(make_recipe())
+    lora = train(make_recipe(**common, output_dir=str(tmp_path / "a")), progress=False, base=base, verbose=False)
+    assert calls == {"validation": 1, "reference": 2}  # the base once each, the reference at step 3's evaluation
+    full = train(make_recipe(**common, **{"method.name": "full"}, output_dir=str(tmp_path / "b")), progress=False,
+                 base=base, verbose=False)
+    assert calls == {"validation": 1, "reference": 3}  # only the evaluation: the base's numbers were kept
+    assert full.base_metrics == lora.base_metrics and full.guards["forgetting_budget"]["base_ppl"] == \
+        lora.guards["forgetting_budget"]["base_ppl"]
+    alone = train(make_recipe(**common, **{"method.name": "full"}, output_dir=str(tmp_path / "c")), progress=False,
+                  verbose=False)  # loaded from disk: measures, and gets the same numbers
+    assert calls == {"validation": 2, "reference": 5}
+    assert alone.base_metrics == full.base_metrics
+    assert alone.guards["forgetting_budget"]["base_ppl"] == full.guards["forgetting_budget"]["base_ppl"]
+    other = train(make_recipe(**{**common, "guards.reference_tokens": 1024}, output_dir=str(tmp_path / "d")),
+                  progress=False, base=base, verbose=False)  # other reference items: measured, not reused
+    assert calls == {"validation": 2, "reference": 7} and other.steps == 3
+
+
 def test_splits_passed_in_memory_are_trained_and_recorded(make_recipe, tmp_path):
     recipe = make_recipe(**{"train.max_steps": 2})
     full = load_splits(recipe)

@@ -31,7 +31,8 @@ from .plugins import GuardEvent, PluginEnv
 from .precision import choose_precision, keep_recorded
 from .ranks import agreed, on_every_rank, over_ranks, set_epoch, shared_output_dir
 from .regularize.sam import PlainStep
-from .setup import Base, Parts, build_optimizer, build_scheduler, make_accelerator, resolve_precision, setup
+from .setup import (Base, Parts, build_optimizer, build_scheduler, items_key, make_accelerator, resolve_precision,
+                    setup)
 from .splits import write_record
 
 WORSE_THAN_BASE_SLACK = 0.01  # nats of validation loss: a published checkpoint is at most this much worse than the base
@@ -95,22 +96,29 @@ def train(recipe, resume: bool = False, progress: bool = True, base: Base | None
 
         model, tok, data = on_every_rank(accelerator, load_and_prepare)
         parts = setup(recipe, model, tok, data, accelerator, extra_plugins=plugins, init_from=init_from)
-        return fit(parts, data, run, resume=resume, progress=progress, verbose=verbose)
+        # a run from a parent's weights does not start as the base: nothing to share
+        return fit(parts, data, run, resume=resume, progress=progress, verbose=verbose,
+                   base=base if init_from is None else None)
     finally:
         if run.lock is not None:
             run.lock.release()
 
 
 def fit(parts: Parts, data: PreparedData, run: RunDir, resume: bool = False, progress: bool = True,
-        verbose: bool = True) -> TrainResult:
-    """Train prepared ``parts`` on ``data`` into ``run``; the one loop every training goes through."""
+        verbose: bool = True, base: Base | None = None) -> TrainResult:
+    """Train prepared ``parts`` on ``data`` into ``run``; the one loop every training goes through.
+
+    ``base``: the loaded base the model was copied from (tuning, folds), which keeps the measurements of the
+    untrained model for the next run on the same items."""
     p, recipe, t = parts, parts.recipe, parts.recipe.train
     acc, model, plugins, selector = p.accelerator, p.model, p.plugins, p.selector
     main = acc.is_main_process
     log = (lambda r: (run.log(r), plugins.log(r))) if main else (lambda r: None)  # one writer: the main process
-    env = PluginEnv(model, p.tokenizer, acc.device, recipe.eval.batch_size, acc.autocast, acc.unwrap_model,
-                    recipe=recipe, run_path=run.path, accelerator=acc, reference=data.reference)
     precision = choose_precision(t.precision, recipe)  # what make_accelerator chose (cached, not measured again)
+    how = (recipe.eval.batch_size, precision.precision, str(acc.device))  # what else a measurement depends on
+    once = (lambda key, measure: base.remember((*key, *how), measure)) if base else (lambda key, measure: measure())
+    env = PluginEnv(model, p.tokenizer, acc.device, recipe.eval.batch_size, acc.autocast, acc.unwrap_model,
+                    recipe=recipe, run_path=run.path, accelerator=acc, reference=data.reference, once=once)
     if main and verbose:
         console.train_header(recipe, data, p.trainable, p.total, run.path, precision)
 
@@ -149,7 +157,7 @@ def fit(parts: Parts, data: PreparedData, run: RunDir, resume: bool = False, pro
         if main:
             clean_interrupted(run)
             write_record(run.path, data.splits, data.reference, _sources(recipe, data))
-        state.base_eval = _base_metrics(p, validation_metrics)
+        state.base_eval = dict(once(("validation", items_key(data.validation)), lambda: _base_metrics(p, validation_metrics)))
         log({"type": "event", "event": "start", "step": 0, "total_steps": p.total_steps, "eval_every": p.eval_every,
              "steps_per_epoch": p.steps_per_epoch, "processes": acc.num_processes, **data.counts(),
              "regularizers": regularizers, "precision": precision.to_dict(), **info, "base_eval": state.base_eval})

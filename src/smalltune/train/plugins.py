@@ -42,6 +42,9 @@ class PluginEnv:
     run_path: Any = None
     accelerator: Any = None
     reference: Any = None  # ReferenceRoles: which general paragraphs serve which purpose (splits.py)
+    # once(key, measure) for a measurement of the *untrained* model: runs from one loaded base (tuning trials,
+    # folds) take it once for all (setup.Base.remember); a lone run just measures
+    once: Callable = lambda key, measure: measure()
 
 
 @dataclass

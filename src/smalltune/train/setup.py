@@ -57,6 +57,17 @@ class Base:
 
     def __init__(self, model, tokenizer, name: str):
         self.model, self.tokenizer, self.name = model, tokenizer, name
+        # Measurements of the untrained model (validation metrics, the forgetting guard's base perplexity),
+        # by what they measured: every method starts exactly as the base (LoRA's B, a bottleneck's up-projection
+        # are zero; peft measures with its adapter disabled), so trials and folds on the same items share them
+        # instead of paying two evaluation passes each.
+        self.measured: dict = {}
+
+    def remember(self, key: tuple, measure):
+        """``measure()``, once per ``key`` for this base."""
+        if key not in self.measured:
+            self.measured[key] = measure()
+        return self.measured[key]
 
     @classmethod
     def load(cls, recipe) -> "Base":
@@ -66,6 +77,16 @@ class Base:
     def fresh(self):
         """(model, tokenizer): an independent copy, so one training never sees another's weights."""
         return copy.deepcopy(self.model), self.tokenizer
+
+
+def items_key(items) -> str:
+    """A fingerprint of tokenised items (ids and labels): the same items measured the same way give one value."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for item in items:
+        h.update(repr((item.input_ids, item.labels)).encode())
+    return h.hexdigest()[:16]
 
 
 def resolve_precision(precision: str, recipe=None) -> str:

@@ -75,10 +75,14 @@ class ForgettingBudget(Guard):
         texts = ctx.reference.take_measure("measure_forgetting_guard", GUARD_PARAGRAPHS)
         self._items = reference_items(ctx.tokenizer, texts, self.tokens)
         if self.base_ppl is None:  # a resumed run keeps the value measured at its start
-            model = ctx.unwrap(ctx.model)
-            off = model.disable_adapter() if hasattr(model, "disable_adapter") else contextlib.nullcontext()
-            with off:
-                self.base_ppl = reference_ppl(ctx, self._items)
+            from ..setup import items_key
+
+            def measure():
+                model = ctx.unwrap(ctx.model)
+                with model.disable_adapter() if hasattr(model, "disable_adapter") else contextlib.nullcontext():
+                    return reference_ppl(ctx, self._items)
+
+            self.base_ppl = ctx.once(("reference_ppl", items_key(self._items)), measure)
 
     def measure(self, ctx: GuardContext) -> dict:
         return {"ref_ppl": reference_ppl(ctx, self._items)}
