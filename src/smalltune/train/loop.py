@@ -157,7 +157,8 @@ def fit(parts: Parts, data: PreparedData, run: RunDir, resume: bool = False, pro
         if main:
             clean_interrupted(run)
             write_record(run.path, data.splits, data.reference, _sources(recipe, data))
-        state.base_eval = dict(once(("validation", items_key(data.validation)), lambda: _base_metrics(p, validation_metrics)))
+        state.base_eval = dict(once(("validation", items_key(data.validation)),
+                                    lambda: _base_metrics(p, validation_metrics)))
         log({"type": "event", "event": "start", "step": 0, "total_steps": p.total_steps, "eval_every": p.eval_every,
              "steps_per_epoch": p.steps_per_epoch, "processes": acc.num_processes, **data.counts(),
              "regularizers": regularizers, "precision": precision.to_dict(), **info, "base_eval": state.base_eval})

@@ -1,9 +1,9 @@
-"""Dropout for LoRA's adapter input at a third of the CPU cost of ``torch.nn.Dropout``.
+"""Dropout for LoRA's adapter input at a third to a half of the CPU cost of ``torch.nn.Dropout``.
 
 peft puts an ``nn.Dropout`` before every adapter's ``A`` matrix. On CPU, torch draws one double-precision
 Bernoulli sample per element through its Mersenne Twister, and keeps a float noise tensor of the input's size
-for the backward pass: on the 135M built-in model that made dropout 21% of a LoRA step, ten times the cost
-of the ``A`` matmul it feeds (benchmarks/README.md, "Where a step's time goes"). Here one 32-bit draw gives
+for the backward pass: on the 135M built-in model that made dropout 21% of a LoRA step on an AVX-512 Xeon, ten
+times the cost of the ``A`` matmul it feeds (benchmarks/README.md, "Where a step's time goes"). Here one 32-bit draw gives
 the coin flips of two elements (15 random bits each), and the backward pass keeps a boolean mask: same
 distribution up to ``p`` rounded to a multiple of 1/32768 (0.1 becomes 0.100006), same scaling by
 ``1 / (1 - p)``, same seeded generator (runs stay reproducible). On CUDA torch's fused dropout is already
