@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 def test_quick_demo_trains_a_real_model_and_reports(tmp_path):
     out = tmp_path / "demo"
     res = subprocess.run([sys.executable, "-m", "smalltune", "demo", "--quick", "--output", str(out)],
-                         capture_output=True, text=True, timeout=1800)
+                         capture_output=True, text=True, timeout=3000)  # a slow 2-core CPU under load took ~30 min
     assert res.returncode == 0, res.stderr[-2000:]
     run = RunDir(out / "smalltune")  # smalltune's recipe (full fine-tuning); out/vanilla is a tutorial's LoRA
     assert res.stdout.strip().splitlines()[-1] == str(run.report)
