@@ -178,3 +178,24 @@ def test_two_workers_share_one_study_on_postgresql(make_recipe, tmp_path):
         assert len(finished) == 2 and {t.user_attrs["run_dir"].split("/")[-3] for t in finished} == {"w1", "w2"}
     finally:
         stop()
+
+
+def test_opening_a_study_retries_when_another_worker_is_creating_the_tables(monkeypatch):
+    """Two workers creating one SQLite database: the loser sees "table studies already exists" (an
+    OperationalError, seen in this suite) or a unique-constraint error, and must retry, not fail."""
+    from smalltune.tune import study as study_module
+
+    errors = [type("OperationalError", (Exception,), {})("table studies already exists"),
+              type("IntegrityError", (Exception,), {})("UNIQUE constraint failed: alembic_version.version_num")]
+    monkeypatch.setattr(study_module.time, "sleep", lambda s: None)
+
+    def open_study(recipe, folder, resume):
+        if errors:
+            raise errors.pop(0)
+        return "study", "url"
+
+    monkeypatch.setattr(study_module, "_open_study", open_study)
+    assert study_module._study(None, None, False) == ("study", "url") and not errors
+    monkeypatch.setattr(study_module, "_open_study", lambda *a: (_ for _ in ()).throw(ValueError("bad url")))
+    with pytest.raises(ValueError, match="bad url"):  # anything else is not a race: at once
+        study_module._study(None, None, False)

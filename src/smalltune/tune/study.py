@@ -74,8 +74,11 @@ def _storage(recipe, folder: Path):
     import optuna
 
     url = recipe.tune.storage or f"sqlite:///{(folder / 'tune.db').resolve()}"
+    # SQLite has one writer at a time, and sqlite3 gives up after 5 s waiting for the lock: two workers on a busy
+    # 2-core machine failed with "database is locked" (OperationalError); wait up to a minute instead
+    engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
     # heartbeats let another worker (or --resume) see a trial whose process died
-    return url, optuna.storages.RDBStorage(url, heartbeat_interval=60, grace_period=180)
+    return url, optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=60, grace_period=180)
 
 
 def _open_study(recipe, folder: Path, resume: bool):
@@ -92,12 +95,17 @@ def _open_study(recipe, folder: Path, resume: bool):
                                directions=["maximize", "minimize"]), url
 
 
+RACES = ("IntegrityError", "OperationalError")
+
+
 def _study(recipe, folder: Path, resume: bool):
     for attempt in range(5):
         try:
             return _open_study(recipe, folder, resume)
         except Exception as e:  # two workers creating one database's tables or one study at once: the loser
-            if "IntegrityError" not in type(e).__name__ + str(e) or attempt == 4:  # retries and finds the winner's
+            # retries and finds the winner's (IntegrityError on the study row; on SQLite an OperationalError,
+            # "table ... already exists" or "database is locked", when both create the tables)
+            if not any(k in type(e).__name__ + str(e) for k in RACES) or attempt == 4:
                 raise
             time.sleep(0.5 * (attempt + 1))
     raise AssertionError("unreachable")
