@@ -24,10 +24,10 @@ def items(recipe, tok):
     from smalltune.train.guards.forgetting import reference_items
     from smalltune.train.splits import GUARD_PARAGRAPHS, reference_roles
 
-    val = tokenize_examples(tok, load_examples(DEMO / "validation.jsonl"), recipe.data.max_length,
-                            recipe.data.system_prompt)
+    val, _ = tokenize_examples(tok, load_examples(DEMO / "validation.jsonl"), recipe.data.max_length,
+                               recipe.data.system_prompt)
     reference = reference_items(tok, reference_roles(recipe).measure[:GUARD_PARAGRAPHS], recipe.guards.reference_tokens)
-    return {"reference (guard)": reference, "validation": val[0] if isinstance(val, tuple) else val}
+    return {"reference (guard)": reference, "validation": val}
 
 
 def main() -> None:

@@ -74,8 +74,8 @@ def _storage(recipe, folder: Path):
     import optuna
 
     url = recipe.tune.storage or f"sqlite:///{(folder / 'tune.db').resolve()}"
-    # SQLite has one writer at a time, and sqlite3 gives up after 5 s waiting for the lock: two workers on a busy
-    # 2-core machine failed with "database is locked" (OperationalError); wait up to a minute instead
+    # SQLite has one writer at a time, and sqlite3 gives up after 5 s waiting for the lock: workers sharing a file
+    # on a busy machine wait up to a minute instead (a precaution; the race seen in tests is _study's)
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
     # heartbeats let another worker (or --resume) see a trial whose process died
     return url, optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=60, grace_period=180)

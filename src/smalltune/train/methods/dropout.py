@@ -12,6 +12,8 @@ cheap, and is used.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -20,9 +22,7 @@ LEVELS = 1 << 15  # coin-flip resolution: 15 random bits per element
 
 def drop_mask(shape, p: float, device=None) -> torch.Tensor:
     """A boolean tensor of ``shape``, each element True (dropped) with probability ``p`` (to 1/32768)."""
-    n = 1
-    for d in shape:
-        n *= d
+    n = math.prod(shape)
     # int32 random_() fills [0, 2**31 - 1]: the low 16-bit half is 16 random bits, the high half 15 (its top
     # bit is 0); masking both to 15 bits gives two uniform draws in [0, 32767] per 32-bit draw.
     bits = torch.empty((n + 1) // 2, dtype=torch.int32, device=device).random_()
