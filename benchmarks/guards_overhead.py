@@ -14,9 +14,10 @@ Two numbers come out:
   once per real run, is then over-counted). On a slow or busy CPU use fewer steps and a denser
   ``--every``: the ratio is then an upper bound (more evaluations per step than by default).
 * ``projected_overhead_default_cadence``: the guards' own measured seconds per evaluation (plus
-  a sixth of the base measurement: the demo runs 6 evaluations) over what one default-cadence
-  period costs without them (20 steps at the measured step time + one validation pass), all
-  timed in the same runs.
+  the base measurement spread over ``--evaluations``, what a whole demo run does: 7 in the last
+  timed `make demo`) over what one period of the recipe's cadence (``eval.every_steps``) costs
+  without them (that many steps at the measured step time + one validation pass), all timed in
+  the same runs.
 
     .venv/bin/python benchmarks/guards_overhead.py --max-steps 20 --pairs 2          # idle machine
     .venv/bin/python benchmarks/guards_overhead.py --max-steps 2 --every 2 --pairs 1  # busy machine
@@ -32,6 +33,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+RECIPE = ROOT / "examples" / "dental" / "recipe.yaml"  # what `smalltune plan` writes for the demo
 
 
 def _timer(spent: dict, name: str, fn):
@@ -63,7 +65,7 @@ def one_run(on: bool, max_steps: int, every: int | None, out: Path, spent: dict)
 
     overrides = [f"train.max_steps={max_steps}", f"output_dir={out}"] + ([f"eval.every_steps={every}"] if every else [])
     overrides += ["guards.forgetting_budget=0.05"] if on else ["guards.enabled=false"]
-    recipe = load_recipe(ROOT / "examples" / "dental" / "recipe.yaml", overrides)
+    recipe = load_recipe(RECIPE, overrides)
     before = dict(spent)
     t0 = time.perf_counter()
     result = train(recipe, progress=False)
@@ -87,6 +89,8 @@ def main() -> None:
     p.add_argument("--every", type=int, default=None, help="eval.every_steps; default = the recipe's cadence")
     p.add_argument("--pairs", type=int, default=2)
     p.add_argument("--first", choices=("off", "on"), default="off", help="which side runs first in the first pair")
+    p.add_argument("--evaluations", type=int, default=7, help="evaluations in a whole demo run (the base measurement "
+                   "is paid once per run); 7 in the last timed make demo (README Performance)")
     args = p.parse_args()
     spent = install_timers()
     rows = []
@@ -97,16 +101,20 @@ def main() -> None:
                 print(json.dumps(rows[-1]), flush=True)
     mean = lambda key, side: statistics.mean(r[key] for r in rows if r["guards"] == side)  # noqa: E731
     per_eval = lambda key, side: statistics.mean(r[key] / max(r["evaluations"], 1) for r in rows if r["guards"] == side)  # noqa: E731
-    # Projection to the demo's default cadence (every 20 steps, 6 evaluations in 3 epochs): what the guards add
-    # per evaluation period, over what that period costs without them.
+    # Projection to a whole demo run: what the guards add per evaluation period of the recipe's cadence (the
+    # base measurement spread over the run's evaluations), over what that period costs without them.
+    from smalltune import load_recipe
+
+    cadence = args.every or load_recipe(RECIPE).eval.every_steps
     step_s = statistics.mean(r["step_seconds"] for r in rows)
-    period_off = 20 * step_s + per_eval("validation_seconds", "off") + per_eval("keep_best_seconds", "off")
-    added = (per_eval("guard_measure_seconds", "on") + mean("guard_setup_seconds", "on") / 6
+    period_off = cadence * step_s + per_eval("validation_seconds", "off") + per_eval("keep_best_seconds", "off")
+    added = (per_eval("guard_measure_seconds", "on") + mean("guard_setup_seconds", "on") / args.evaluations
              + per_eval("keep_best_seconds", "on") - per_eval("keep_best_seconds", "off"))
     print(json.dumps({"runs_mean_off_s": round(mean("call_seconds", "off"), 2),
                       "runs_mean_on_s": round(mean("call_seconds", "on"), 2),
                       "runs_overhead": round(mean("call_seconds", "on") / mean("call_seconds", "off") - 1, 4),
-                      "step_s": round(step_s, 2), "validation_s_per_eval": round(per_eval("validation_seconds", "off"), 2),
+                      "cadence_steps": cadence, "evaluations": args.evaluations, "step_s": round(step_s, 2),
+                      "validation_s_per_eval": round(per_eval("validation_seconds", "off"), 2),
                       "guard_s_per_eval": round(per_eval("guard_measure_seconds", "on"), 2),
                       "guard_setup_s": round(mean("guard_setup_seconds", "on"), 2),
                       "projected_overhead_default_cadence": round(added / period_off, 4)}))

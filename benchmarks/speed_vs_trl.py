@@ -11,7 +11,10 @@ over the wall time from the end of the first optimizer step to the end of the la
 loading, data preparation, the first step's warm-up and any evaluation are left out on both
 sides. TRL keeps two of its defaults changed to match smalltune: ``gradient_checkpointing=False``
 (TRL turns it on by default, which trades ~30% speed for memory) and fp32 instead of TRL's
-default bf16 (this CPU has no fast bf16 path for training; see the README's performance notes).
+default bf16 (the CPUs first measured had no fast bf16 path for training; see the README's performance
+notes). ``--precision bf16`` runs both sides under bf16 autocast with fp32 weights instead (smalltune's
+``train.precision=bf16``, TRL's ``bf16=True``): what ``auto`` picks on a CPU with a fast bf16 path, and
+TRL's default; shares of peak are then also given against the bf16 matmul peak.
 TRL batches examples in data order (no length grouping), smalltune groups by length; padding a
 tool does not avoid counts against it, since only real tokens are counted.
 
@@ -23,6 +26,7 @@ measured here, in the same session: a 2048x2048 matmul in fp32 and bf16.
 
     .venv/bin/pip install "trl>=0.20"     # the bench extra (not part of `make install`)
     .venv/bin/python benchmarks/speed_vs_trl.py --steps 12 --rounds 2
+    .venv/bin/python benchmarks/speed_vs_trl.py --steps 12 --rounds 2 --precision bf16   # results/speed_vs_trl-bf16.json
 """
 
 from __future__ import annotations
@@ -62,13 +66,13 @@ def throughput(points: list[tuple[float, int]]) -> float:
     return (n1 - n0) / (t1 - t0)
 
 
-def run_smalltune(method: str, steps: int, out: Path) -> dict:
+def run_smalltune(method: str, steps: int, out: Path, precision: str) -> dict:
     from smalltune import load_recipe, train
 
     s = SETTINGS
     overrides = [f"output_dir={out}", f"train.max_steps={steps}", f"method.name={method}",
                  f"train.lr={s[method]['lr']}", f"train.warmup_ratio={s['warmup_ratio']}", "train.scheduler=cosine",
-                 "train.precision=fp32", "guards.enabled=false", "early_stopping.enabled=false",
+                 f"train.precision={precision}", "guards.enabled=false", "early_stopping.enabled=false",
                  f"eval.every_steps={steps}", "train.keep_checkpoints=1"]
     recipe = load_recipe(DEMO / "recipe.yaml", overrides)
     train(recipe, progress=False)
@@ -77,7 +81,7 @@ def run_smalltune(method: str, steps: int, out: Path) -> dict:
     return {"tokens_per_s": throughput(points), "steps": len(points)}
 
 
-def run_trl(method: str, steps: int, out: Path) -> dict:
+def run_trl(method: str, steps: int, out: Path, precision: str) -> dict:
     from datasets import Dataset
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
@@ -101,7 +105,7 @@ def run_trl(method: str, steps: int, out: Path) -> dict:
     config = SFTConfig(
         output_dir=str(out), max_steps=steps, per_device_train_batch_size=s["batch_size"], learning_rate=s[method]["lr"],
         lr_scheduler_type="cosine", warmup_steps=round(s["warmup_ratio"] * steps), weight_decay=s["weight_decay"],
-        max_grad_norm=s["max_grad_norm"], max_length=s["max_length"], seed=s["seed"], bf16=False,
+        max_grad_norm=s["max_grad_norm"], max_length=s["max_length"], seed=s["seed"], bf16=precision == "bf16",
         gradient_checkpointing=False, logging_steps=1, save_strategy="no", report_to="none", use_cpu=True,
         include_num_input_tokens_seen="non_padding", dataloader_num_workers=0, disable_tqdm=True)
     peft_config = None
@@ -164,9 +168,12 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=12, help="optimizer steps per run")
     p.add_argument("--rounds", type=int, default=2, help="smalltune/TRL pairs per method (order alternates)")
     p.add_argument("--methods", nargs="+", default=["lora", "full"], choices=["lora", "full"])
-    p.add_argument("--output", type=Path, default=RESULTS / "speed_vs_trl.json")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                   help="both sides in fp32, or both under bf16 autocast with fp32 weights")
+    p.add_argument("--output", type=Path, default=None, help="default results/speed_vs_trl[-bf16].json")
     p.add_argument("--padding-only", action="store_true", help="only add the padding count to an existing result file")
     args = p.parse_args()
+    args.output = args.output or RESULTS / ("speed_vs_trl.json" if args.precision == "fp32" else "speed_vs_trl-bf16.json")
     if args.padding_only:
         result = json.loads(args.output.read_text())
         result["padding_positions_per_real_token"] = padding_overhead()
@@ -180,7 +187,7 @@ def main() -> None:
         for method in args.methods:
             for i in range(args.rounds):
                 for tool in ("smalltune", "trl") if i % 2 == 0 else ("trl", "smalltune"):
-                    r = RUNNERS[tool](method, args.steps, Path(tmp) / f"{tool}-{method}-{i}")
+                    r = RUNNERS[tool](method, args.steps, Path(tmp) / f"{tool}-{method}-{i}", args.precision)
                     runs.append({"method": method, "tool": tool, "round": i, **r})
                     print(json.dumps(runs[-1]), flush=True)
     summary = {}
@@ -193,13 +200,15 @@ def main() -> None:
             "ratio_smalltune_over_trl": round(statistics.mean(tps["smalltune"]) / statistics.mean(tps["trl"]), 3),
             "flops_per_token": fpt,
             **{f"{tool}_gflops": round(statistics.mean(v) * fpt / 1e9, 1) for tool, v in tps.items()},
-            **{f"{tool}_share_of_fp32_peak": round(statistics.mean(v) * fpt / peaks["fp32"], 3) for tool, v in tps.items()},
+            **{f"{tool}_share_of_{dtype}_peak": round(statistics.mean(v) * fpt / peaks[dtype], 3)
+               for tool, v in tps.items() for dtype in dict.fromkeys(["fp32", args.precision])},
         }
     result = {"experiment": "speed_vs_trl", "date": time.strftime("%Y-%m-%d"), "machine": machine()["cpu"],
               "threads": torch.get_num_threads(), "torch": torch.__version__, "settings": {**SETTINGS, "steps": args.steps,
-              "rounds": args.rounds}, "matmul_peak_gflops": {k: round(v / 1e9, 1) for k, v in peaks.items()},
+              "rounds": args.rounds, "precision": args.precision}, "matmul_peak_gflops": {k: round(v / 1e9, 1) for k, v in peaks.items()},
               "runs": runs, "summary": summary, "padding_positions_per_real_token": padding_overhead(),
-              "command": f"python benchmarks/speed_vs_trl.py --steps {args.steps} --rounds {args.rounds}"}
+              "command": f"python benchmarks/speed_vs_trl.py --steps {args.steps} --rounds {args.rounds}"
+                         + (f" --precision {args.precision}" if args.precision != "fp32" else "")}
     atomic_text(args.output, json.dumps(result, indent=1))
     print(json.dumps(summary, indent=1))
 
