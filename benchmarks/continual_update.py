@@ -101,7 +101,7 @@ def overrides(data: Path, out: Path, seed: int, model: str | None) -> list[str]:
     extra = [f"model.name={model}"] if model else []
     return [f"data.train={data}", f"data.validation={Path(data).parent / 'validation.jsonl'}",
             f"data.test={Path(data).parent / 'test_old.jsonl'}", f"train.seed={seed}", f"output_dir={out}",
-            "name=bench", *extra, *SMOKE, *([f"train.max_steps={E.MAX_STEPS}"] if E.MAX_STEPS else [])]
+            "name=bench", E.PRECISION, *extra, *SMOKE, *([f"train.max_steps={E.MAX_STEPS}"] if E.MAX_STEPS else [])]
 
 
 def train_wall(run_dir: Path) -> float:
