@@ -104,13 +104,16 @@ def overrides(data: Path, out: Path, seed: int, model: str | None) -> list[str]:
             "name=bench", E.PRECISION, *extra, *SMOKE, *([f"train.max_steps={E.MAX_STEPS}"] if E.MAX_STEPS else [])]
 
 
-def train_wall(run_dir: Path) -> float:
-    """Training wall seconds of a finished run, a resumed one's earlier part included (``train_summary.json``)."""
-    return json.loads((Path(run_dir) / "train_summary.json").read_text())["wall_seconds"]
+def train_facts(run_dir: Path) -> dict:
+    """Training wall seconds of a finished run (a resumed one's earlier part included), its steps, epochs and why it
+    stopped (``train_summary.json``): what an update's time is made of."""
+    summary = json.loads((Path(run_dir) / "train_summary.json").read_text())
+    return {"seconds": summary["wall_seconds"], "steps": summary["steps"], "epochs": summary["epochs"],
+            "stopped": summary["stopped"]}
 
 
-def train_from(recipe_overrides: list[str], init_from: Path | None, lr_scale: float = 1.0) -> float:
-    """Train (or resume) one run; returns its training wall seconds (:func:`train_wall`)."""
+def train_from(recipe_overrides: list[str], init_from: Path | None, lr_scale: float = 1.0) -> dict:
+    """Train (or resume) one run; returns :func:`train_facts`."""
     from smalltune import load_recipe
     from smalltune.train.loop import train
 
@@ -120,7 +123,7 @@ def train_from(recipe_overrides: list[str], init_from: Path | None, lr_scale: fl
     if not (out / "train_summary.json").exists():
         train(recipe, resume=(out / "checkpoints").exists(), progress=False, verbose=False,
               init_from=str(init_from) if init_from else None)
-    return train_wall(out)
+    return train_facts(out)
 
 
 def artifact(run_dir: Path) -> Path:
@@ -158,12 +161,12 @@ def run_arm(arm: str, seed: int, files: dict[str, Path], model: str | None, caps
     work = E.WORK / NAME / f"seed{seed}"
     v1 = work / "v1"
     train_from(overrides(files["initial"], v1, seed, model), None)
-    seconds, gates, published, calls = [], [], [], []
+    facts, gates, published, calls = [], [], [], []
     if arm == "naive":
         prev = v1
         for k in (1, 2):
             out = work / f"naive-{k}"
-            seconds.append(train_from(overrides(files[f"batch{k}"], out, seed, model), artifact(prev)))
+            facts.append(train_from(overrides(files[f"batch{k}"], out, seed, model), artifact(prev)))
             # A run whose best checkpoint is worse than where it started publishes nothing: the user keeps the
             # previous weights, and so does the arm.
             published.append(artifact(out).is_dir())
@@ -171,7 +174,7 @@ def run_arm(arm: str, seed: int, files: dict[str, Path], model: str | None, caps
     elif arm == "scratch":
         for k in (1, 2):
             out = work / f"scratch-{k}"
-            seconds.append(train_from(overrides(files[f"all{k}"], out, seed, model), None))
+            facts.append(train_from(overrides(files[f"all{k}"], out, seed, model), None))
         prev = out
     else:
         from smalltune.update import update
@@ -189,10 +192,13 @@ def run_arm(arm: str, seed: int, files: dict[str, Path], model: str | None, caps
                 gates.append({"passed": result.gate.passed if result.gate else None,
                               "regressions": [c["message"] for c in result.gate.regressions] if result.gate else []})
             calls.append(time.perf_counter() - t0)  # this call only: a resumed update counts its last part
-            seconds.append(train_wall(out))
+            facts.append(train_facts(out))
             prev = out
+    seconds = [f["seconds"] for f in facts]
     row = {"arm": arm, "seed": seed, **score(prev, files, caps), "seconds_per_update": sum(seconds) / len(seconds),
-           "update_seconds": seconds, "gates": gates, "final_run": str(prev),
+           "update_seconds": seconds, "update_steps": [f["steps"] for f in facts],
+           "update_epochs": [f["epochs"] for f in facts], "update_stopped": [f["stopped"] for f in facts],
+           "gates": gates, "final_run": str(prev),
            **({"published": published} if published else {}), **({"update_call_seconds": calls} if calls else {})}
     return row
 
