@@ -74,11 +74,18 @@ def run_smalltune(method: str, steps: int, out: Path, precision: str) -> dict:
                  f"train.lr={s[method]['lr']}", f"train.warmup_ratio={s['warmup_ratio']}", "train.scheduler=cosine",
                  f"train.precision={precision}", "guards.enabled=false", "early_stopping.enabled=false",
                  f"eval.every_steps={steps}", "train.keep_checkpoints=1"]
+    if method == "lora":  # the demo recipe is full fine-tuning now: the adapter's settings must be given, not inherited
+        lo = s["lora"]
+        overrides += [f"method.r={lo['r']}", f"method.alpha={lo['alpha']}", f"method.dropout={lo['dropout']}",
+                      "method.target_modules=all-linear"]
     recipe = load_recipe(DEMO / "recipe.yaml", overrides)
     train(recipe, progress=False)
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     points = [(r["elapsed"], r["tokens"]) for r in rows if r["type"] == "train"]
-    return {"tokens_per_s": throughput(points), "steps": len(points)}
+    losses = [round(r["loss"], 4) for r in rows if r["type"] == "train"]
+    final = [r for r in rows if r["type"] == "eval"][-1]  # the run evaluates once, on its last step's weights
+    return {"tokens_per_s": throughput(points), "steps": len(points), "losses": losses,
+            "validation_loss": round(final["eval_loss"], 4)}
 
 
 def run_trl(method: str, steps: int, out: Path, precision: str) -> dict:
@@ -118,7 +125,25 @@ def run_trl(method: str, steps: int, out: Path, precision: str) -> dict:
                          processing_class=AutoTokenizer.from_pretrained(path), peft_config=peft_config,
                          callbacks=[Clock()])
     trainer.train()
-    return {"tokens_per_s": throughput(points), "steps": len(points)}
+    losses = [round(h["loss"], 4) for h in trainer.state.log_history if "loss" in h]
+    return {"tokens_per_s": throughput(points), "steps": len(points), "losses": losses,
+            "validation_loss": validation_loss(trainer.model, trainer.processing_class, precision)}
+
+
+def validation_loss(model, tokenizer, precision: str) -> float:
+    """The demo validation loss (answer tokens) of a trained TRL model, by the function smalltune's own runs use.
+
+    Step losses of the two tools are not comparable: their batches hold different examples (smalltune groups by
+    length), so their first-step losses, before any update, already differ. The final weights on one fixed set are.
+    """
+    from smalltune import load_examples
+    from smalltune.data.tokenize import tokenize_examples
+    from smalltune.train.loss import dataset_metrics
+
+    items, _ = tokenize_examples(tokenizer, load_examples(DEMO / "validation.jsonl"), SETTINGS["max_length"], SYSTEM)
+    autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if precision == "bf16" else None
+    model.eval()
+    return round(dataset_metrics(model, items, 16, "cpu", tokenizer.pad_token_id, autocast)["eval_loss"], 4)
 
 
 RUNNERS = {"smalltune": run_smalltune, "trl": run_trl}
@@ -198,6 +223,8 @@ def main() -> None:
             **{f"{tool}_tokens_per_s": {"mean": round(statistics.mean(v), 1), "runs": [round(x, 1) for x in v]}
                for tool, v in tps.items()},
             "ratio_smalltune_over_trl": round(statistics.mean(tps["smalltune"]) / statistics.mean(tps["trl"]), 3),
+            **{f"{tool}_validation_loss": [r["validation_loss"] for r in runs if r["method"] == method and r["tool"] == tool]
+               for tool in RUNNERS},
             "flops_per_token": fpt,
             **{f"{tool}_gflops": round(statistics.mean(v) * fpt / 1e9, 1) for tool, v in tps.items()},
             **{f"{tool}_share_of_{dtype}_peak": round(statistics.mean(v) * fpt / peaks[dtype], 3)
