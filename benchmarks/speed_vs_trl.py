@@ -198,7 +198,8 @@ def main() -> None:
     p.add_argument("--output", type=Path, default=None, help="default results/speed_vs_trl[-bf16].json")
     p.add_argument("--padding-only", action="store_true", help="only add the padding count to an existing result file")
     args = p.parse_args()
-    args.output = args.output or RESULTS / ("speed_vs_trl.json" if args.precision == "fp32" else "speed_vs_trl-bf16.json")
+    default_output = RESULTS / ("speed_vs_trl.json" if args.precision == "fp32" else "speed_vs_trl-bf16.json")
+    args.output = args.output or default_output
     if args.padding_only:
         result = json.loads(args.output.read_text())
         result["padding_positions_per_real_token"] = padding_overhead()
@@ -235,7 +236,9 @@ def main() -> None:
               "rounds": args.rounds, "precision": args.precision}, "matmul_peak_gflops": {k: round(v / 1e9, 1) for k, v in peaks.items()},
               "runs": runs, "summary": summary, "padding_positions_per_real_token": padding_overhead(),
               "command": f"python benchmarks/speed_vs_trl.py --steps {args.steps} --rounds {args.rounds}"
-                         + (f" --precision {args.precision}" if args.precision != "fp32" else "")}
+                         + (f" --precision {args.precision}" if args.precision != "fp32" else "")
+                         + (f" --methods {' '.join(args.methods)}" if args.methods != ["lora", "full"] else "")
+                         + (f" --output {args.output}" if args.output != default_output else "")}
     atomic_text(args.output, json.dumps(result, indent=1))
     print(json.dumps(summary, indent=1))
 
