@@ -7,6 +7,7 @@ is measured in one process so machine load affects both alike.
 
     .venv/bin/python benchmarks/eval_generation.py --n 32 --max-new-tokens 32 --batch-size 16
     .venv/bin/python benchmarks/eval_generation.py --prefix --n 200 --max-new-tokens 24 --batch-size 64
+    .venv/bin/python benchmarks/eval_generation.py --drop-finished --n 256 --max-new-tokens 96 --batch-size 64
 
 Results are recorded in benchmarks/README.md.
 """
@@ -31,9 +32,14 @@ def main() -> None:
     ap.add_argument("--model", default="smollm2-135m-instruct")
     ap.add_argument("--prefix", action="store_true",
                     help="instead: the batch's shared opening run once vs plain left padding, on the general questions")
+    ap.add_argument("--drop-finished", action="store_true",
+                    help="instead: finished rows leave the batch vs model.generate, on the demo's training and "
+                    "test questions (answers of 10-90 tokens, as the task, robustness and memorization probes ask)")
     args = ap.parse_args()
     if args.prefix:
-        return shared_prefix(args)
+        return alternate(args, "share_prefix", general_prompts(args))
+    if args.drop_finished:
+        return alternate(args, "drop_finished", demo_prompts(args))
 
     import torch
 
@@ -64,31 +70,53 @@ def main() -> None:
     }, indent=2))
 
 
-def shared_prefix(args) -> None:
+def general_prompts(args) -> list[str]:
     """The general questions of the forgetting probe (no system prompt: the template's default one is the
-    shared opening), answered with the batch's opening run once and with plain left padding, alternating."""
-    import torch
-
+    shared opening)."""
     from smalltune.data.reference import general_questions
     from smalltune.data.tokenize import render
+    from smalltune.models import load_tokenizer
+
+    tok = load_tokenizer(args.model)
+    return [render(tok, [{"role": "user", "content": q}], add_generation_prompt=True)
+            for _, q, _ in general_questions()[: args.n]]
+
+
+def demo_prompts(args) -> list[str]:
+    """The demo's training then test questions with its system prompt, as `smalltune evaluate` renders them."""
+    from smalltune.data import load_examples
+    from smalltune.data.tokenize import render
+    from smalltune.models import load_tokenizer
+
+    tok = load_tokenizer(args.model)
+    demo = Path(__file__).resolve().parents[1] / "examples" / "dental"
+    examples = load_examples(demo / "train.jsonl") + load_examples(demo / "test.jsonl")
+    system = "You are the receptionist at Brightside Dental."
+    return [render(tok, ex.prompt(system), add_generation_prompt=True) for ex in examples[: args.n]]
+
+
+def alternate(args, setting: str, prompts: list[str]) -> None:
+    """The prompts answered with ``setting`` on and off, alternating (on, off, off, on), in one process."""
+    import torch
+
     from smalltune.generate import GenerationSettings, generate_text
     from smalltune.models import load_model
 
     model, tok = load_model(args.model)
-    prompts = [render(tok, [{"role": "user", "content": q}], add_generation_prompt=True)
-               for _, q, _ in general_questions()[: args.n]]
     times: dict[bool, list[float]] = {True: [], False: []}
     answers = {}
     for rnd in range(2):
-        for share in ((True, False) if rnd == 0 else (False, True)):
+        for on in ((True, False) if rnd == 0 else (False, True)):
             t = time.perf_counter()
-            answers[share] = generate_text(model, tok, prompts, GenerationSettings(
-                max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, share_prefix=share))
-            times[share].append(round(time.perf_counter() - t, 2))
+            answers[on] = generate_text(model, tok, prompts, GenerationSettings(
+                max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, **{setting: on}))
+            times[on].append(round(time.perf_counter() - t, 2))
+    lengths = [len(tok(a, add_special_tokens=False).input_ids) for a in answers[True]]
     print(json.dumps({
-        "prompts": len(prompts), "max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size,
-        "threads": torch.get_num_threads(), "shared_prefix_s": times[True], "left_padding_s": times[False],
-        "speedup": round(min(times[False]) / min(times[True]), 2),
+        "setting": setting, "prompts": len(prompts), "max_new_tokens": args.max_new_tokens,
+        "batch_size": args.batch_size, "threads": torch.get_num_threads(), "answer_tokens_mean": round(
+            sum(lengths) / len(lengths), 1), "answer_tokens_max": max(lengths), f"{setting}_s": times[True],
+        "without_s": times[False], "speedup": round(min(times[False]) / min(times[True]), 2),
         "identical_answers": f"{sum(a == b for a, b in zip(answers[True], answers[False]))}/{len(prompts)}",
     }, indent=2))
 

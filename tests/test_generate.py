@@ -26,8 +26,20 @@ def prompts(tokenizer) -> list[str]:
     return [render(tokenizer, [system, {"role": "user", "content": q}], add_generation_prompt=True) for q in QUESTIONS]
 
 
-def one_by_one(model, tokenizer, texts, n=12):
-    return [generate_text(model, tokenizer, [t], GenerationSettings(max_new_tokens=n))[0] for t in texts]
+def alone(model, tokenizer, text, n=12, eos=None) -> list[int]:
+    """One prompt through ``model.generate`` (the reference: no batching, no row dropping); its new token ids."""
+    ids = tokenizer(text, add_special_tokens=False, return_tensors="pt").input_ids
+    with torch.no_grad():
+        row = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, do_sample=False,
+                             pad_token_id=tokenizer.pad_token_id,
+                             eos_token_id=tokenizer.eos_token_id if eos is None else eos)[0, ids.shape[1]:]
+    return row.tolist()
+
+
+def one_by_one(model, tokenizer, texts, n=12, eos=None):
+    end = tokenizer.eos_token_id if eos is None else eos
+    return [tokenizer.decode([i for i in alone(model, tokenizer, t, n, eos) if i != end],
+                             skip_special_tokens=True).strip() for t in texts]
 
 
 def test_shared_prefix_is_run_once_and_padding_sits_after_it(tokenizer):
@@ -46,6 +58,30 @@ def test_batched_answers_equal_one_prompt_at_a_time(tiny, tokenizer):
     texts = prompts(tokenizer)
     batched = generate_text(tiny, tokenizer, texts, GenerationSettings(max_new_tokens=12, batch_size=8))
     assert batched == one_by_one(tiny, tokenizer, texts)
+
+
+def test_rows_that_end_early_leave_the_batch_and_the_others_answer_as_alone(tokenizer):
+    import copy
+
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    # a random model with large weights answers varied tokens (the fixture's repeats one)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, initializer_range=1.0, tie_word_embeddings=True)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config).eval()
+    texts = prompts(tokenizer)
+    counts = {}
+    for row in (alone(model, tokenizer, t, eos=tokenizer.eos_token_id) for t in texts):
+        for t in set(row):
+            counts[t] = counts.get(t, 0) + 1
+    eos = max(counts, key=counts.get)  # a token several answers produce becomes the end token: they end early
+    tok = copy.deepcopy(tokenizer)
+    tok.eos_token = tok.convert_ids_to_tokens(eos)
+    lengths = {len(alone(model, tok, t, eos=eos)) for t in texts}
+    assert len(lengths) > 1 and min(lengths) < 12  # rows end at different steps
+    batched = generate_text(model, tok, texts, GenerationSettings(max_new_tokens=12, batch_size=8))
+    assert batched == one_by_one(model, tok, texts, eos=eos)
 
 
 @pytest.mark.parametrize("method", ["lora", "prompt"])

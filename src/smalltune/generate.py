@@ -3,8 +3,9 @@
 Prompts are sorted by length and batched; in a batch, the tokens every prompt starts with (a chat
 template's opening) are run once, and each row's own tokens are right-aligned after masked padding so
 every row's next token sits in the last column (SmolLM2's pad token is its end token, so ids cannot
-tell padding apart: the attention mask does). Answers are those of one prompt at a time
-(benchmarks/README.md, "The shared opening run once": 200/200 identical greedy answers, 1.5x faster).
+tell padding apart: the attention mask does). Greedy decoding drops a row from the batch when its
+answer ends (``_greedy``). Answers are those of one prompt at a time (benchmarks/README.md, "The shared
+opening run once": 200/200 identical greedy answers, 1.5x faster; "Finished rows leave the batch").
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ class GenerationSettings:
     do_sample: bool = False  # greedy: reproducible, and what memorization tests need
     seed: int = 0  # sampling only: the draws of each batch are seeded (the global RNG is left untouched)
     share_prefix: bool = True  # run a batch's common opening once (same answers; False: plain left padding)
+    drop_finished: bool = True  # greedy: a row leaves the batch when it ends (same answers; False: model.generate)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -68,11 +70,14 @@ def generate_text(model, tokenizer, prompts: list[str], settings: GenerationSett
             idx = order[start: start + s.batch_size]
             batch = _batch([ids[i] for i in idx], tokenizer.pad_token_id, device, share=share)
             batch |= _prefix_cache(model, batch.pop("prefix"), len(idx))
-            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-                torch.manual_seed(s.seed + start)
-                out = model.generate(**batch, max_new_tokens=s.max_new_tokens, **sampling,
-                                     pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-            new = out[:, batch["input_ids"].shape[1]:]
+            if s.do_sample or not s.drop_finished or prompt_learning(model):
+                with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                    torch.manual_seed(s.seed + start)
+                    out = model.generate(**batch, max_new_tokens=s.max_new_tokens, **sampling,
+                                         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+                new = out[:, batch["input_ids"].shape[1]:].tolist()
+            else:
+                new = _greedy(model, batch, s.max_new_tokens, tokenizer.eos_token_id)
             for i, row in zip(idx, new):
                 answers[i] = tokenizer.decode(row, skip_special_tokens=True).strip()
             if progress is not None:
@@ -81,6 +86,48 @@ def generate_text(model, tokenizer, prompts: list[str], settings: GenerationSett
         if was_training:
             model.train()
     return answers
+
+
+def _greedy(model, batch: dict, max_new_tokens: int, eos_id: int) -> list[list[int]]:
+    """Greedy decoding that drops a row from the batch as soon as it ends.
+
+    ``model.generate`` keeps a finished row in the batch, decoding padding, until the longest answer ends:
+    in a batch of 64 answers of 10-96 tokens most of the work goes to rows that have ended. Here each
+    step runs only the rows still answering (their KV cache rows selected with the cache's
+    ``batch_select_indices``); positions follow the attention mask as in ``generate``, so every row's
+    answer is the one it gets alone (tests/test_generate.py checks it against ``model.generate``).
+    Returns each row's new token ids, without the end token.
+    """
+    name = next((k for k in ("cache", "past_key_values") if k in batch), "past_key_values")
+    cache = batch.get(name)
+    mask = batch["attention_mask"]
+    done = cache.get_seq_length() if cache is not None else 0  # the shared prefix, already in the cache
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    inputs = dict(input_ids=batch["input_ids"][:, done:], position_ids=positions[:, done:])
+    alive = list(range(mask.shape[0]))  # batch rows still answering, in the order of the tensors
+    new: list[list[int]] = [[] for _ in alive]
+    last = positions[:, -1]
+    for step in range(max_new_tokens):
+        out = model(**inputs, attention_mask=mask, **({name: cache} if cache is not None else {}), use_cache=True,
+                    logits_to_keep=1)
+        cache = out[name]
+        tokens = out.logits[:, -1].argmax(-1)
+        keep = []
+        for j, token in enumerate(tokens.tolist()):
+            if token != eos_id:
+                new[alive[j]].append(token)
+                keep.append(j)
+        if not keep or step == max_new_tokens - 1:
+            break
+        if len(keep) < len(alive):  # rows that ended leave the batch, and their cache rows with them
+            index = torch.tensor(keep, device=mask.device)
+            cache.batch_select_indices(index)
+            mask, tokens, last = mask[index], tokens[index], last[index]
+            alive = [alive[j] for j in keep]
+        mask = torch.cat([mask, mask.new_ones((len(alive), 1))], dim=1)
+        last = last + 1
+        inputs = dict(input_ids=tokens[:, None], position_ids=last[:, None])
+    return new
 
 
 # A shared prefix shorter than this is not worth a separate forward pass.
