@@ -68,7 +68,9 @@ V3_CANDIDATES = {"plan v3 + sampled self-replay 0.2": ["regularize.replay_ratio=
                  "plan v3 + 5 epochs, accuracy selection, budget stop": [
                      "train.epochs=5", "guards.selection=accuracy", "guards.forgetting_action=stop"]}
 V3_GREEDY = "plan v3 + greedy self-replay 0.2"  # kept as measured
-TUNED = "smalltune tune"  # `smalltune tune` on the same data, then its chosen trial
+TUNED = "smalltune tune"  # `smalltune tune` on the same data, then its chosen trial: random first trials (1e)
+TUNED_FROM_PLAN = "smalltune tune from the plan"  # the first trial is the plan's settings, pruning against it (1f)
+TUNED_ARMS = {TUNED: ["tune.start_from_recipe=false"], TUNED_FROM_PLAN: []}
 TUNE_TRIALS = 6
 METRICS = ["key_fact_recall", "reference_ppl_change", "general_accuracy_change", "memorized_rate", "verbatim_rate",
            "test_ppl", "train_seconds", "epochs_run"]
@@ -87,12 +89,12 @@ def planned_recipe(train_file) -> "E.Path":
     return path
 
 
-def tuned_run(train_file, common: list[str], out) -> tuple[dict, dict]:
+def tuned_run(train_file, common: list[str], out, arm: str) -> tuple[dict, dict]:
     """Run (or resume) the search; the chosen trial's summary and the search's cost."""
     from smalltune import load_recipe
     from smalltune.tune import tune
 
-    recipe = load_recipe(planned_recipe(train_file), common + [f"tune.trials={TUNE_TRIALS}"])
+    recipe = load_recipe(planned_recipe(train_file), common + [f"tune.trials={TUNE_TRIALS}"] + TUNED_ARMS[arm])
     t0 = time.perf_counter()
     result = tune(recipe, resume=(out / "tune.db").exists(), progress=False)
     if result.chosen is None:
@@ -108,8 +110,8 @@ def run_arm(arm: str, seed: int, train_file) -> dict:
     # the plan does not know the demo's system prompt; vanilla arms get the planned max length
     common = E.data_overrides(train_file, seed, out) + ["data.max_length=192", f"data.system_prompt={SYSTEM}"]
     cost: dict = {}
-    if arm == TUNED:
-        summary, cost = tuned_run(train_file, common, out)
+    if arm in TUNED_ARMS:
+        summary, cost = tuned_run(train_file, common, out, arm)
         out = E.Path(summary["run_dir"])
     elif arm == DEFAULTS:
         summary = E.train_run(planned_recipe(train_file), common)
@@ -144,7 +146,9 @@ def summarize(rows: "E.Rows", args) -> None:
                                              "6.7 instead of 6 warmup steps)",
                                    **{arm: f"v3 plan + {' '.join(o)} (seed 0)" for arm, o in V3_CANDIDATES.items()},
                                    V3_GREEDY: "v3 plan + 20% replay of the base model's greedy answers (seed 0)",
-                                   TUNED: f"smalltune tune, {TUNE_TRIALS} trials, its chosen trial"},
+                                   TUNED: f"smalltune tune, {TUNE_TRIALS} trials from random starts, its chosen trial",
+                                   TUNED_FROM_PLAN: f"smalltune tune, {TUNE_TRIALS} trials, the first the plan's "
+                                   "settings, its chosen trial"},
                           "vanilla_defaults": E.VANILLA, "summary": agg, "table": table, "rows": rows.rows})
     plot(agg)
     print(table)
@@ -177,7 +181,7 @@ def plot(agg: dict) -> None:
 
 
 def main() -> None:
-    E.experiment_main(__doc__, NAME, [*ARMS, DEFAULTS, V3, TUNED, *V3_CANDIDATES], run_arm, summarize)
+    E.experiment_main(__doc__, NAME, [*ARMS, DEFAULTS, V3, *TUNED_ARMS, *V3_CANDIDATES], run_arm, summarize)
 
 
 if __name__ == "__main__":

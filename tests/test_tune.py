@@ -102,7 +102,8 @@ def test_two_workers_share_one_study(make_recipe, tmp_path):
     procs = [subprocess.Popen([sys.executable, "-m", "smalltune", "tune", str(p), "--no-progress", "--resume"],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for p in paths]
     outs = [p.communicate(timeout=900) for p in procs]
-    assert all(p.returncode == 0 for p in procs), [o[1][-400:] for o in outs]
+    assert all(p.returncode == 0 for p in procs), [(p.returncode, o[0][-400:], o[1][-400:])
+                                                       for p, o in zip(procs, outs)]
     import optuna
 
     study = optuna.load_study(study_name="shared", storage=url)
@@ -171,7 +172,8 @@ def test_two_workers_share_one_study_on_postgresql(make_recipe, tmp_path):
         procs = [subprocess.Popen([sys.executable, "-m", "smalltune", "tune", str(p), "--no-progress", "--resume"],
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for p in paths]
         outs = [p.communicate(timeout=900) for p in procs]
-        assert all(p.returncode == 0 for p in procs), [o[1][-400:] for o in outs]
+        assert all(p.returncode == 0 for p in procs), [(p.returncode, o[0][-400:], o[1][-400:])
+                                                           for p, o in zip(procs, outs)]
         import optuna
 
         finished = [t for t in optuna.load_study(study_name="pg", storage=url).trials if t.state.is_finished()]
@@ -199,3 +201,43 @@ def test_opening_a_study_retries_when_another_worker_is_creating_the_tables(monk
     monkeypatch.setattr(study_module, "_open_study", lambda *a: (_ for _ in ()).throw(ValueError("bad url")))
     with pytest.raises(ValueError, match="bad url"):  # anything else is not a race: at once
         study_module._study(None, None, False)
+
+
+def test_the_search_starts_from_the_recipe(make_recipe, tmp_path):
+    from smalltune.tune import tune
+    from smalltune.tune.space import recipe_params
+
+    quick = SMALL | {"train.max_steps": 2}
+    recipe = make_recipe(**quick, **{"tune.trials": 2, "guards.forgetting_budget": 100.0, "method.name": "lora",
+                                     "method.r": 8, "method.alpha": 16, "train.lr": 3e-4,
+                                     "regularize.replay_ratio": 0.1}, output_dir=str(tmp_path / "anchored"))
+    assert recipe_params(recipe, ["lora", "full"]) == {"method": "lora", "lr_lora": 3e-4, "lora_r": 8,
+                                                       "replay_ratio": 0.1}
+    assert recipe_params(recipe, ["full"]) is None  # the recipe's method is not searched
+    assert recipe_params(make_recipe(**{"method.name": "lora", "train.lr": 1.0}), ["lora"]) is None  # rate out of range
+    result = tune(recipe, progress=False)
+    first = result.trials[0]
+    assert first.from_recipe and first.params == {"method": "lora", "lr_lora": 3e-4, "lora_r": 8, "replay_ratio": 0.1}
+    assert not result.trials[1].from_recipe
+    trial_recipe = (tmp_path / "anchored" / "trials" / "trial-000" / "recipe.yaml").read_text()
+    assert "lr: 0.0003" in trial_recipe and "replay_ratio: 0.1" in trial_recipe
+    assert "the recipe's own settings" in (tmp_path / "anchored" / "tune.md").read_text()
+
+    free = tune(make_recipe(**quick, **{"tune.trials": 1, "tune.start_from_recipe": False, "train.lr": 3e-4},
+                            output_dir=str(tmp_path / "free")), progress=False)
+    assert not free.trials[0].from_recipe
+
+
+def test_a_worker_that_ends_before_the_others_reports_the_trials_still_running(tmp_path):
+    import optuna
+    from optuna.distributions import FloatDistribution
+
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.PRUNED, params={"lr_full": 1e-5},
+                                              distributions={"lr_full": FloatDistribution(1e-6, 1e-3, log=True)}))
+    study.ask()  # a trial another worker is training
+    result = _summarise(study, "sqlite://", tmp_path, 0.1, recipe=None)
+    assert result.chosen is None and result.running == 1 and "still running in other workers" in result.why
+    study.tell(study.trials[-1].number, state=optuna.trial.TrialState.PRUNED)
+    ended = _summarise(study, "sqlite://", tmp_path, 0.1, recipe=None)
+    assert ended.running == 0 and "no finished trial stayed within the forgetting budget" in ended.why

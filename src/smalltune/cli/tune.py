@@ -20,6 +20,6 @@ def run(args) -> int:
     result = tune(recipe, resume=args.resume, progress=not args.no_progress, trials=args.trials)
     print(result.why)
     if result.chosen is None:
-        return EXIT_FINDINGS
+        return 0 if result.running else EXIT_FINDINGS  # other workers still training: this one did its share
     print(f"chosen recipe: {result.recipe}\ntrained run:   {result.run_dir}\ntrials:        {result.folder}/tune.html")
     return 0

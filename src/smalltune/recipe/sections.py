@@ -200,6 +200,10 @@ class TuneSection:
     trials: int = option(12, "trials in the search (a resumed or shared study counts the ones already done)", positive)
     methods: list[str] = option(
         ["lora", "hft", "full"], "methods the search may choose, among those that fit the device's memory")
+    start_from_recipe: bool = option(
+        True, "the first trial trains the recipe's own method, rate, rank and replay (what `smalltune plan` chose), "
+        "and later trials are pruned against it from their first evaluation: the search keeps the plan unless a "
+        "trial beats it on validation (benchmarks/README.md, 1e/1f)")
     lr_factor: float = option(
         8.0, "learning rates are drawn log-uniformly in [prior / f, prior * f] around each method's prior (8 lets "
         "full fine-tuning's 2e-5 prior reach 1.6e-4, where experiment 1 found it learned best)", at_least(1.0))

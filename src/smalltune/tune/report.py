@@ -25,7 +25,9 @@ def rows(result) -> list[list[str]]:
     out = []
     for r in result.trials:
         params = ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(r.params.items()))
-        mark = "chosen" if r.number == result.chosen else ("Pareto" if r.pareto else "")
+        marks = ["the recipe's own settings"] if r.from_recipe else []
+        marks += ["chosen"] if r.number == result.chosen else (["Pareto"] if r.pareto else [])
+        mark = ", ".join(marks)
         out.append([str(r.number), r.state, params, _fmt(r.quality), _fmt(r.forgetting, pct=True),
                     "yes" if r.feasible else "no", _fmt(r.epochs), _fmt(r.seconds), mark])
     return out

@@ -51,3 +51,27 @@ def suggest(trial, recipe, methods: list[str]) -> list[str]:
     trial.set_user_attr("overrides", out)
     return out
 
+
+def recipe_params(recipe, methods: list[str]) -> dict | None:
+    """The recipe's own settings as trial parameters (for ``study.enqueue_trial``), or None where they lie
+    outside the search space (a method not searched, a rate beyond ``lr_factor`` of the prior, a rank or alpha
+    the search does not draw, more replay than ``replay_max``)."""
+    from ..train.methods import METHODS
+
+    t, method = recipe.tune, recipe.method.name
+    if method not in methods:
+        return None
+    prior, lr = METHODS.get(method, "method.name")().rate.lr, recipe.train.lr
+    if not prior / t.lr_factor <= lr <= prior * t.lr_factor:
+        return None
+    params = {"method": method, f"lr_{method}": float(lr)}
+    if method in ("lora", "dora"):
+        if recipe.method.r not in LORA_RANKS or recipe.method.alpha != 2 * recipe.method.r:
+            return None
+        params["lora_r"] = recipe.method.r
+    if t.replay_max > 0:
+        if recipe.regularize.replay_ratio > t.replay_max:
+            return None
+        params["replay_ratio"] = float(recipe.regularize.replay_ratio)
+    return params
+

@@ -1,8 +1,8 @@
 """``smalltune tune``: a budgeted, forgetting-aware search on the user's own data, built on Optuna.
 
 Two objectives (``objectives.py``): task quality on validation (maximise) and forgetting (minimise),
-with the forgetting budget as a constraint (``Trial.set_constraint``, which TPE reads). TPE draws trials
-(``space.py``); weak trials stop at their first evaluations (``pruning.py``). Every trial trains in
+with the forgetting budget as a constraint (``Trial.set_constraint``, which TPE reads). The first trial
+trains the recipe's own settings (``tune.start_from_recipe``), TPE draws the others (``space.py``); weak trials stop at their first evaluations (``pruning.py``). Every trial trains in
 this process on one loaded base model and one set of in-memory splits (``train(base=, splits=)``),
 into its own run directory under ``<tuning folder>/trials/``. The study lives in an Optuna storage
 that survives a crash (SQLite in the tuning folder by default; a database URL lets workers on
@@ -21,6 +21,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .. import console
 from ..errors import SmalltuneError
 from ..rundir import RunLock, atomic_write_json
 from .objectives import score_trial, trial_forgetting
@@ -31,6 +32,7 @@ QUALITY_TIE = 0.02  # key-fact recall within 2 points (about one validation answ
 DEFAULT_BUDGET = 0.10  # forgetting budget when the recipe sets none (docs/guards.md: the planner's default)
 TUNE_FILE = "tune.json"
 BUDGET_CONSTRAINT = "forgetting_budget"  # forgetting minus the budget: feasible at 0 or less
+FROM_RECIPE = "from_recipe"  # user attribute of the trial that trains the recipe's own settings
 
 
 @dataclass
@@ -48,6 +50,7 @@ class TrialRow:
     seconds: float | None = None
     stopped: str = ""
     run_dir: str = ""
+    from_recipe: bool = False  # the trial that trains the recipe's own settings
 
 
 @dataclass
@@ -64,6 +67,7 @@ class TuneResult:
     recipe: str = ""  # the chosen trial's recipe, written next to tune.json
     run_dir: str = ""  # the chosen trial's trained run
     wall_seconds: float = 0.0
+    running: int = 0  # trials other workers of a shared study are still training
     schema_version: str = "1.0"
 
     def to_dict(self) -> dict:
@@ -133,6 +137,7 @@ def tune(recipe, resume: bool = False, progress: bool = True, trials: int | None
         wanted = trials or recipe.tune.trials
         done = [t for t in study.trials if t.state.is_finished()]
         base, splits, methods = Base.load(recipe), load_splits(recipe), methods_that_fit(recipe)
+        anchored = _start_from_recipe(study, recipe, methods)
         started, durations = time.perf_counter(), []
         bar = _bar(wanted, len(done), progress)
 
@@ -143,7 +148,8 @@ def tune(recipe, resume: bool = False, progress: bool = True, trials: int | None
             raw = recipe.to_dict() | {"output_dir": str(out), "name": f"{recipe.name or 'tune'}-trial-{trial.number}"}
             raw["guards"] = raw["guards"] | {"enabled": True, "forgetting_budget": budget}
             trial_recipe = recipe_from_dict(raw, overrides)
-            pruner = HalvingPruner(trial, study, recipe.tune.halving_rate)
+            # against the plan's trial one earlier trial is a fair bar; against a random one, two are
+            pruner = HalvingPruner(trial, study, recipe.tune.halving_rate, min_trials=1 if anchored else 2)
             result = train(trial_recipe, base=base, splits=splits, progress=False, verbose=False, plugins=[pruner])
             trial.set_user_attr("run_dir", str(out))
             trial.set_constraint(BUDGET_CONSTRAINT, trial_forgetting(result) - budget)
@@ -175,6 +181,24 @@ def tune(recipe, resume: bool = False, progress: bool = True, trials: int | None
         lock.release()
 
 
+def _start_from_recipe(study, recipe, methods: list[str]) -> bool:
+    """Queue the recipe's own settings as the search's first trial (``tune.start_from_recipe``); True when the
+    study starts from them. A plan is the evidence's best guess (benchmarks/README.md 1e: six trials from random
+    starts did not beat it), so it is the trial every other one has to beat."""
+    from .space import recipe_params
+
+    if not recipe.tune.start_from_recipe:
+        return False
+    if study.trials:  # a resumed or shared study: anchored when it began with the recipe's trial
+        return bool(study.trials[0].user_attrs.get(FROM_RECIPE))
+    params = recipe_params(recipe, methods)
+    if params is None:
+        console.info("tune: the recipe's own settings lie outside the search space; the search starts at random")
+        return False
+    study.enqueue_trial(params, user_attrs={FROM_RECIPE: True}, skip_if_exists=True)
+    return True
+
+
 def _summarise(study, url: str, folder: Path, budget: float, recipe) -> TuneResult:
     import optuna
 
@@ -189,9 +213,16 @@ def _summarise(study, url: str, folder: Path, budget: float, recipe) -> TuneResu
             quality_name=info.get("quality_name", ""), forgetting=forgetting,
             feasible=t.state == optuna.trial.TrialState.COMPLETE and _within_budget(t),
             pareto=t.number in pareto, steps=info.get("steps"), epochs=info.get("epochs"),
-            seconds=info.get("seconds"), stopped=info.get("stopped", ""), run_dir=t.user_attrs.get("run_dir", "")))
+            seconds=info.get("seconds"), stopped=info.get("stopped", ""), run_dir=t.user_attrs.get("run_dir", ""),
+            from_recipe=bool(t.user_attrs.get(FROM_RECIPE))))
     out = TuneResult(str(folder), study.study_name, url if "@" not in url else url.split("@")[-1], budget, rows)
     feasible = [r for r in rows if r.feasible]
+    out.running = sum(r.state == "running" for r in rows)
+    if not feasible and out.running:  # a worker of a shared study that ended first: its trials were pruned
+        # against trials still training elsewhere, whose results decide the choice
+        out.why = (f"no finished trial within the {budget:.0%} forgetting budget yet; {out.running} trial(s) still "
+                   "running in other workers: `smalltune tune --resume` shows the choice once they end")
+        return out
     if not feasible:
         out.why = (f"no finished trial stayed within the forgetting budget of {budget:.0%}; raise "
                    "guards.forgetting_budget, add trials, or lower tune.lr_factor")
