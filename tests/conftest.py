@@ -17,6 +17,12 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+@pytest.fixture(autouse=True)
+def _answer_cache(tmp_path_factory, monkeypatch):
+    """Each test keeps base-model answers in a folder of its own (never the user's cache, never another test's)."""
+    monkeypatch.setenv("SMALLTUNE_ANSWER_CACHE", str(tmp_path_factory.mktemp("answers")))
+
+
 @pytest.fixture(scope="session")
 def tokenizer():
     from smalltune.models import load_tokenizer

@@ -204,3 +204,39 @@ def test_every_probe_declares_its_prompts_so_generation_runs_once_per_model_and_
     lengths = {new for _, new, _ in calls}
     assert calls and not [c for c in calls if c[0]]  # nothing generated after the prefetch
     assert len(calls) == 2 * len(lengths) and len(lengths) >= 2  # base and fine-tuned, one pass per answer length
+
+
+def test_a_later_process_reads_the_base_models_answers_from_disk(lora_run, monkeypatch):
+    """The base's answers are kept on disk (eval.cache_base_answers): an evaluation in a new process generates
+    only the fine-tuned model's, gets the same numbers, and says how many base answers it reused."""
+    import os
+    from pathlib import Path
+
+    from smalltune.evaluate import context
+
+    calls = []
+    real = context.generate_text
+
+    def spy(model, tok, prompts, settings, progress=None):
+        calls.append(len(prompts))
+        return real(model, tok, prompts, settings, progress=progress)
+
+    monkeypatch.setattr(context, "generate_text", spy)
+    monkeypatch.setattr(context, "_BASE_RESULTS", {})
+    first = evaluate(lora_run, quick=True, probes=["task"], progress=False).to_dict()
+    files = list(Path(os.environ["SMALLTUNE_ANSWER_CACHE"]).glob("base-*.json"))
+    assert len(files) == 1 and len(calls) == 2
+    monkeypatch.setattr(context, "_BASE_RESULTS", {})  # what a new process starts with
+    calls.clear()
+    second = evaluate(lora_run, quick=True, probes=["task"], progress=False).to_dict()
+    assert len(calls) == 1  # the fine-tuned model only
+    assert second["probes"]["task"] == first["probes"]["task"]
+    assert [s["base"] for s in second["samples"]] == [s["base"] for s in first["samples"]]
+    assert first["settings"]["generation"]["base_answers_reused"] == 0
+    assert second["settings"]["generation"]["base_answers_reused"] == len(second["samples"])
+
+    files[0].write_text("{not json")  # a damaged cache file is a miss, not an error
+    monkeypatch.setattr(context, "_BASE_RESULTS", {})
+    calls.clear()
+    evaluate(lora_run, quick=True, probes=["task"], progress=False)
+    assert len(calls) == 2

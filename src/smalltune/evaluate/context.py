@@ -6,11 +6,14 @@ Base outputs come from :class:`~smalltune.train.artifact.ModelPair`, as in ``sma
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import os
 import random
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
-
 
 from ..errors import SmalltuneError
 from ..generate import GenerationSettings, generate_text
@@ -22,7 +25,8 @@ from ..train.loss import item_token_stats
 MODELS = ("base", "finetuned")
 # The base model's greedy answers and losses do not depend on the run being evaluated: every evaluation
 # in one process (the demo's two arms, cv folds, tuning trials, update's parent/child gate) shares them,
-# keyed by what the base outputs depend on (EvalContext.base_key). Fine-tuned outputs stay per context.
+# keyed by what the base outputs depend on (EvalContext.base_key). Fine-tuned outputs stay per context. The
+# base's answers are also kept on disk (eval.cache_base_answers), so later processes share them too.
 _BASE_RESULTS: dict[tuple, dict] = {}
 _EVAL = EvalSection()  # the recipe's defaults: Caps() and EvalContext() evaluate as a default recipe does
 
@@ -71,6 +75,8 @@ class EvalContext:
     batch_size: int = _EVAL.batch_size
     samples: list = field(default_factory=list)  # per-question answers, filled by the task probe
     _gen_cache: dict = field(default_factory=dict)
+    _base_generated: set = field(default_factory=set)
+    _base_reused: set = field(default_factory=set)
     _models: ModelPair = field(init=False, repr=False)
 
     def __post_init__(self):
@@ -109,15 +115,61 @@ class EvalContext:
         return (m.name, m.revision, weights_stamp(m.name), m.load_in_4bit, self.recipe.train.precision,
                 str(self.device), self.batch_size)
 
+    @property
+    def base_answers_reused(self) -> int:
+        """Base answers this evaluation took from an earlier one (in this process, or on disk)."""
+        return len(self._base_reused)
+
     def _cache(self, which: str, kind: str) -> dict:
-        return _BASE_RESULTS.setdefault((kind, *self.base_key()), {}) if which == "base" else \
-            self._gen_cache.setdefault(kind, {})
+        if which != "base":
+            return self._gen_cache.setdefault(kind, {})
+        key = (kind, *self.base_key())
+        if key not in _BASE_RESULTS:
+            _BASE_RESULTS[key] = self._read_answers(key) if kind == "generate" else {}
+        return _BASE_RESULTS[key]
+
+    def _answers_file(self, key: tuple) -> Path | None:
+        """Where the base model's answers for ``key`` are kept between processes (None: not kept)."""
+        if not self.recipe.eval.cache_base_answers:
+            return None
+        import torch
+        import transformers
+
+        from .. import __version__
+        from ..models import cache_dir
+
+        folder = Path(os.environ.get("SMALLTUNE_ANSWER_CACHE") or cache_dir() / "answers")
+        ident = json.dumps([str(k) for k in key] + [torch.__version__, transformers.__version__, __version__])
+        return folder / f"base-{hashlib.sha256(ident.encode()).hexdigest()[:24]}.json"
+
+    def _read_answers(self, key: tuple) -> dict:
+        path = self._answers_file(key)
+        try:  # JSON written by _write_answers; anything unreadable is a cache miss, never an error
+            rows = json.loads(path.read_text(encoding="utf-8"))["answers"] if path and path.exists() else []
+            cache = {(int(new), str(prompt)): str(answer) for new, prompt, answer in rows}
+        except (OSError, ValueError, KeyError, TypeError):
+            cache = {}
+        return cache
+
+    def _write_answers(self, cache: dict) -> None:
+        path = self._answers_file(("generate", *self.base_key()))
+        if path is None:
+            return
+        from ..rundir import atomic_write_json
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(path, {"schema_version": "1.0", "model": self.recipe.model.name,
+                                 "answers": [[new, prompt, answer] for (new, prompt), answer in cache.items()]})
 
     def generate(self, prompts: list[str], which: str, max_new_tokens: int | None = None, desc: str = "") -> list[str]:
         """Greedy continuations of rendered ``prompts`` by one model; repeated calls are served from a cache."""
         settings = self.settings(max_new_tokens)
         cache = self._cache(which, "generate")
         missing = [p for p in dict.fromkeys(prompts) if (settings.max_new_tokens, p) not in cache]
+        if which == "base":  # answers this evaluation did not generate itself: an earlier one's, or the disk's
+            known = {(settings.max_new_tokens, p) for p in set(prompts) - set(missing)}
+            self._base_reused |= known - self._base_generated
+            self._base_generated |= {(settings.max_new_tokens, p) for p in missing}
         if missing:
             bar = _bar(len(missing), f"{desc} ({which})", not self.progress)
             with self.use(which) as model:
@@ -125,6 +177,8 @@ class EvalContext:
             bar.close()
             for p, o in zip(missing, outs):
                 cache[(settings.max_new_tokens, p)] = o
+            if which == "base":
+                self._write_answers(cache)
         return [cache[(settings.max_new_tokens, p)] for p in prompts]
 
     def prefetch(self, requests) -> None:
