@@ -2,7 +2,8 @@
 
 Two objectives (``objectives.py``): task quality on validation (maximise) and forgetting (minimise),
 with the forgetting budget as a constraint (``Trial.set_constraint``, which TPE reads). The first trial
-trains the recipe's own settings (``tune.start_from_recipe``), TPE draws the others (``space.py``); weak trials stop at their first evaluations (``pruning.py``). Every trial trains in
+trains the recipe's own settings (``tune.start_from_recipe``), TPE draws the others (``space.py``); weak
+trials stop at their first evaluations (``pruning.py``). Every trial trains in
 this process on one loaded base model and one set of in-memory splits (``train(base=, splits=)``),
 into its own run directory under ``<tuning folder>/trials/``. The study lives in an Optuna storage
 that survives a crash (SQLite in the tuning folder by default; a database URL lets workers on
@@ -26,7 +27,7 @@ from ..errors import SmalltuneError
 from ..rundir import RunLock, atomic_write_json
 from .objectives import score_trial, trial_forgetting
 from .pruning import HalvingPruner
-from .space import methods_that_fit, suggest
+from .space import methods_that_fit, recipe_params, suggest
 
 QUALITY_TIE = 0.02  # key-fact recall within 2 points (about one validation answer in 50) counts as a tie
 DEFAULT_BUDGET = 0.10  # forgetting budget when the recipe sets none (docs/guards.md: the planner's default)
@@ -185,8 +186,6 @@ def _start_from_recipe(study, recipe, methods: list[str]) -> bool:
     """Queue the recipe's own settings as the search's first trial (``tune.start_from_recipe``); True when the
     study starts from them. A plan is the evidence's best guess (benchmarks/README.md 1e: six trials from random
     starts did not beat it), so it is the trial every other one has to beat."""
-    from .space import recipe_params
-
     if not recipe.tune.start_from_recipe:
         return False
     if study.trials:  # a resumed or shared study: anchored when it began with the recipe's trial
