@@ -92,7 +92,7 @@ def _greedy(model, batch: dict, max_new_tokens: int, eos_id: int) -> list[list[i
     """Greedy decoding that drops a row from the batch as soon as it ends.
 
     ``model.generate`` keeps a finished row in the batch, decoding padding, until the longest answer ends:
-    in a batch of 64 answers of 10-96 tokens most of the work goes to rows that have ended. Here each
+    in a batch of 64 answers of 10-96 tokens much of the work goes to rows that have ended. Here each
     step runs only the rows still answering (their KV cache rows selected with the cache's
     ``batch_select_indices``); positions follow the attention mask as in ``generate``, so every row's
     answer is the one it gets alone (tests/test_generate.py checks it against ``model.generate``).
