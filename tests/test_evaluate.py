@@ -105,6 +105,10 @@ def test_evaluate_writes_complete_eval_json(lora_run, tiny_model_dir):
     assert all(v["status"] in ("ok", "warn", "problem") and set(v) == {"name", "status", "value", "threshold", "message", "fix"}
                for v in saved["verdicts"])
     assert [s["id"] for s in saved["samples"]] == ["t1", "t2", "t3"]
+    phases = saved["settings"]["phase_seconds"]  # every probe and both models' answer passes, within the wall time
+    assert set(saved["probes"]) < set(phases) and {p.split(",")[0] for p in set(phases) - set(saved["probes"])} == {
+        "answers (base", "answers (finetuned"}
+    assert sum(phases.values()) <= saved["settings"]["wall_seconds"] + 0.1 * len(phases)
 
     # Base answers came from the same weights with the adapter disabled: they equal a fresh base model's.
     from smalltune.generate import GenerationSettings, generate

@@ -11,6 +11,8 @@ import json
 import math
 import os
 import random
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -77,6 +79,7 @@ class EvalContext:
     _gen_cache: dict = field(default_factory=dict)
     _base_generated: set = field(default_factory=set)
     _base_reused: set = field(default_factory=set)
+    phase_seconds: dict = field(default_factory=dict)  # phase -> wall seconds (EvalSettings.phase_seconds)
     _models: ModelPair = field(init=False, repr=False)
 
     def __post_init__(self):
@@ -190,7 +193,18 @@ class EvalContext:
             by_length.setdefault(new or self.caps.max_new_tokens, []).extend(prompts)
         for which in MODELS:
             for new, prompts in by_length.items():
-                self.generate(prompts, which, new, "answers")
+                with self.timed(f"answers ({which}, <= {new} tokens)"):
+                    self.generate(prompts, which, new, "answers")
+
+    @contextmanager
+    def timed(self, phase: str):
+        """Add the wall time of the block to ``phase_seconds[phase]``."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            spent = time.perf_counter() - started
+            self.phase_seconds[phase] = round(self.phase_seconds.get(phase, 0.0) + spent, 1)
 
     def render(self, conversation: list[dict]) -> str:
         from ..data.tokenize import render

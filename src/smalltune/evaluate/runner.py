@@ -80,12 +80,16 @@ def evaluate(run_dir, test=None, reference=None, quick: bool = False, probes=Non
         else:
             chosen[name] = probe
     ctx.prefetch([request for probe in chosen.values() for request in probe.prompts(ctx)])
-    results = {name: probe.run(ctx) for name, probe in chosen.items()}
+    results = {}
+    for name, probe in chosen.items():
+        with ctx.timed(name):
+            results[name] = probe.run(ctx)
     training = read_training(run)
     settings = EvalSettings(
         generation={**ctx.settings().to_dict(), "greedy": True, "base_answers_reused": ctx.base_answers_reused},
         quick=quick, caps=dict(caps.__dict__), seed=seed, heldout=source,
         reference=ref_source, skipped=skipped, wall_seconds=round(time.perf_counter() - started, 1),
+        phase_seconds=ctx.phase_seconds,
         ci="95% paired bootstrap CI of the delta (finetuned - base), items resampled, 1000 resamples",
     )
     result = EvalResult(
