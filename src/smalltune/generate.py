@@ -98,7 +98,7 @@ def _greedy(model, batch: dict, max_new_tokens: int, eos_id: int) -> list[list[i
     answer is the one it gets alone (tests/test_generate.py checks it against ``model.generate``).
     Returns each row's new token ids, without the end token.
     """
-    name = next((k for k in ("cache", "past_key_values") if k in batch), "past_key_values")
+    name = _cache_key(batch)
     cache = batch.get(name)
     mask = batch["attention_mask"]
     done = cache.get_seq_length() if cache is not None else 0  # the shared prefix, already in the cache
@@ -110,6 +110,7 @@ def _greedy(model, batch: dict, max_new_tokens: int, eos_id: int) -> list[list[i
     for step in range(max_new_tokens):
         out = model(**inputs, attention_mask=mask, **({name: cache} if cache is not None else {}), use_cache=True,
                     logits_to_keep=1)
+        name = _cache_key(out)
         cache = out[name]
         tokens = out.logits[:, -1].argmax(-1)
         keep = []
@@ -175,6 +176,12 @@ def _prefix_cache(model, prefix: torch.Tensor, batch_size: int) -> dict:
     if prefix.shape[1] == 0:
         return {}
     out = model(input_ids=prefix, attention_mask=torch.ones_like(prefix), use_cache=True)
-    name = "cache" if "cache" in out else "past_key_values"  # transformers renamed it during 5.x
+    name = _cache_key(out)
     out[name].batch_repeat_interleave(batch_size)
     return {name: out[name]}
+
+
+def _cache_key(mapping) -> str:
+    """The KV cache's name in a model output or in forward keywords: transformers renamed ``past_key_values``
+    to ``cache`` during 5.x, and a model's forward takes it back under the name its output gave it."""
+    return "cache" if "cache" in mapping else "past_key_values"

@@ -14,6 +14,7 @@ import random
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -128,11 +129,12 @@ class EvalContext:
             return self._gen_cache.setdefault(kind, {})
         key = (kind, *self.base_key())
         if key not in _BASE_RESULTS:
-            _BASE_RESULTS[key] = self._read_answers(key) if kind == "generate" else {}
+            _BASE_RESULTS[key] = self._read_answers() if kind == "generate" else {}
         return _BASE_RESULTS[key]
 
-    def _answers_file(self, key: tuple) -> Path | None:
-        """Where the base model's answers for ``key`` are kept between processes (None: not kept)."""
+    @cached_property
+    def _answers_file(self) -> Path | None:
+        """Where the base model's answers are kept between processes (None: not kept); hashed once per context."""
         if not self.recipe.eval.cache_base_answers:
             return None
         import torch
@@ -142,11 +144,12 @@ class EvalContext:
         from ..models import cache_dir
 
         folder = Path(os.environ.get("SMALLTUNE_ANSWER_CACHE") or cache_dir() / "answers")
-        ident = json.dumps([str(k) for k in key] + [torch.__version__, transformers.__version__, __version__])
+        key = ("generate", *self.base_key(), torch.__version__, transformers.__version__, __version__)
+        ident = json.dumps([str(k) for k in key])
         return folder / f"base-{hashlib.sha256(ident.encode()).hexdigest()[:24]}.json"
 
-    def _read_answers(self, key: tuple) -> dict:
-        path = self._answers_file(key)
+    def _read_answers(self) -> dict:
+        path = self._answers_file
         try:  # JSON written by _write_answers; anything unreadable is a cache miss, never an error
             rows = json.loads(path.read_text(encoding="utf-8"))["answers"] if path and path.exists() else []
             cache = {(int(new), str(prompt)): str(answer) for new, prompt, answer in rows}
@@ -155,7 +158,7 @@ class EvalContext:
         return cache
 
     def _write_answers(self, cache: dict) -> None:
-        path = self._answers_file(("generate", *self.base_key()))
+        path = self._answers_file
         if path is None:
             return
         from ..rundir import atomic_write_json
