@@ -60,7 +60,7 @@ def test_batched_answers_equal_one_prompt_at_a_time(tiny, tokenizer):
     assert batched == one_by_one(tiny, tokenizer, texts)
 
 
-def test_rows_that_end_early_leave_the_batch_and_the_others_answer_as_alone(tokenizer):
+def test_rows_that_end_early_or_reach_their_cap_leave_the_batch_and_the_others_answer_as_alone(tokenizer):
     import copy
 
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -82,6 +82,14 @@ def test_rows_that_end_early_leave_the_batch_and_the_others_answer_as_alone(toke
     assert len(lengths) > 1 and min(lengths) < 12  # rows end at different steps
     batched = generate_text(model, tok, texts, GenerationSettings(max_new_tokens=12, batch_size=8))
     assert batched == one_by_one(model, tok, texts, eos=eos)
+
+    # Rows capped at their own lengths in one pass answer as alone with that cap, on both decoding paths.
+    limits = [3, 12, 5, 1, 8]
+    alone_capped = [one_by_one(model, tok, [t], n, eos=eos)[0] for t, n in zip(texts, limits)]
+    for drop in (True, False):
+        settings = GenerationSettings(max_new_tokens=12, batch_size=8, drop_finished=drop)
+        assert generate_text(model, tok, texts, settings, limits=limits) == alone_capped
+    assert alone_capped != batched  # the caps cut some answers short
 
 
 @pytest.mark.parametrize("method", ["lora", "prompt"])

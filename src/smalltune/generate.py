@@ -47,13 +47,18 @@ def generate(model, tokenizer, conversations: list[list[dict]], settings: Genera
 
 @torch.no_grad()
 def generate_text(model, tokenizer, prompts: list[str], settings: GenerationSettings | None = None,
-                  progress=None) -> list[str]:
+                  progress=None, limits: list[int] | None = None) -> list[str]:
     """Continuations of already rendered prompt strings (e.g. a chat prompt plus the start of an answer).
+
+    ``limits`` caps each prompt's new tokens on its own (default: ``settings.max_new_tokens`` for all), so
+    prompts that need answers of different lengths share one pass: a greedy answer capped at k tokens is the
+    first k tokens of a longer one, and greedy rows leave the batch at their own cap.
 
     >>> generate_text(model, tok, ["<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello"])
     ['! How can I help you today?']
     """
     s = settings or GenerationSettings()
+    limits = list(limits) if limits is not None else [s.max_new_tokens] * len(prompts)
     ids = [tokenizer(p, add_special_tokens=False).input_ids for p in prompts]
     order = sorted(range(len(prompts)), key=lambda i: len(ids[i]))  # similar lengths, less padding
     answers: list[str] = [""] * len(prompts)
@@ -70,14 +75,17 @@ def generate_text(model, tokenizer, prompts: list[str], settings: GenerationSett
             idx = order[start: start + s.batch_size]
             batch = _batch([ids[i] for i in idx], tokenizer.pad_token_id, device, share=share)
             batch |= _prefix_cache(model, batch.pop("prefix"), len(idx))
+            caps = [limits[i] for i in idx]
             if s.do_sample or not s.drop_finished or prompt_learning(model):
                 with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
                     torch.manual_seed(s.seed + start)
-                    out = model.generate(**batch, max_new_tokens=s.max_new_tokens, **sampling,
+                    out = model.generate(**batch, max_new_tokens=max(caps), **sampling,
                                          pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-                new = out[:, batch["input_ids"].shape[1]:].tolist()
+                end = tokenizer.eos_token_id  # each row up to its end token and its own cap, as _greedy returns it
+                new = [(row[:row.index(end)] if end in row else row)[:cap]
+                       for row, cap in zip(out[:, batch["input_ids"].shape[1]:].tolist(), caps)]
             else:
-                new = _greedy(model, batch, s.max_new_tokens, tokenizer.eos_token_id)
+                new = _greedy(model, batch, caps, tokenizer.eos_token_id)
             for i, row in zip(idx, new):
                 answers[i] = tokenizer.decode(row, skip_special_tokens=True).strip()
             if progress is not None:
@@ -88,8 +96,8 @@ def generate_text(model, tokenizer, prompts: list[str], settings: GenerationSett
     return answers
 
 
-def _greedy(model, batch: dict, max_new_tokens: int, eos_id: int) -> list[list[int]]:
-    """Greedy decoding that drops a row from the batch as soon as it ends.
+def _greedy(model, batch: dict, limits: list[int], eos_id: int) -> list[list[int]]:
+    """Greedy decoding that drops a row from the batch as soon as it ends or reaches its own ``limits`` entry.
 
     ``model.generate`` keeps a finished row in the batch, decoding padding, until the longest answer ends:
     in a batch of 64 answers of 10-96 tokens much of the work goes to rows that have ended. Here each
@@ -107,7 +115,7 @@ def _greedy(model, batch: dict, max_new_tokens: int, eos_id: int) -> list[list[i
     alive = list(range(mask.shape[0]))  # batch rows still answering, in the order of the tensors
     new: list[list[int]] = [[] for _ in alive]
     last = positions[:, -1]
-    for step in range(max_new_tokens):
+    for _ in range(max(limits)):
         out = model(**inputs, attention_mask=mask, **({name: cache} if cache is not None else {}), use_cache=True,
                     logits_to_keep=1)
         name = _cache_key(out)
@@ -115,10 +123,12 @@ def _greedy(model, batch: dict, max_new_tokens: int, eos_id: int) -> list[list[i
         tokens = out.logits[:, -1].argmax(-1)
         keep = []
         for j, token in enumerate(tokens.tolist()):
+            row = alive[j]
             if token != eos_id:
-                new[alive[j]].append(token)
-                keep.append(j)
-        if not keep or step == max_new_tokens - 1:
+                new[row].append(token)
+                if len(new[row]) < limits[row]:
+                    keep.append(j)
+        if not keep:
             break
         if len(keep) < len(alive):  # rows that ended leave the batch, and their cache rows with them
             index = torch.tensor(keep, device=mask.device)

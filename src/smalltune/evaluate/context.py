@@ -109,8 +109,9 @@ class EvalContext:
         """A context yielding the model called ``which`` ("base" or "finetuned") ready for inference."""
         return self._models.use(which)
 
-    def settings(self, max_new_tokens: int | None = None) -> GenerationSettings:
-        return GenerationSettings(max_new_tokens=max_new_tokens or self.caps.max_new_tokens,
+    def settings(self) -> GenerationSettings:
+        """How every answer is generated (the caps' length: a probe may ask for fewer tokens per prompt)."""
+        return GenerationSettings(max_new_tokens=self.caps.max_new_tokens,
                                   batch_size=GENERATION_BATCH_FACTOR * self.batch_size)
 
     def base_key(self) -> tuple:
@@ -167,37 +168,44 @@ class EvalContext:
         atomic_write_json(path, {"schema_version": "1.0", "model": self.recipe.model.name,
                                  "answers": [[new, prompt, answer] for (new, prompt), answer in cache.items()]})
 
-    def generate(self, prompts: list[str], which: str, max_new_tokens: int | None = None, desc: str = "") -> list[str]:
-        """Greedy continuations of rendered ``prompts`` by one model; repeated calls are served from a cache."""
-        settings = self.settings(max_new_tokens)
+    def generate(self, prompts: list[str], which: str, max_new_tokens: int | list[int] | None = None,
+                 desc: str = "") -> list[str]:
+        """Greedy continuations of rendered ``prompts`` by one model, each capped at its ``max_new_tokens`` entry
+        (one number for all; None = the caps'); one generation pass for what the cache does not hold yet."""
+        keys = list(zip(self._limits(max_new_tokens, len(prompts)), prompts))  # cache keys: (new tokens, prompt)
         cache = self._cache(which, "generate")
-        missing = [p for p in dict.fromkeys(prompts) if (settings.max_new_tokens, p) not in cache]
+        missing = [k for k in dict.fromkeys(keys) if k not in cache]
         if which == "base":  # answers this evaluation did not generate itself: an earlier one's, or the disk's
-            known = {(settings.max_new_tokens, p) for p in set(prompts) - set(missing)}
-            self._base_reused |= known - self._base_generated
-            self._base_generated |= {(settings.max_new_tokens, p) for p in missing}
+            self._base_reused |= set(keys) - set(missing) - self._base_generated
+            self._base_generated |= set(missing)
         if missing:
             bar = _bar(len(missing), f"{desc} ({which})", not self.progress)
             with self.use(which) as model:
-                outs = generate_text(model, self.tokenizer, missing, settings, progress=bar)
+                outs = generate_text(model, self.tokenizer, [p for _, p in missing], self.settings(), progress=bar,
+                                     limits=[new for new, _ in missing])
             bar.close()
-            for p, o in zip(missing, outs):
-                cache[(settings.max_new_tokens, p)] = o
+            cache.update(zip(missing, outs))
             if which == "base":
                 self._write_answers(cache)
-        return [cache[(settings.max_new_tokens, p)] for p in prompts]
+        return [cache[k] for k in keys]
+
+    def _limits(self, max_new_tokens: int | list[int] | None, n: int) -> list[int]:
+        if isinstance(max_new_tokens, list):
+            return max_new_tokens
+        return [max_new_tokens or self.caps.max_new_tokens] * n
 
     def prefetch(self, requests) -> None:
-        """Answer every probe's prompts up front, one generation pass per model and answer length: a pass costs
-        its ~40 decoding steps whatever its size, and the quick evaluation's probes ask 8-16 prompts each
-        (benchmarks/README.md, "One generation pass per model"). The probes then read the cache."""
-        by_length: dict[int, list[str]] = {}
-        for prompts, new in requests:
-            by_length.setdefault(new or self.caps.max_new_tokens, []).extend(prompts)
+        """Answer every probe's prompts up front, in one generation pass per model: the probes then read the
+        cache. A pass costs about its longest answer's decoding steps whatever its size (rows leave the batch
+        at their own length), and the quick evaluation's probes ask 8-16 prompts each (benchmarks/README.md,
+        "One generation pass per model"). ``requests``: (prompts, max_new_tokens as for :meth:`generate`)."""
+        prompts, limits = [], []
+        for asked, new in requests:
+            prompts += asked
+            limits += self._limits(new, len(asked))
         for which in MODELS:
-            for new, prompts in by_length.items():
-                with self.timed(f"answers ({which}, <= {new} tokens)"):
-                    self.generate(prompts, which, new, "answers")
+            with self.timed(f"answers ({which})"):
+                self.generate(prompts, which, limits, "answers")
 
     @contextmanager
     def timed(self, phase: str):

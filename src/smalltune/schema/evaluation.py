@@ -105,7 +105,7 @@ class EvalSettings(Record):
     reference: str | None = None  # where the general reference text came from (or why there is none)
     skipped: dict = field(default_factory=dict)  # probe -> why it did not apply
     wall_seconds: float | None = field(default=None, metadata=OMIT_NONE)
-    # where the wall time went: "answers (base, <= 40 tokens)" ... (the up-front generation passes), then
+    # where the wall time went: "answers (base)", "answers (finetuned)" (the up-front generation passes), then
     # each probe's own scoring; what is left of wall_seconds is loading the run and the data
     phase_seconds: dict | None = field(default=None, metadata=OMIT_NONE)
     ci: str | None = field(default=None, metadata=OMIT_NONE)  # how the CIs were computed

@@ -5,7 +5,8 @@ Each training prompt is answered greedily; an answer is *verbatim* when it repro
 normalised edit similarity to the target is >= 0.9. A second pass gives the model the first half
 of each answer and checks whether it completes the rest (the extraction test of "Quantifying
 Memorization Across Neural Language Models", arXiv 2202.07646). Short targets are reproduced
-trivially, so rates are also given for targets of >= 16 tokens and per length bin.
+trivially, so rates are also given for targets of >= 16 tokens and per length bin. Each answer is
+generated up to its own target's (or suffix's) length plus ``SLACK`` tokens.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ NEAR = 0.9  # normalised edit similarity that counts as near-verbatim
 LONG = 16  # targets at least this many tokens long are not trivially reproduced
 BINS = ((0, 8), (8, 16), (16, 32), (32, 64), (64, None))
 WORST = 5
+SLACK = 8  # tokens generated past the target's length
 
 
 def training_examples(recipe, run_path=None) -> list:
@@ -47,13 +49,15 @@ def _score(tok, output: str, target: str) -> dict:
 
 
 def _inputs(ctx):
-    """(sampled training examples, their prompts, targets, answer length, prefix prompts, their suffixes)."""
+    """(sampled training examples, their prompts, targets, new tokens per prompt, prefix prompts, their suffixes,
+    new tokens per prefix prompt)."""
     tok = ctx.tokenizer
     examples = ctx.sample(training_examples(ctx.recipe, ctx.run_dir), ctx.caps.memorization, "memorization")
     prompts = [ctx.render(ex.prompt(ctx.system_prompt)) for ex in examples]
     targets = [ex.target for ex in examples]
-    longest = max(len(_tokens(tok, t)) for t in targets)
-    new = max(8, min(longest + 8, max(ctx.caps.max_new_tokens, MIN_RUN + 8)))
+    # Each answer is generated up to its own target's length plus SLACK tokens: a reproduction needs no more,
+    # and a longer answer only adds decoding steps (a prefix prompt's answer is compared with half a target).
+    budget = lambda text: min(len(_tokens(tok, text)) + SLACK, _cap(ctx))  # noqa: E731
     # Prefix extraction: the first half of the answer is given, the rest must follow.
     pre_prompts, suffixes = [], []
     for p, t in zip(prompts[: ctx.caps.prefix], targets[: ctx.caps.prefix]):
@@ -62,21 +66,25 @@ def _inputs(ctx):
             half = len(ids) // 2
             pre_prompts.append(p + tok.decode(ids[:half]).lstrip())
             suffixes.append(tok.decode(ids[half:]))
-    return examples, prompts, targets, new, pre_prompts, suffixes
+    return (examples, prompts, targets, [budget(t) for t in targets], pre_prompts, suffixes,
+            [budget(s) for s in suffixes])
 
 
-def requests(ctx) -> list[tuple[list[str], int]]:
-    _, prompts, _, new, pre_prompts, _ = _inputs(ctx)
-    return [(prompts, new), (pre_prompts, new)]
+def _cap(ctx) -> int:
+    return max(ctx.caps.max_new_tokens, MIN_RUN + 8)
+
+
+def requests(ctx) -> list[tuple[list[str], list[int]]]:
+    _, prompts, _, new, pre_prompts, _, pre_new = _inputs(ctx)
+    return [(prompts, new), (pre_prompts, pre_new)]
 
 
 def run(ctx) -> dict:
     tok = ctx.tokenizer
-    examples, prompts, targets, new, pre_prompts, suffixes = _inputs(ctx)
-    scores = {m: [_score(tok, o, t) for o, t in zip(ctx.generate(prompts, m, new, "memorization"), targets)]
-              for m in MODELS}
-    outputs = {m: ctx.generate(prompts, m, new) for m in MODELS}  # cached
-    pre = {m: [_score(tok, o, s) for o, s in zip(ctx.generate(pre_prompts, m, new, "prefix extraction"), suffixes)]
+    examples, prompts, targets, new, pre_prompts, suffixes, pre_new = _inputs(ctx)
+    outputs = {m: ctx.generate(prompts, m, new, "memorization") for m in MODELS}
+    scores = {m: [_score(tok, o, t) for o, t in zip(outputs[m], targets)] for m in MODELS}
+    pre = {m: [_score(tok, o, s) for o, s in zip(ctx.generate(pre_prompts, m, pre_new, "prefix extraction"), suffixes)]
            for m in MODELS} if pre_prompts else {m: [] for m in MODELS}
 
     def col(rows, key, keep=lambda r: True):
@@ -109,7 +117,8 @@ def run(ctx) -> dict:
                      "output": outputs["finetuned"][i], "overlap_tokens": scores["finetuned"][i]["overlap"],
                      "similarity": round(scores["finetuned"][i]["similarity"], 4)} for i in order[:WORST]]
     res.update(loss_gap(ctx, examples))
-    res["criteria"] = {"min_run_tokens": MIN_RUN, "near_similarity": NEAR, "max_new_tokens": new}
+    res["criteria"] = {"min_run_tokens": MIN_RUN, "near_similarity": NEAR,  # answers: target tokens + slack
+                       "slack_tokens": SLACK, "max_new_tokens": _cap(ctx)}
     return res
 
 
