@@ -307,3 +307,28 @@ def test_cli_update_versions_and_rollback(first, tmp_path, capsys):
     assert "serving v1" in capsys.readouterr().out
     assert main(["promote", str(tmp_path)]) == 2  # not a run directory: one line, exit 2
     assert "not a run directory" in capsys.readouterr().err
+
+
+def test_the_gate_never_takes_or_leaves_the_base_models_answers_as_the_parents(first, monkeypatch):
+    """The gate's "base" is the parent version: the base model's answers shared in the process and kept on disk
+    must not stand in for the parent's, and the parent's must not be kept as the base model's."""
+    from smalltune.evaluate import context
+    from smalltune.evaluate.context import QUICK, EvalContext
+    from smalltune.train import load_trained
+    from smalltune.update.gate import VersusContext
+
+    monkeypatch.setattr(context, "_BASE_RESULTS", {})
+    model, tok, recipe = load_trained(first)
+    prompts = [tok.apply_chat_template([{"role": "user", "content": "When are you open?"}], tokenize=False,
+                                       add_generation_prompt=True)]
+    evaluation = EvalContext(model=model, tokenizer=tok, recipe=recipe, run_dir=first, caps=QUICK)
+    planted = "the base model's answer"
+    evaluation._cache("base", "generate")[(QUICK.max_new_tokens, prompts[0])] = planted
+    evaluation._write_answers(evaluation._cache("base", "generate"))
+
+    gate = VersusContext(model=model, tokenizer=tok, recipe=recipe, run_dir=first, caps=QUICK, parent=model)
+    parent = gate.generate(prompts, "base")
+    assert parent != [planted] and parent == gate.generate(prompts, "finetuned")  # the parent (here: the same model)
+    monkeypatch.setattr(context, "_BASE_RESULTS", {})  # a later process reads the disk: still the base's answer
+    later = EvalContext(model=model, tokenizer=tok, recipe=recipe, run_dir=first, caps=QUICK)
+    assert later.generate(prompts, "base") == [planted] and later.base_answers_reused == 1

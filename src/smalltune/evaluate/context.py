@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from ..errors import SmalltuneError
 from ..generate import GenerationSettings, generate_text
@@ -26,10 +26,10 @@ from ..train.artifact import ModelPair
 from ..train.loss import item_token_stats
 
 MODELS = ("base", "finetuned")
-# The base model's greedy answers and losses do not depend on the run being evaluated: every evaluation
-# in one process (the demo's two arms, cv folds, tuning trials, update's parent/child gate) shares them,
-# keyed by what the base outputs depend on (EvalContext.base_key). Fine-tuned outputs stay per context. The
-# base's answers are also kept on disk (eval.cache_base_answers), so later processes share them too.
+# The base model's greedy answers and losses do not depend on the run being evaluated: every evaluation in one
+# process (the demo's two arms, cv folds, tuning trials) shares them, keyed by what the base outputs depend on
+# (EvalContext.base_key). Fine-tuned outputs stay per context, and so do the update gate's parent's. The base's
+# answers are also kept on disk (eval.cache_base_answers), so later processes share them too.
 _BASE_RESULTS: dict[tuple, dict] = {}
 _EVAL = EvalSection()  # the recipe's defaults: Caps() and EvalContext() evaluate as a default recipe does
 
@@ -82,6 +82,8 @@ class EvalContext:
     _base_reused: set = field(default_factory=set)
     phase_seconds: dict = field(default_factory=dict)  # phase -> wall seconds (EvalSettings.phase_seconds)
     _models: ModelPair = field(init=False, repr=False)
+    # "base" is the recipe's base model (False where a subclass puts another model there: the update gate's parent)
+    BASE_IS_BASE_MODEL: ClassVar[bool] = True
 
     def __post_init__(self):
         self._models = ModelPair(self.model, self.recipe)
@@ -125,9 +127,13 @@ class EvalContext:
         """Base answers this evaluation took from an earlier one (in this process, or on disk)."""
         return len(self._base_reused)
 
+    def _shared(self, which: str) -> bool:
+        """Whether ``which``'s outputs are the recipe's base model's, shared across evaluations and kept on disk."""
+        return which == "base" and self.BASE_IS_BASE_MODEL
+
     def _cache(self, which: str, kind: str) -> dict:
-        if which != "base":
-            return self._gen_cache.setdefault(kind, {})
+        if not self._shared(which):
+            return self._gen_cache.setdefault((which, kind), {})
         key = (kind, *self.base_key())
         if key not in _BASE_RESULTS:
             _BASE_RESULTS[key] = self._read_answers() if kind == "generate" else {}
@@ -175,7 +181,7 @@ class EvalContext:
         keys = list(zip(self._limits(max_new_tokens, len(prompts)), prompts))  # cache keys: (new tokens, prompt)
         cache = self._cache(which, "generate")
         missing = [k for k in dict.fromkeys(keys) if k not in cache]
-        if which == "base":  # answers this evaluation did not generate itself: an earlier one's, or the disk's
+        if self._shared(which):  # answers this evaluation did not generate itself: an earlier one's, or the disk's
             self._base_reused |= set(keys) - set(missing) - self._base_generated
             self._base_generated |= set(missing)
         if missing:
@@ -185,7 +191,7 @@ class EvalContext:
                                      limits=[new for new, _ in missing])
             bar.close()
             cache.update(zip(missing, outs))
-            if which == "base":
+            if self._shared(which):
                 self._write_answers(cache)
         return [cache[k] for k in keys]
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from ..errors import SmalltuneError
 from ..evaluate.context import Caps, EvalContext
@@ -37,9 +37,12 @@ SECTION_NAMES = {"parent_test": "earlier test set", "new_test": "new test data",
 
 @dataclass
 class VersusContext(EvalContext):
-    """An evaluation context whose "base" is the parent version (``finetuned`` is the new version)."""
+    """An evaluation context whose "base" is the parent version (``finetuned`` is the new version).
+
+    The parent's outputs are its own: never the base model's answers shared between evaluations, nor kept as them."""
 
     parent: Any = None
+    BASE_IS_BASE_MODEL: ClassVar[bool] = False
 
     @contextlib.contextmanager
     def use(self, which: str):

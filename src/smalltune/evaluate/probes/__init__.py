@@ -19,8 +19,9 @@ class Probe:
     help: str
     run: Callable  # (EvalContext) -> dict
     applies: Callable = lambda ctx: None  # (EvalContext) -> reason it cannot run, or None
-    # (EvalContext) -> [(rendered prompts, max_new_tokens or None for the caps')] that ``run`` will generate:
-    # the runner answers every probe's prompts together before any probe runs (EvalContext.prefetch)
+    # (EvalContext) -> [(rendered prompts, max_new_tokens: one for all, one per prompt, or None for the caps')]
+    # that ``run`` will generate: the runner answers every probe's prompts together, one pass per model, before
+    # any probe runs (EvalContext.prefetch)
     prompts: Callable = lambda ctx: []
 
 
