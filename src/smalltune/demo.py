@@ -217,8 +217,10 @@ def run_demo(quick: bool = False, output_dir: str | None = None, questions: int 
     plain = demo_recipe(quick, str(root / "vanilla"), [*VANILLA_OVERRIDES, *overrides]) if vanilla else None
     threads = side_by_side_threads(vanilla, side_by_side)
     if threads:
+        import torch
+
         console.info(f"vanilla arm (a tutorial's LoRA: r=8, lr 2e-4, 3 epochs, final weights, no guards) trains beside "
-                     f"smalltune's in a second process with {threads} of {threads * 2} threads")
+                     f"smalltune's in a second process with {threads} of {torch.get_num_threads()} threads")
     with SideBySide(plain, threads) if threads else contextlib.nullcontext() as arm:
         report_path = run(recipe, quick=True)  # the demo always evaluates with the quick caps (demo <= 15 min)
         comparisons = comparisons_from_eval(report_path.parent, questions)
