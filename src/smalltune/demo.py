@@ -161,7 +161,11 @@ class SideBySide:
 
         import torch
 
+        from .models import BUILTIN_MODELS, builtin_path
+
         self.log.parent.mkdir(parents=True, exist_ok=True)
+        if self.recipe.model.name in BUILTIN_MODELS:  # convert it once here, not in both processes at the same time
+            builtin_path(self.recipe.model.name)
         self._threads_before = torch.get_num_threads()
         # spawn: a fresh interpreter (fork would copy this process's thread pools and locks mid-use)
         self.process = multiprocessing.get_context("spawn").Process(
