@@ -211,8 +211,8 @@ def test_every_probe_declares_its_prompts_so_generation_runs_once_per_model(lora
 
 
 def test_a_later_process_reads_the_base_models_answers_from_disk(lora_run, monkeypatch):
-    """The base's answers are kept on disk (eval.cache_base_answers): an evaluation in a new process generates
-    only the fine-tuned model's, gets the same numbers, and says how many base answers it reused."""
+    """The base's answers and losses are kept on disk (eval.cache_base_answers): an evaluation in a new process runs
+    only the fine-tuned model, gets the same numbers, and says how many base answers it reused."""
     import os
     from pathlib import Path
 
@@ -229,11 +229,17 @@ def test_a_later_process_reads_the_base_models_answers_from_disk(lora_run, monke
     monkeypatch.setattr(context, "_BASE_RESULTS", {})
     first = evaluate(lora_run, quick=True, probes=["task"], progress=False).to_dict()
     files = list(Path(os.environ["SMALLTUNE_ANSWER_CACHE"]).glob("base-*.json"))
-    assert len(files) == 1 and len(calls) == 2
+    assert len(files) == 2 and len(calls) == 2  # answers and losses
     monkeypatch.setattr(context, "_BASE_RESULTS", {})  # what a new process starts with
     calls.clear()
+    from smalltune.train.artifact import ModelPair
+
+    uses = []
+    original = ModelPair.use
+    monkeypatch.setattr(ModelPair, "use", lambda self, which: (uses.append(which), original(self, which))[1])
     second = evaluate(lora_run, quick=True, probes=["task"], progress=False).to_dict()
     assert len(calls) == 1  # the fine-tuned model only
+    assert set(uses) == {"finetuned"}  # the base model's losses came from the disk as well
     assert second["probes"]["task"] == first["probes"]["task"]
     assert [s["base"] for s in second["samples"]] == [s["base"] for s in first["samples"]]
     assert first["settings"]["generation"]["base_answers_reused"] == 0

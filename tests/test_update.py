@@ -324,7 +324,7 @@ def test_the_gate_never_takes_or_leaves_the_base_models_answers_as_the_parents(f
     evaluation = EvalContext(model=model, tokenizer=tok, recipe=recipe, run_dir=first, caps=QUICK)
     planted = "the base model's answer"
     evaluation._cache("base", "generate")[(QUICK.max_new_tokens, prompts[0])] = planted
-    evaluation._write_answers(evaluation._cache("base", "generate"))
+    evaluation._write("generate", evaluation._cache("base", "generate"))
 
     gate = VersusContext(model=model, tokenizer=tok, recipe=recipe, run_dir=first, caps=QUICK, parent=model)
     parent = gate.generate(prompts, "base")

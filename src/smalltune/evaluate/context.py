@@ -14,7 +14,6 @@ import random
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -29,8 +28,16 @@ MODELS = ("base", "finetuned")
 # The base model's greedy answers and losses do not depend on the run being evaluated: every evaluation in one
 # process (the demo's two arms, cv folds, tuning trials) shares them, keyed by what the base outputs depend on
 # (EvalContext.base_key). Fine-tuned outputs stay per context, and so do the update gate's parent's. The base's
-# answers are also kept on disk (eval.cache_base_answers), so later processes share them too.
+# answers and losses are also kept on disk (eval.cache_base_answers), so later processes share them too.
 _BASE_RESULTS: dict[tuple, dict] = {}
+# How each kind of base output is kept on disk: (JSON field, encode the cache, decode it). Answers are keyed by
+# (new tokens, prompt); per-item losses by a hash of the tokenised items, as (summed loss, tokens, correct) rows.
+_ON_DISK = {
+    "generate": ("answers", lambda cache: [[new, prompt, answer] for (new, prompt), answer in cache.items()],
+                 lambda rows: {(int(new), str(prompt)): str(answer) for new, prompt, answer in rows}),
+    "losses": ("losses", lambda cache: [[key, [list(r) for r in stats]] for key, stats in cache.items()],
+               lambda rows: {str(key): [(float(l), int(n), int(c)) for l, n, c in stats] for key, stats in rows}),
+}
 _EVAL = EvalSection()  # the recipe's defaults: Caps() and EvalContext() evaluate as a default recipe does
 
 
@@ -81,6 +88,7 @@ class EvalContext:
     _base_generated: set = field(default_factory=set)
     _base_reused: set = field(default_factory=set)
     phase_seconds: dict = field(default_factory=dict)  # phase -> wall seconds (EvalSettings.phase_seconds)
+    _files: dict = field(default_factory=dict)  # kind -> the file keeping the base model's outputs (_file)
     _models: ModelPair = field(init=False, repr=False)
     # "base" is the recipe's base model (False where a subclass puts another model there: the update gate's parent)
     BASE_IS_BASE_MODEL: ClassVar[bool] = True
@@ -136,43 +144,43 @@ class EvalContext:
             return self._gen_cache.setdefault((which, kind), {})
         key = (kind, *self.base_key())
         if key not in _BASE_RESULTS:
-            _BASE_RESULTS[key] = self._read_answers() if kind == "generate" else {}
+            _BASE_RESULTS[key] = self._read(kind)
         return _BASE_RESULTS[key]
 
-    @cached_property
-    def _answers_file(self) -> Path | None:
-        """Where the base model's answers are kept between processes (None: not kept); hashed once per context."""
+    def _file(self, kind: str) -> Path | None:
+        """Where the base model's outputs of ``kind`` are kept between processes (None: not kept)."""
         if not self.recipe.eval.cache_base_answers:
             return None
-        import torch
-        import transformers
+        if kind not in self._files:  # hashed once per context
+            import torch
+            import transformers
 
-        from .. import __version__
-        from ..models import cache_dir
+            from .. import __version__
+            from ..models import cache_dir
 
-        folder = Path(os.environ.get("SMALLTUNE_ANSWER_CACHE") or cache_dir() / "answers")
-        key = ("generate", *self.base_key(), torch.__version__, transformers.__version__, __version__)
-        ident = json.dumps([str(k) for k in key])
-        return folder / f"base-{hashlib.sha256(ident.encode()).hexdigest()[:24]}.json"
+            folder = Path(os.environ.get("SMALLTUNE_ANSWER_CACHE") or cache_dir() / "answers")
+            key = (kind, *self.base_key(), torch.__version__, transformers.__version__, __version__)
+            ident = json.dumps([str(k) for k in key])
+            self._files[kind] = folder / f"base-{hashlib.sha256(ident.encode()).hexdigest()[:24]}.json"
+        return self._files[kind]
 
-    def _read_answers(self) -> dict:
-        path = self._answers_file
-        try:  # JSON written by _write_answers; anything unreadable is a cache miss, never an error
-            rows = json.loads(path.read_text(encoding="utf-8"))["answers"] if path and path.exists() else []
-            cache = {(int(new), str(prompt)): str(answer) for new, prompt, answer in rows}
+    def _read(self, kind: str) -> dict:
+        path = self._file(kind)
+        field_name, _, decode = _ON_DISK[kind]
+        try:  # JSON written by _write; anything unreadable is a cache miss, never an error
+            return decode(json.loads(path.read_text(encoding="utf-8"))[field_name]) if path and path.exists() else {}
         except (OSError, ValueError, KeyError, TypeError):
-            cache = {}
-        return cache
+            return {}
 
-    def _write_answers(self, cache: dict) -> None:
-        path = self._answers_file
+    def _write(self, kind: str, cache: dict) -> None:
+        path = self._file(kind)
         if path is None:
             return
         from ..rundir import atomic_write_json
 
+        field_name, encode, _ = _ON_DISK[kind]
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(path, {"schema_version": "1.0", "model": self.recipe.model.name,
-                                 "answers": [[new, prompt, answer] for (new, prompt), answer in cache.items()]})
+        atomic_write_json(path, {"schema_version": "1.0", "model": self.recipe.model.name, field_name: encode(cache)})
 
     def generate(self, prompts: list[str], which: str, max_new_tokens: int | list[int] | None = None,
                  desc: str = "") -> list[str]:
@@ -192,7 +200,7 @@ class EvalContext:
             bar.close()
             cache.update(zip(missing, outs))
             if self._shared(which):
-                self._write_answers(cache)
+                self._write("generate", cache)
         return [cache[k] for k in keys]
 
     def _limits(self, max_new_tokens: int | list[int] | None, n: int) -> list[int]:
@@ -231,10 +239,12 @@ class EvalContext:
     def item_losses(self, items: list, which: str) -> list[tuple[float, int, int]]:
         """Per tokenised item: (summed loss, labelled tokens, correct next-token predictions)."""
         cache = self._cache(which, "losses")
-        key = tuple((tuple(i.input_ids), tuple(i.labels)) for i in items)
+        key = hashlib.sha256(json.dumps([[i.input_ids, i.labels] for i in items]).encode()).hexdigest()
         if key not in cache:
             with self.use(which) as model:
                 cache[key] = item_token_stats(model, items, self.batch_size, self.device, self.tokenizer.pad_token_id)
+            if self._shared(which):
+                self._write("losses", cache)
         return cache[key]
 
 

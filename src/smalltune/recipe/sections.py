@@ -136,9 +136,9 @@ class EvalSection:
     probe_questions: int = option(300, "evaluate: general questions (capitals, trivia) asked for forgetting; --quick asks 200", positive)
     max_new_tokens: int = option(96, "evaluate: greedy generation length cap per answer", positive)
     cache_base_answers: bool = option(
-        True, "evaluate: keep the base model's greedy answers on disk ($SMALLTUNE_ANSWER_CACHE, else the smalltune "
-        "cache's answers/), keyed by the base model, its precision, device, batching and library versions: a later "
-        "evaluation on the same base answers only the fine-tuned model's half (benchmarks/README.md)")
+        True, "evaluate: keep the base model's greedy answers and per-item losses on disk ($SMALLTUNE_ANSWER_CACHE, "
+        "else the smalltune cache's answers/), keyed by the base model, its precision, device, batching and library "
+        "versions: a later evaluation on the same base runs only the fine-tuned model (benchmarks/README.md)")
 
 
 @dataclass
