@@ -98,119 +98,13 @@ VANILLA_OVERRIDES = ["method.name=lora", "method.r=8", "method.alpha=16", "metho
                      "regularize.replay_ratio=0", "eval.every_steps=100000"]  # one evaluation: the final weights
 
 
-# The vanilla arm trains side by side with smalltune's, in a second process, where the CPU has at least two
-# threads and this much memory is free (two trainings of the 135M model at once; the peaks are in README.md,
-# Performance). Small-batch CPU training does not scale to a second thread: two one-thread trainings side by side
-# finish sooner than the same two one after the other with two threads each (README.md, Performance).
-SIDE_BY_SIDE_MIN_FREE_GIB = 6.0
-
-
-def side_by_side_threads(vanilla: bool, allowed: bool = True) -> int:
-    """Threads to give a vanilla arm training beside smalltune's (0: train it after, in this process)."""
-    import torch
-
-    if not (vanilla and allowed) or torch.cuda.is_available() or torch.get_num_threads() < 2:
-        return 0
-    import psutil
-
-    if psutil.virtual_memory().available < SIDE_BY_SIDE_MIN_FREE_GIB * 2**30:
-        return 0
-    return torch.get_num_threads() // 2
-
-
-def _train_logged(recipe_dict: dict, threads: int, log: str) -> None:
-    """A child process's training: ``threads`` threads, all its output in ``log`` (the parent's console stays
-    readable), ending with its peak memory."""
-    import os
-    import sys
-
-    with open(log, "w", encoding="utf-8") as f:  # file descriptors, so library and C-level output lands there too
-        os.dup2(f.fileno(), 1)
-        os.dup2(f.fileno(), 2)
-    sys.stdout = open(1, "w", encoding="utf-8", buffering=1, closefd=False)
-    sys.stderr = open(2, "w", encoding="utf-8", buffering=1, closefd=False)
-    import torch
-
-    from .recipe import recipe_from_dict
-    from .train import train
-
-    torch.set_num_threads(threads)
-    train(recipe_from_dict(recipe_dict), progress=False, verbose=True)  # an error: traceback in the log, exit 1
-    try:
-        import resource  # POSIX only
-    except ImportError:
-        return
-    print(f"peak memory {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")
-
-
-class SideBySide:
-    """The vanilla arm's training in a second process while this one runs smalltune's arm (half the threads each).
-
-    >>> with SideBySide(vanilla_recipe, threads=1) as arm:
-    ...     run(smalltune_recipe)
-    ...     arm.wait()   # raises SmalltuneError naming the log if that training failed
-    """
-
-    def __init__(self, recipe: Recipe, threads: int):
-        self.recipe, self.threads = recipe, threads
-        self.log = Path(recipe.output_dir).parent / f"{Path(recipe.output_dir).name}-train.log"
-        self.process = None
-
-    def __enter__(self):
-        import multiprocessing
-
-        import torch
-
-        from .models import BUILTIN_MODELS, builtin_path
-
-        self.log.parent.mkdir(parents=True, exist_ok=True)
-        if self.recipe.model.name in BUILTIN_MODELS:  # convert it once here, not in both processes at the same time
-            builtin_path(self.recipe.model.name)
-        self._threads_before = torch.get_num_threads()
-        # spawn: a fresh interpreter (fork would copy this process's thread pools and locks mid-use)
-        self.process = multiprocessing.get_context("spawn").Process(
-            target=_train_logged, args=(self.recipe.to_dict(), self.threads, str(self.log)), daemon=True)
-        self.process.start()
-        torch.set_num_threads(max(1, self._threads_before - self.threads))
-        return self
-
-    def wait(self) -> None:
-        from . import console
-
-        if self.process.is_alive():
-            console.info(f"waiting for the vanilla arm's training (log: {self.log})")
-        self.process.join()
-        self._restore()
-        if self.process.exitcode != 0:
-            last = [x for x in self.log.read_text(encoding="utf-8").splitlines() if x.strip()][-1:] \
-                if self.log.exists() else []
-            raise SmalltuneError(f"the vanilla arm's training failed (exit {self.process.exitcode}): "
-                                 f"{last[0] if last else 'no output'}; full log: {self.log}")
-
-    def _restore(self) -> None:
-        import torch
-
-        torch.set_num_threads(self._threads_before)
-
-    def __exit__(self, *exc):
-        if self.process.is_alive():  # this arm failed or was interrupted: the other one is not wanted either
-            self.process.terminate()
-            self.process.join()
-        self._restore()
-        return False
-
-
 def run_demo(quick: bool = False, output_dir: str | None = None, questions: int = 6, overrides: list[str] = (),
-             vanilla: bool = True, side_by_side: bool = True):
+             vanilla: bool = True):
     """Run the pipeline on the demo data with smalltune's recipe (and a vanilla arm on the same data), print
     base vs fine-tuned answers, and put both runs on one learning-vs-forgetting page.
 
-    On a CPU with two or more threads and enough free memory the vanilla arm trains in a second process beside
-    smalltune's arm (``side_by_side=False``: one after the other); it is audited, evaluated and reported here
-    afterwards, sharing the base model's results with smalltune's arm.
     Returns (report path of smalltune's run, comparisons); the page is ``<output>/compare.html``.
     """
-    import contextlib
     import datetime as _dt
 
     from . import console
@@ -218,25 +112,14 @@ def run_demo(quick: bool = False, output_dir: str | None = None, questions: int 
 
     root = Path(output_dir or f"runs/demo-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}")
     recipe = demo_recipe(quick, str(root / "smalltune"), overrides)
-    plain = demo_recipe(quick, str(root / "vanilla"), [*VANILLA_OVERRIDES, *overrides]) if vanilla else None
-    threads = side_by_side_threads(vanilla, side_by_side)
-    if threads:
-        import torch
-
-        console.info(f"vanilla arm (a tutorial's LoRA: r=8, lr 2e-4, 3 epochs, final weights, no guards) trains beside "
-                     f"smalltune's in a second process with {threads} of {torch.get_num_threads()} threads")
-    with SideBySide(plain, threads) if threads else contextlib.nullcontext() as arm:
-        report_path = run(recipe, quick=True)  # the demo always evaluates with the quick caps (demo <= 15 min)
-        comparisons = comparisons_from_eval(report_path.parent, questions)
-        if not comparisons:  # the evaluation had no task probe: ask the questions here
-            comparisons = compare_answers(report_path.parent, questions)
-        console.comparison_table(comparisons)
-        if arm is not None:
-            arm.wait()
+    report_path = run(recipe, quick=True)  # the demo always evaluates with the quick caps (issue: demo <= 15 min)
+    comparisons = comparisons_from_eval(report_path.parent, questions)
+    if not comparisons:  # the evaluation had no task probe: ask the questions here
+        comparisons = compare_answers(report_path.parent, questions)
+    console.comparison_table(comparisons)
     if vanilla:
-        if not threads:
-            console.info("vanilla arm: a tutorial's LoRA (r=8, lr 2e-4, 3 epochs, final weights, no guards)")
-        run(plain, resume=bool(threads), quick=True)  # trained already when side by side: audit, evaluate, report
+        console.info("vanilla arm: a tutorial's LoRA (r=8, lr 2e-4, 3 epochs, final weights, no guards)")
+        run(demo_recipe(quick, str(root / "vanilla"), [*VANILLA_OVERRIDES, *overrides]), quick=True)
         from .use import compare
 
         page = compare([root / "smalltune", root / "vanilla"], output=root / "compare.html")

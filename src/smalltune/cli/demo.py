@@ -5,22 +5,16 @@ HELP = "run the whole pipeline on the built-in dental-clinic demo: audit, train,
 
 
 def configure(p):
-    from ..demo import SIDE_BY_SIDE_MIN_FREE_GIB
-
     p.add_argument("--quick", action="store_true", help="a capped run (24 training steps, about 3.5 minutes on a 2-core CPU); the demo always evaluates with the quick caps")
     p.add_argument("--output", metavar="DIR", help="run directory (default runs/demo-<time>)")
     p.add_argument("--questions", type=int, default=6, help="held-out questions to compare (default 6)")
     p.add_argument("--no-vanilla", action="store_true", help="skip the vanilla arm (smalltune's recipe only)")
-    p.add_argument("--one-arm-at-a-time", action="store_true",
-                   help="train the vanilla arm after smalltune's, not beside it in a second process (on a CPU with "
-                        f"2+ threads and {SIDE_BY_SIDE_MIN_FREE_GIB:g} GiB free, side by side is the default)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="recipe overrides, as for `train`")
 
 
 def run(args) -> int:
     from ..demo import run_demo
 
-    report_path, _ = run_demo(args.quick, args.output, args.questions, args.overrides, vanilla=not args.no_vanilla,
-                              side_by_side=not args.one_arm_at_a_time)
+    report_path, _ = run_demo(args.quick, args.output, args.questions, args.overrides, vanilla=not args.no_vanilla)
     print(report_path)
     return 0
