@@ -2,5 +2,5 @@ import sys
 
 from .cli import main
 
-if __name__ == "__main__":  # not when a spawned child process imports it (demo.SideBySide)
+if __name__ == "__main__":  # not when a spawned multiprocessing child imports it
     sys.exit(main())
