@@ -2,5 +2,4 @@ import sys
 
 from .cli import main
 
-if __name__ == "__main__":  # not when a spawned multiprocessing child imports it
-    sys.exit(main())
+sys.exit(main())
