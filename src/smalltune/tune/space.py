@@ -12,6 +12,7 @@ LoRA rank, and the replay share. Training length is left to early stopping withi
 from __future__ import annotations
 
 LORA_RANKS = (8, 16, 32)  # alpha = 2r keeps the update scale fixed across ranks
+RANKED = ("lora", "dora")  # the methods whose rank a trial draws
 
 
 def methods_that_fit(recipe) -> list[str]:
@@ -34,16 +35,21 @@ def methods_that_fit(recipe) -> list[str]:
     return fits or wanted[:1]
 
 
-def suggest(trial, recipe, methods: list[str]) -> list[str]:
-    """Recipe overrides for one trial (also stored on the trial, so any trial can be rebuilt)."""
+def lr_range(method: str, tune) -> tuple[float, float]:
+    """The learning rates a trial of ``method`` may draw: ``tune.lr_factor`` either side of the method's prior."""
     from ..train.methods import METHODS
 
+    prior = METHODS.get(method, "tune.methods")().rate.lr
+    return prior / tune.lr_factor, prior * tune.lr_factor
+
+
+def suggest(trial, recipe, methods: list[str]) -> list[str]:
+    """Recipe overrides for one trial (also stored on the trial, so any trial can be rebuilt)."""
     t = recipe.tune
     method = trial.suggest_categorical("method", methods)
-    prior = METHODS.get(method, "tune.methods")().rate.lr
-    lr = trial.suggest_float(f"lr_{method}", prior / t.lr_factor, prior * t.lr_factor, log=True)
+    lr = trial.suggest_float(f"lr_{method}", *lr_range(method, t), log=True)
     out = [f"method.name={method}", f"train.lr={lr:.3g}"]
-    if method in ("lora", "dora"):
+    if method in RANKED:
         r = trial.suggest_categorical("lora_r", list(LORA_RANKS))
         out += [f"method.r={r}", f"method.alpha={2 * r}"]
     replay = trial.suggest_float("replay_ratio", 0.0, t.replay_max) if t.replay_max > 0 else 0.0
@@ -56,16 +62,14 @@ def recipe_params(recipe, methods: list[str]) -> dict | None:
     """The recipe's own settings as trial parameters (for ``study.enqueue_trial``), or None where they lie
     outside the search space (a method not searched, a rate beyond ``lr_factor`` of the prior, a rank or alpha
     the search does not draw, more replay than ``replay_max``)."""
-    from ..train.methods import METHODS
-
-    t, method = recipe.tune, recipe.method.name
+    t, method, lr = recipe.tune, recipe.method.name, recipe.train.lr
     if method not in methods:
         return None
-    prior, lr = METHODS.get(method, "method.name")().rate.lr, recipe.train.lr
-    if not prior / t.lr_factor <= lr <= prior * t.lr_factor:
+    low, high = lr_range(method, t)
+    if not low <= lr <= high:
         return None
     params = {"method": method, f"lr_{method}": float(lr)}
-    if method in ("lora", "dora"):
+    if method in RANKED:
         if recipe.method.r not in LORA_RANKS or recipe.method.alpha != 2 * recipe.method.r:
             return None
         params["lora_r"] = recipe.method.r
@@ -74,4 +78,3 @@ def recipe_params(recipe, methods: list[str]) -> dict | None:
             return None
         params["replay_ratio"] = float(recipe.regularize.replay_ratio)
     return params
-
