@@ -245,7 +245,8 @@ def test_a_later_process_reads_the_base_models_answers_from_disk(lora_run, monke
     assert first["settings"]["generation"]["base_answers_reused"] == 0
     assert second["settings"]["generation"]["base_answers_reused"] == len(second["samples"])
 
-    files[0].write_text("{not json")  # a damaged cache file is a miss, not an error
+    for f in files:  # damaged cache files (answers and losses) are a miss, not an error
+        f.write_text("{not json")
     monkeypatch.setattr(context, "_BASE_RESULTS", {})
     calls.clear()
     evaluate(lora_run, quick=True, probes=["task"], progress=False)
