@@ -35,7 +35,7 @@ def reference_ppl(ctx: GuardContext, items: list) -> float:
     from ..loss import dataset_metrics
 
     return dataset_metrics(ctx.model, items, ctx.batch_size, ctx.device, ctx.tokenizer.pad_token_id,
-                           ctx.autocast)["eval_ppl"]
+                           ctx.autocast, accuracy=False)["eval_ppl"]
 
 
 @GUARDS.register("forgetting_budget")
