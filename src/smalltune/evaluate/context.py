@@ -12,7 +12,7 @@ import math
 import os
 import random
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -128,7 +128,15 @@ class EvalContext:
         """What the base model's outputs depend on: the model, its loading, precision, device and batching."""
         m = self.recipe.model
         return (m.name, m.revision, weights_stamp(m.name), m.load_in_4bit, self.recipe.train.precision,
-                str(self.device), self.batch_size)
+                self.recipe.eval.precision, str(self.device), self.batch_size)
+
+    def autocast(self):
+        """The context every generation and loss pass runs in (``eval.precision``): bf16 autocast, or nothing."""
+        if self.recipe.eval.precision == "bf16":
+            import torch
+
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return nullcontext()
 
     @property
     def base_answers_reused(self) -> int:
@@ -194,7 +202,7 @@ class EvalContext:
             self._base_generated |= set(missing)
         if missing:
             bar = _bar(len(missing), f"{desc} ({which})", not self.progress)
-            with self.use(which) as model:
+            with self.use(which) as model, self.autocast():
                 outs = generate_text(model, self.tokenizer, [p for _, p in missing], self.settings(), progress=bar,
                                      limits=[new for new, _ in missing])
             bar.close()
@@ -242,7 +250,8 @@ class EvalContext:
         key = hashlib.sha256(json.dumps([[i.input_ids, i.labels] for i in items]).encode()).hexdigest()
         if key not in cache:
             with self.use(which) as model:
-                cache[key] = item_token_stats(model, items, self.batch_size, self.device, self.tokenizer.pad_token_id)
+                cache[key] = item_token_stats(model, items, self.batch_size, self.device, self.tokenizer.pad_token_id,
+                                              self.autocast)
             if self._shared(which):
                 self._write("losses", cache)
         return cache[key]

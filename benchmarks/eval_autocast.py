@@ -1,0 +1,94 @@
+"""One autocast context per evaluation pass vs one per batch (issue 19 item 4), and the forgetting guard's pass
+without the next-token accuracy it never reads.
+
+Under ``torch.autocast`` a weight that requires grad is cast to bf16 once per context and then reused; leaving the
+context drops the copies. The passes every planned run repeats at each evaluation (the validation set and the
+forgetting guard's 2048 reference tokens) used to enter the context batch by batch, so every batch cast every weight
+again. Ways, alternating with the order flipped each round, best of ``--rounds``, on the demo model (SmolLM2-135M,
+full fine-tuning: every weight requires grad) under bf16 autocast:
+
+* ``per batch (before)``: the earlier ``item_token_stats``, kept here;
+* ``per pass``: ``item_token_stats`` now;
+* ``per pass, no accuracy``: what the forgetting guard runs now (``accuracy=False``: no argmax over the vocabulary).
+
+The summed losses of the ways must agree (same bf16 matmuls, same batches).
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/eval_autocast.py --rounds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import time
+
+from _evidence import DEMO, write_result
+from eval_padding import items
+
+
+def per_batch(model, items, batch_size, device, pad_id, autocast=None, accuracy=True):
+    """``item_token_stats`` as it was before 2026-12-03: the autocast context entered for each batch's forward."""
+    import torch
+
+    from smalltune.data.batching import collate, eval_batches
+    from smalltune.data.tokenize import IGNORE
+    from smalltune.train.loss import batch_logits, keeps_logits, token_losses
+
+    out = [None] * len(items)
+    keep = keeps_logits(model)
+    with torch.no_grad():
+        for idx in eval_batches(items, batch_size):
+            batch = {k: v.to(device) for k, v in collate([items[i] for i in idx], pad_id).items()}
+            with autocast() if autocast else contextlib.nullcontext():
+                logits, labels = batch_logits(model, batch, keep)
+            mask = labels[:, 1:] != IGNORE
+            losses = token_losses(logits, labels) * mask
+            correct = (logits[:, :-1].argmax(-1) == labels[:, 1:]) & mask
+            for row, i in enumerate(idx):
+                out[i] = (float(losses[row].sum()), int(mask[row].sum()), int(correct[row].sum()))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+    import torch
+
+    from smalltune import load_recipe
+    from smalltune.models import load_model
+    from smalltune.train.loss import item_token_stats
+
+    recipe = load_recipe(DEMO / "recipe.yaml")
+    model, tok = load_model(recipe.model.name)
+    autocast = functools.partial(torch.autocast, "cpu", dtype=torch.bfloat16)
+    ways = {"per batch (before)": per_batch, "per pass": item_token_stats,
+            "per pass, no accuracy": functools.partial(item_token_stats, accuracy=False)}
+    passes = items(recipe, tok)
+    runs = {(p, w): [] for p in passes for w in ways}
+    totals = {}
+    for r in range(args.rounds):
+        for p, its in passes.items():
+            for w in (list(ways) if r % 2 == 0 else list(reversed(ways))):
+                model.train()  # as in the training loop; the pass switches to eval mode and back
+                t0 = time.perf_counter()
+                stats = ways[w](model, its, recipe.eval.batch_size, "cpu", tok.pad_token_id, autocast)
+                runs[(p, w)].append(time.perf_counter() - t0)
+                totals[(p, w)] = sum(s[0] for s in stats)
+                print(p, "/", w, round(runs[(p, w)][-1], 3), flush=True)
+    summary = {}
+    before = next(iter(ways))
+    for p in passes:
+        best = {w: min(runs[(p, w)]) for w in ways}
+        summary[p] = {"tokens": sum(len(i) for i in passes[p]), "best_seconds": best,
+                      "speedup_vs_before": {w: round(best[before] / best[w], 3) for w in ways},
+                      "largest_loss_sum_difference": max(abs(totals[(p, w)] - totals[(p, before)]) for w in ways)}
+        print(p, summary[p], flush=True)
+    write_result("eval_autocast", {"command": f"OMP_NUM_THREADS=1 python benchmarks/eval_autocast.py --rounds {args.rounds}",
+                                   "batch_size": recipe.eval.batch_size,
+                                   "runs": {f"{p} / {w}": v for (p, w), v in runs.items()}, "summary": summary})
+
+
+if __name__ == "__main__":
+    main()
