@@ -251,3 +251,37 @@ def test_a_later_process_reads_the_base_models_answers_from_disk(lora_run, monke
     calls.clear()
     evaluate(lora_run, quick=True, probes=["task"], progress=False)
     assert len(calls) == 2
+
+
+def test_a_bf16_evaluation_runs_under_autocast_and_keeps_base_outputs_of_its_own(lora_run, tmp_path, monkeypatch):
+    """`eval.precision: bf16` runs generation under bf16 autocast and says so in eval.json; its base answers are not
+    an fp32 evaluation's (they differ), so the two never share a cache entry."""
+    import os
+    import shutil
+    from pathlib import Path
+
+    import torch
+    import yaml
+
+    from smalltune.evaluate import context
+
+    monkeypatch.setattr(context, "_BASE_RESULTS", {})
+    evaluate(lora_run, quick=True, probes=["task"], progress=False)  # fp32: the base's outputs go to disk
+    cache = Path(os.environ["SMALLTUNE_ANSWER_CACHE"])
+    fp32_files = set(cache.glob("base-*.json"))
+    run = shutil.copytree(lora_run, tmp_path / "bf16-run")
+    recipe = yaml.safe_load((run / "recipe.yaml").read_text())
+    recipe["eval"]["precision"] = "bf16"
+    (run / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    autocast, real = [], context.generate_text
+
+    def spy(model, tok, prompts, settings, progress=None, limits=None):
+        autocast.append(torch.is_autocast_enabled("cpu"))
+        return real(model, tok, prompts, settings, progress=progress, limits=limits)
+
+    monkeypatch.setattr(context, "generate_text", spy)
+    monkeypatch.setattr(context, "_BASE_RESULTS", {})
+    result = evaluate(run, quick=True, probes=["task"], progress=False).to_dict()
+    assert autocast == [True, True]  # base and fine-tuned both generated: nothing came from the fp32 files
+    assert result["settings"]["generation"]["precision"] == "bf16"
+    assert len(set(cache.glob("base-*.json")) - fp32_files) == 2
