@@ -21,10 +21,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
-import time
 
-from _evidence import DEMO, write_result
-from eval_padding import items
+from _evidence import write_result
+from eval_padding import alternate, demo_model_and_passes
 
 
 def per_batch(model, items, batch_size, device, pad_id, autocast=None, accuracy=True):
@@ -56,27 +55,18 @@ def main() -> None:
     args = ap.parse_args()
     import torch
 
-    from smalltune import load_recipe
-    from smalltune.models import load_model
     from smalltune.train.loss import item_token_stats
 
-    recipe = load_recipe(DEMO / "recipe.yaml")
-    model, tok = load_model(recipe.model.name)
+    recipe, model, tok, passes = demo_model_and_passes()
     autocast = functools.partial(torch.autocast, "cpu", dtype=torch.bfloat16)
     ways = {"per batch (before)": per_batch, "per pass": item_token_stats,
             "per pass, no accuracy": functools.partial(item_token_stats, accuracy=False)}
-    passes = items(recipe, tok)
-    runs = {(p, w): [] for p in passes for w in ways}
-    totals = {}
-    for r in range(args.rounds):
-        for p, its in passes.items():
-            for w in (list(ways) if r % 2 == 0 else list(reversed(ways))):
-                model.train()  # as in the training loop; the pass switches to eval mode and back
-                t0 = time.perf_counter()
-                stats = ways[w](model, its, recipe.eval.batch_size, "cpu", tok.pad_token_id, autocast)
-                runs[(p, w)].append(time.perf_counter() - t0)
-                totals[(p, w)] = sum(s[0] for s in stats)
-                print(p, "/", w, round(runs[(p, w)][-1], 3), flush=True)
+
+    def run(way, its):
+        model.train()  # as in the training loop; the pass switches to eval mode and back
+        return sum(s[0] for s in way(model, its, recipe.eval.batch_size, "cpu", tok.pad_token_id, autocast))
+
+    runs, totals = alternate(passes, ways, args.rounds, run)
     summary = {}
     before = next(iter(ways))
     for p in passes:

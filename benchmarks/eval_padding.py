@@ -30,6 +30,31 @@ def items(recipe, tok):
     return {"reference (guard)": reference, "validation": val}
 
 
+def alternate(passes: dict, ways: dict, rounds: int, run) -> tuple[dict, dict]:
+    """Time ``run(way, items)`` for every pass and way, the ways' order flipped each round so a drifting load hits
+    them alike. Returns (seconds per (pass, way) in rounds, the last value ``run`` returned per (pass, way))."""
+    runs = {(p, w): [] for p in passes for w in ways}
+    values = {}
+    for r in range(rounds):
+        for p, its in passes.items():
+            for w in (list(ways) if r % 2 == 0 else list(reversed(ways))):
+                t0 = time.perf_counter()
+                values[(p, w)] = run(ways[w], its)
+                runs[(p, w)].append(time.perf_counter() - t0)
+                print(p, "/", w, round(runs[(p, w)][-1], 3), flush=True)
+    return runs, values
+
+
+def demo_model_and_passes():
+    """(recipe, model, tokenizer, passes) for the demo recipe's model, fp32, with :func:`items`'s two passes."""
+    from smalltune import load_recipe
+    from smalltune.models import load_model
+
+    recipe = load_recipe(DEMO / "recipe.yaml")
+    model, tok = load_model(recipe.model.name)
+    return recipe, model, tok, items(recipe, tok)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=3)
@@ -37,27 +62,18 @@ def main() -> None:
     import torch
 
     from smalltune.train import loss
-    from smalltune import load_recipe
     from smalltune.data.batching import EVAL_MAX_PADDING, eval_batches
-    from smalltune.models import load_model
 
-    recipe = load_recipe(DEMO / "recipe.yaml")
-    model, tok = load_model(recipe.model.name)
+    recipe, model, tok, passes = demo_model_and_passes()
     model.eval()
     ways = {"fixed batches": functools.partial(eval_batches, max_padding=None),
             f"padding <= {EVAL_MAX_PADDING:.0%}": eval_batches}
-    passes = items(recipe, tok)
-    runs = {(p, w): [] for p in passes for w in ways}
-    values = {}
-    for r in range(args.rounds):
-        for p, its in passes.items():
-            for w in (list(ways) if r % 2 == 0 else list(reversed(ways))):
-                loss.eval_batches = ways[w]
-                t0 = time.perf_counter()
-                m = loss.dataset_metrics(model, its, recipe.eval.batch_size, "cpu", tok.pad_token_id)
-                runs[(p, w)].append(time.perf_counter() - t0)
-                values[(p, w)] = m["eval_loss"]
-                print(p, w, round(runs[(p, w)][-1], 3), flush=True)
+
+    def run(batches, its):
+        loss.eval_batches = batches
+        return loss.dataset_metrics(model, its, recipe.eval.batch_size, "cpu", tok.pad_token_id)["eval_loss"]
+
+    runs, values = alternate(passes, ways, args.rounds, run)
     loss.eval_batches = eval_batches
     summary = {}
     fixed, bounded = list(ways)

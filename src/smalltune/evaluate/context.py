@@ -135,6 +135,8 @@ class EvalContext:
         if self.recipe.eval.precision == "bf16":
             import torch
 
+            if self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
+                raise SmalltuneError("eval.precision: bf16, but this GPU has no bf16 support; set eval.precision: fp32")
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return nullcontext()
 

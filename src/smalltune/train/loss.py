@@ -74,7 +74,7 @@ def item_token_stats(model, items, batch_size: int, device, pad_id: int, autocas
     """Per tokenised item: (summed next-token loss, labelled tokens, correct next-token predictions).
 
     Kept per item so evaluation can bootstrap over items; :func:`dataset_metrics` sums it. ``accuracy=False``
-    counts no correct predictions (0): the argmax over the vocabulary costs ~7% of a pass that scores every
+    counts no correct predictions (0): the argmax over the vocabulary costs ~8% of a pass that scores every
     position, and a perplexity-only pass (the forgetting guard's) does not need it.
     """
     was_training = model.training
