@@ -269,7 +269,7 @@ def test_a_bf16_evaluation_runs_under_autocast_and_keeps_base_outputs_of_its_own
     evaluate(lora_run, quick=True, probes=["task"], progress=False)  # fp32: the base's outputs go to disk
     cache = Path(os.environ["SMALLTUNE_ANSWER_CACHE"])
     fp32_files = set(cache.glob("base-*.json"))
-    run = shutil.copytree(lora_run, tmp_path / "bf16-run")
+    run = shutil.copytree(lora_run, tmp_path / "bf16-run")  # the recipe's setting, as the update gate reads it
     recipe = yaml.safe_load((run / "recipe.yaml").read_text())
     recipe["eval"]["precision"] = "bf16"
     (run / "recipe.yaml").write_text(yaml.safe_dump(recipe))
@@ -285,3 +285,27 @@ def test_a_bf16_evaluation_runs_under_autocast_and_keeps_base_outputs_of_its_own
     assert autocast == [True, True]  # base and fine-tuned both generated: nothing came from the fp32 files
     assert result["settings"]["generation"]["precision"] == "bf16"
     assert len(set(cache.glob("base-*.json")) - fp32_files) == 2
+
+
+def test_evaluate_precision_flag_overrides_the_recipe_and_a_bad_value_is_one_line(lora_run, monkeypatch, capsys):
+    import torch
+
+    from smalltune.cli import main
+    from smalltune.evaluate import context
+
+    autocast, real = [], context.generate_text
+
+    def spy(model, tok, prompts, settings, progress=None, limits=None):
+        autocast.append(torch.is_autocast_enabled("cpu"))
+        return real(model, tok, prompts, settings, progress=progress, limits=limits)
+
+    monkeypatch.setattr(context, "generate_text", spy)
+    monkeypatch.setattr(context, "_BASE_RESULTS", {})
+    assert main(["evaluate", str(lora_run), "--quick", "--probes", "task", "--precision", "bf16", "--no-progress"]) == 0
+    assert autocast and all(autocast)
+    assert json.loads(RunDir(lora_run).eval.read_text())["settings"]["generation"]["precision"] == "bf16"
+    assert "precision: bf16" not in (lora_run / "recipe.yaml").read_text()  # the run's recipe is left as trained
+    capsys.readouterr()
+    assert main(["evaluate", str(lora_run), "--precision", "bf32", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "eval.precision" in err and "fp32" in err

@@ -6,7 +6,8 @@ runner on first call. Probes live in ``probes/`` (one module each, one registry)
 """
 
 
-def evaluate(run_dir, test=None, reference=None, quick: bool = False, probes=None, progress: bool = True):
+def evaluate(run_dir, test=None, reference=None, quick: bool = False, probes=None, progress: bool = True,
+             precision: str | None = None):
     """Evaluate a trained run; writes ``<run_dir>/eval.json``. See :func:`smalltune.evaluate.runner.evaluate`.
 
     >>> result = smalltune.evaluate("runs/dental-demo", quick=True)
@@ -14,7 +15,8 @@ def evaluate(run_dir, test=None, reference=None, quick: bool = False, probes=Non
     """
     from .runner import evaluate as _evaluate
 
-    return _evaluate(run_dir, test=test, reference=reference, quick=quick, probes=probes, progress=progress)
+    return _evaluate(run_dir, test=test, reference=reference, quick=quick, probes=probes, progress=progress,
+                     precision=precision)
 
 
 __all__ = ["evaluate"]

@@ -47,8 +47,10 @@ def _reference(reference, recipe, caps: Caps, run_path):
         return [], str(e)
 
 
-def evaluate(run_dir, test=None, reference=None, quick: bool = False, probes=None, progress: bool = True) -> EvalResult:
+def evaluate(run_dir, test=None, reference=None, quick: bool = False, probes=None, progress: bool = True,
+             precision: str | None = None) -> EvalResult:
     """Evaluate a trained run base vs fine-tuned; writes ``<run_dir>/eval.json`` and returns the result.
+    ``precision`` overrides the recipe's ``eval.precision`` for this evaluation.
 
     >>> result = evaluate("runs/dental-demo", quick=True)
     >>> result.probes["task"]["key_fact_recall"]["delta"]
@@ -63,7 +65,7 @@ def evaluate(run_dir, test=None, reference=None, quick: bool = False, probes=Non
     for name in wanted or []:
         PROBES.get(name, "--probes")  # unknown name: did-you-mean error before any model loads
     started = time.perf_counter()
-    model, tok, recipe = load_trained(run.path)
+    model, tok, recipe = load_trained(run.path, [f"eval.precision={precision}"] if precision else [])
     seed = recipe.train.seed
     caps = caps_from_recipe(recipe, quick)
     heldout, source = _heldout(recipe, test or recipe.data.test, run.path)

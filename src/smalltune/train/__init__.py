@@ -15,11 +15,11 @@ def train(recipe, resume: bool = False, progress: bool = True, **kwargs):
     return _train(recipe, resume=resume, progress=progress, **kwargs)
 
 
-def load_trained(run_dir):
+def load_trained(run_dir, overrides: list[str] = ()):
     """(model, tokenizer, recipe) of a finished run; see :func:`smalltune.train.artifact.load_trained`."""
     from .artifact import load_trained as _load
 
-    return _load(run_dir)
+    return _load(run_dir, overrides)
 
 
 __all__ = ["train", "load_trained"]

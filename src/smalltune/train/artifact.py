@@ -13,15 +13,16 @@ from ..rundir import RunDir
 from .methods import METHODS
 
 
-def load_trained(run_dir: str | Path):
-    """(model, tokenizer, recipe) for a finished run, in eval mode.
+def load_trained(run_dir: str | Path, overrides: list[str] = ()):
+    """(model, tokenizer, recipe) for a finished run, in eval mode; ``overrides`` (dotted recipe keys) change how
+    it is used afterwards (``eval.precision=bf16``), not how it was trained.
 
     >>> model, tok, recipe = load_trained("runs/demo")
     """
     run = RunDir(Path(run_dir))
     if not run.recipe.exists():
         raise SmalltuneError(f"{run.path}: not a run directory (no recipe.yaml)")
-    recipe = load_recipe(run.recipe)
+    recipe = load_recipe(run.recipe, list(overrides))
     method = METHODS.get(recipe.method.name, "method.name")()
     artifact = run.path / method.artifact
     if not artifact.exists():
