@@ -136,8 +136,8 @@ class EvalSection:
     probe_questions: int = option(300, "evaluate: general questions (capitals, trivia) asked for forgetting; --quick asks 200", positive)
     max_new_tokens: int = option(96, "evaluate: greedy generation length cap per answer", positive)
     precision: str = option(
-        "fp32", "evaluate: arithmetic of the generation and loss passes: fp32, or bf16 autocast (generation ~1.5x "
-        "faster on a CPU with AVX512_BF16, but greedy answers then differ from fp32's in most long answers; "
+        "fp32", "evaluate: arithmetic of the generation and loss passes: fp32, or bf16 autocast (a full evaluation "
+        "~1.4x faster on a CPU with AVX512_BF16, but greedy answers then differ from fp32's, many of them; "
         "benchmarks/README.md, \"Evaluation in bf16\")", choices=("fp32", "bf16"))
     cache_base_answers: bool = option(
         True, "evaluate: keep the base model's greedy answers and per-item losses on disk ($SMALLTUNE_ANSWER_CACHE, "
