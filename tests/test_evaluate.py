@@ -253,6 +253,23 @@ def test_a_later_process_reads_the_base_models_answers_from_disk(lora_run, monke
     assert len(calls) == 2
 
 
+def _autocast_spy(monkeypatch) -> list[bool]:
+    """Whether bf16 autocast was on at each generation pass of the evaluations that follow (none cached in-process)."""
+    import torch
+
+    from smalltune.evaluate import context
+
+    autocast, real = [], context.generate_text
+
+    def spy(model, tok, prompts, settings, progress=None, limits=None):
+        autocast.append(torch.is_autocast_enabled("cpu"))
+        return real(model, tok, prompts, settings, progress=progress, limits=limits)
+
+    monkeypatch.setattr(context, "generate_text", spy)
+    monkeypatch.setattr(context, "_BASE_RESULTS", {})
+    return autocast
+
+
 def test_a_bf16_evaluation_runs_under_autocast_and_keeps_base_outputs_of_its_own(lora_run, tmp_path, monkeypatch):
     """`eval.precision: bf16` runs generation under bf16 autocast and says so in eval.json; its base answers are not
     an fp32 evaluation's (they differ), so the two never share a cache entry."""
@@ -260,7 +277,6 @@ def test_a_bf16_evaluation_runs_under_autocast_and_keeps_base_outputs_of_its_own
     import shutil
     from pathlib import Path
 
-    import torch
     import yaml
 
     from smalltune.evaluate import context
@@ -273,14 +289,7 @@ def test_a_bf16_evaluation_runs_under_autocast_and_keeps_base_outputs_of_its_own
     recipe = yaml.safe_load((run / "recipe.yaml").read_text())
     recipe["eval"]["precision"] = "bf16"
     (run / "recipe.yaml").write_text(yaml.safe_dump(recipe))
-    autocast, real = [], context.generate_text
-
-    def spy(model, tok, prompts, settings, progress=None, limits=None):
-        autocast.append(torch.is_autocast_enabled("cpu"))
-        return real(model, tok, prompts, settings, progress=progress, limits=limits)
-
-    monkeypatch.setattr(context, "generate_text", spy)
-    monkeypatch.setattr(context, "_BASE_RESULTS", {})
+    autocast = _autocast_spy(monkeypatch)
     result = evaluate(run, quick=True, probes=["task"], progress=False).to_dict()
     assert autocast == [True, True]  # base and fine-tuned both generated: nothing came from the fp32 files
     assert result["settings"]["generation"]["precision"] == "bf16"
@@ -288,19 +297,9 @@ def test_a_bf16_evaluation_runs_under_autocast_and_keeps_base_outputs_of_its_own
 
 
 def test_evaluate_precision_flag_overrides_the_recipe_and_a_bad_value_is_one_line(lora_run, monkeypatch, capsys):
-    import torch
-
     from smalltune.cli import main
-    from smalltune.evaluate import context
 
-    autocast, real = [], context.generate_text
-
-    def spy(model, tok, prompts, settings, progress=None, limits=None):
-        autocast.append(torch.is_autocast_enabled("cpu"))
-        return real(model, tok, prompts, settings, progress=progress, limits=limits)
-
-    monkeypatch.setattr(context, "generate_text", spy)
-    monkeypatch.setattr(context, "_BASE_RESULTS", {})
+    autocast = _autocast_spy(monkeypatch)
     assert main(["evaluate", str(lora_run), "--quick", "--probes", "task", "--precision", "bf16", "--no-progress"]) == 0
     assert autocast and all(autocast)
     assert json.loads(RunDir(lora_run).eval.read_text())["settings"]["generation"]["precision"] == "bf16"
