@@ -285,7 +285,7 @@ def test_a_bf16_evaluation_runs_under_autocast_and_keeps_base_outputs_of_its_own
     evaluate(lora_run, quick=True, probes=["task"], progress=False)  # fp32: the base's outputs go to disk
     cache = Path(os.environ["SMALLTUNE_ANSWER_CACHE"])
     fp32_files = set(cache.glob("base-*.json"))
-    run = shutil.copytree(lora_run, tmp_path / "bf16-run")  # the recipe's setting, as the update gate reads it
+    run = shutil.copytree(lora_run, tmp_path / "bf16-run")  # set in the run's recipe this time
     recipe = yaml.safe_load((run / "recipe.yaml").read_text())
     recipe["eval"]["precision"] = "bf16"
     (run / "recipe.yaml").write_text(yaml.safe_dump(recipe))
