@@ -188,7 +188,7 @@ def run_arm(arm: str, seed: int, files: dict[str, Path], model: str | None, caps
         project_over = [f"train.seed={seed}", *UPDATES[arm], *SMOKE,
                         *([f"train.max_steps={E.MAX_STEPS}"] if E.MAX_STEPS else [])]
         for k in (1, 2):
-            out = work / (f"v1-v{k + 1}" + (arm[len("update"):] if arm != "update" else ""))
+            out = work / f"v1-v{k + 1}{arm.removeprefix('update')}"  # update: v1-v2; update-5e-5: v1-v2-5e-5
             test = files["test_new"] if k == 1 else files["test_changed"]
             t0 = time.perf_counter()
             if not (out / "gate.json").exists():
