@@ -183,12 +183,15 @@ def test_two_workers_share_one_study_on_postgresql(make_recipe, tmp_path):
 
 
 def test_opening_a_study_retries_when_another_worker_is_creating_the_tables(monkeypatch):
-    """Two workers creating one SQLite database: the loser sees "table studies already exists" (an
-    OperationalError, seen in this suite) or a unique-constraint error, and must retry, not fail."""
+    """Two workers creating one database: the loser sees "table studies already exists" (an OperationalError on
+    SQLite), a unique-constraint error, or on PostgreSQL "type ... already exists" (a ProgrammingError; both seen
+    in this suite), and must retry, not fail."""
     from smalltune.tune import study as study_module
 
     errors = [type("OperationalError", (Exception,), {})("table studies already exists"),
-              type("IntegrityError", (Exception,), {})("UNIQUE constraint failed: alembic_version.version_num")]
+              type("IntegrityError", (Exception,), {})("UNIQUE constraint failed: alembic_version.version_num"),
+              type("ProgrammingError", (Exception,), {})('(psycopg2.errors.DuplicateObject) type "studydirection" '
+                                                         "already exists")]
     monkeypatch.setattr(study_module.time, "sleep", lambda s: None)
 
     def open_study(recipe, folder, resume):
@@ -201,6 +204,16 @@ def test_opening_a_study_retries_when_another_worker_is_creating_the_tables(monk
     monkeypatch.setattr(study_module, "_open_study", lambda *a: (_ for _ in ()).throw(ValueError("bad url")))
     with pytest.raises(ValueError, match="bad url"):  # anything else is not a race: at once
         study_module._study(None, None, False)
+    calls = []
+
+    def denied(*a):
+        calls.append(1)
+        raise type("ProgrammingError", (Exception,), {})("permission denied for schema public")
+
+    monkeypatch.setattr(study_module, "_open_study", denied)
+    with pytest.raises(Exception, match="permission denied"):  # a ProgrammingError that is not a race: at once
+        study_module._study(None, None, False)
+    assert calls == [1]
 
 
 def test_the_search_starts_from_the_recipe(make_recipe, tmp_path):

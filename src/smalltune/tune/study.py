@@ -100,17 +100,21 @@ def _open_study(recipe, folder: Path, resume: bool):
                                directions=["maximize", "minimize"]), url
 
 
-RACES = ("IntegrityError", "OperationalError")
+def _lost_a_race(e: Exception) -> bool:
+    """Whether ``e`` is what a worker sees when another creates the storage's tables or the study row at the
+    same moment (all seen in this suite): on SQLite an OperationalError ("table ... already exists", "database
+    is locked") or an IntegrityError on a unique row; on PostgreSQL an IntegrityError on ``pg_type``'s unique
+    index or a ProgrammingError "type/relation ... already exists" (DuplicateObject, DuplicateTable)."""
+    name = type(e).__name__
+    return name in ("IntegrityError", "OperationalError") or (name == "ProgrammingError" and "already exists" in str(e))
 
 
 def _study(recipe, folder: Path, resume: bool):
     for attempt in range(5):
         try:
             return _open_study(recipe, folder, resume)
-        except Exception as e:  # two workers creating one database's tables or one study at once: the loser
-            # retries and finds the winner's (IntegrityError on the study row; on SQLite an OperationalError,
-            # "table ... already exists" or "database is locked", when both create the tables)
-            if not any(k in type(e).__name__ + str(e) for k in RACES) or attempt == 4:
+        except Exception as e:  # the loser of a race retries and finds the winner's tables and study
+            if not _lost_a_race(e) or attempt == 4:
                 raise
             time.sleep(0.5 * (attempt + 1))
     raise AssertionError("unreachable")
