@@ -86,6 +86,47 @@ def test_a_model_started_from_an_artifact_has_its_logits_before_any_step(tmp_pat
     assert parts.trainable > 0 and any(p.requires_grad for p in started.parameters())  # and it can train on
 
 
+def test_base_view_shows_the_base_inside_and_the_parents_weights_after(tiny_model_dir, tokenizer):
+    from smalltune.models import load_model
+    from smalltune.train.setup import base_view, keep_base
+
+    model, _ = load_model(str(tiny_model_dir))
+    base_logits = _logits(model, tokenizer)
+    kept = keep_base(model)
+    with torch.no_grad():  # a parent's weights: every trainable tensor moved
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    parent_logits = _logits(model, tokenizer)
+    assert not torch.allclose(base_logits, parent_logits, atol=1e-3)
+    with base_view(model, kept):
+        assert torch.allclose(_logits(model, tokenizer), base_logits, atol=1e-6)
+    assert torch.equal(_logits(model, tokenizer), parent_logits)  # put back exactly
+    with pytest.raises(ValueError), base_view(model, kept):
+        raise ValueError("a failed measurement")
+    assert torch.equal(_logits(model, tokenizer), parent_logits)  # put back after an error too
+    with base_view(model, None):  # a run from the base: the model as it is
+        assert torch.equal(_logits(model, tokenizer), parent_logits)
+
+
+def test_the_forgetting_budget_of_an_update_counts_from_the_base_model_not_the_parent(tmp_path, tiny_model_dir):
+    """A full-model update must not get a fresh budget over its parent: per version it would compound."""
+    from smalltune import train
+
+    data = write_jsonl(tmp_path / "train.jsonl", toy_records(24))
+    guard = {"method.name": "full", "train.lr": 1e-2, "train.max_steps": 4, "eval.every_steps": 2,
+             "guards.forgetting_budget": 100.0, "guards.reference_tokens": 256}
+    summaries = []
+    for name, start in (("v1", None), ("v2", tmp_path / "v1" / "model")):
+        recipe = recipe_from_dict(_raw(tiny_model_dir, data, tmp_path / name, **guard))
+        train(recipe, progress=False, verbose=False, init_from=str(start) if start else None)
+        summaries.append(json.loads((tmp_path / name / "train_summary.json").read_text()))
+    v1, v2 = (s["guards"]["forgetting_budget"] for s in summaries)
+    parent_ppl = [json.loads(x) for x in (tmp_path / "v1" / "metrics.jsonl").read_text().splitlines()
+                  if '"ref_ppl"' in x][-1]["ref_ppl"]
+    assert abs(parent_ppl / v1["base_ppl"] - 1) > 0.01  # v1 moved away from the base: the two readings differ
+    assert v2["base_ppl"] == pytest.approx(v1["base_ppl"], rel=1e-5)
+
+
 def test_starting_from_another_methods_artifact_is_one_clear_error(first, tiny_model_dir, tmp_path):
     from smalltune.models import load_model
     from smalltune.train.data import prepare_data

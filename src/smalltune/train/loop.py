@@ -31,8 +31,8 @@ from .plugins import GuardEvent, PluginEnv
 from .precision import choose_precision, keep_recorded
 from .ranks import agreed, on_every_rank, over_ranks, set_epoch, shared_output_dir
 from .regularize.sam import PlainStep
-from .setup import (Base, Parts, build_optimizer, build_scheduler, items_key, make_accelerator, resolve_precision,
-                    setup)
+from .setup import (Base, Parts, base_view, build_optimizer, build_scheduler, items_key, make_accelerator,
+                    resolve_precision, setup)
 from .splits import write_record
 
 WORSE_THAN_BASE_SLACK = 0.01  # nats of validation loss: a published checkpoint is at most this much worse than the base
@@ -118,12 +118,14 @@ def fit(parts: Parts, data: PreparedData, run: RunDir, resume: bool = False, pro
     how = (recipe.eval.batch_size, precision.precision, str(acc.device))  # what else a measurement depends on
     once = (lambda key, measure: base.remember((*key, *how), measure)) if base else (lambda key, measure: measure())
     env = PluginEnv(model, p.tokenizer, acc.device, recipe.eval.batch_size, acc.autocast, acc.unwrap_model,
-                    recipe=recipe, run_path=run.path, accelerator=acc, reference=data.reference, once=once)
+                    recipe=recipe, run_path=run.path, accelerator=acc, reference=data.reference, once=once,
+                    as_base=lambda: base_view(p.unwrapped, p.base_weights))
     if main and verbose:
         console.train_header(recipe, data, p.trainable, p.total, run.path, precision)
 
     # --- plugins on the starting weights (before any resume, so anchors are the base) -------------
     info = plugins.setup(env)  # e.g. the EWC Fisher, the forgetting budget's base perplexity
+    p.base_weights, env.as_base = None, _setup_only  # the base's host copy served setup's measurements: free it
     step = plugins.wrap_step(PlainStep(acc, list(model.parameters())))  # plain backward, or SAM's two passes
     regularizers = [x.name for x in plugins if x.name in _regularizer_names()]
 
@@ -318,6 +320,10 @@ def _sources(recipe, data: PreparedData) -> dict:
             "forgetting_guard": "reference text, measurement paragraphs" if recipe.guards.forgetting_budget is not None else None,
             "evaluation_reference": "reference text, measurement paragraphs (splits.json reference.measure)",
             "evaluation_general_questions": "capitals (gensim questions-words) and chatterbot-corpus: measurement only"}
+
+
+def _setup_only():
+    raise RuntimeError("PluginEnv.as_base() is for a plugin's setup only (the base's weights are freed after it)")
 
 
 def _base_metrics(p: Parts, validation_metrics) -> dict:

@@ -20,6 +20,7 @@ no-op defaults, so a plugin is only the code that makes it different.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -45,6 +46,9 @@ class PluginEnv:
     # once(key, measure) for a measurement of the *untrained* model: runs from one loaded base (tuning trials,
     # folds) take it once for all (setup.Base.remember); a lone run just measures
     once: Callable = lambda key, measure: measure()
+    # as_base(): a context in which ``model`` computes as the base model, also in a run started from a parent's
+    # weights (an update); only during ``setup`` (setup.base_view)
+    as_base: Callable = contextlib.nullcontext
 
 
 @dataclass

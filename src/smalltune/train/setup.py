@@ -9,6 +9,7 @@ loaded base model per training instead of reading it from disk again.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 from dataclasses import dataclass
@@ -181,6 +182,39 @@ def start_from(model, artifact) -> None:
                              f"{'is not in the model' if result.unexpected_keys else 'is missing from the artifact'})")
 
 
+def keep_base(model) -> dict[str, torch.Tensor] | None:
+    """Host copies of ``model``'s trainable tensors while it is still the base, for :func:`base_view` once a
+    parent's weights replace them; None for a PEFT model (disabling its adapter shows the base)."""
+    if hasattr(model, "peft_config"):
+        return None
+    return {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters() if p.requires_grad}
+
+
+@contextlib.contextmanager
+def base_view(model, kept: dict | None):
+    """``model`` computing as the base model inside the context: its PEFT adapter disabled, or the base's values
+    of ``kept`` swapped in and put back after (an update of a full model), or as it is (a run from the base,
+    before its first step).
+
+    The swap holds a second copy of the trainable weights on the device for one pass, before the optimizer
+    allocates its state (Adam: two more copies), so it does not raise the run's peak memory."""
+    if hasattr(model, "disable_adapter"):
+        with model.disable_adapter():
+            yield model
+        return
+    params = dict(model.named_parameters())
+    started = {}
+    try:
+        with torch.no_grad():
+            for name, value in (kept or {}).items():
+                started[name] = params[name].data
+                params[name].data = value.to(started[name].device, started[name].dtype)
+        yield model
+    finally:
+        for name, value in started.items():
+            params[name].data = value
+
+
 @dataclass
 class Parts:
     """Everything ``fit`` needs, built and prepared; ``model`` is the accelerate-wrapped model."""
@@ -200,6 +234,7 @@ class Parts:
     eval_every: int
     trainable: int
     total: int
+    base_weights: dict | None = None  # keep_base(): the base's tensors a parent's weights replaced (an update)
 
     @property
     def unwrapped(self):
@@ -221,7 +256,9 @@ def setup(recipe, model, tokenizer, data: PreparedData, accelerator=None, extra_
     accelerator = accelerator or make_accelerator(recipe)
     method = METHODS.get(recipe.method.name, "method.name")()
     model = method.apply(model, recipe.method, recipe)
+    kept = None
     if init_from:
+        kept = keep_base(model)  # the forgetting budget is counted from the base, not the parent (base_view)
         start_from(model, init_from)
     trainable, total = count_parameters(model)
     sampler = EpochBatches([len(x) for x in data.train], t.batch_size, t.seed, t.group_by_length)
@@ -244,4 +281,4 @@ def setup(recipe, model, tokenizer, data: PreparedData, accelerator=None, extra_
     plugins += sorted(extra_plugins, key=lambda x: x.order)  # the caller's own (tuning's pruner)
     plugins.sort(key=lambda x: x.order)
     return Parts(recipe, accelerator, model, tokenizer, method, optimizer, scheduler, loader, plugins,
-                 build_selector(recipe), steps_per_epoch, total_steps, eval_every, trainable, total)
+                 build_selector(recipe), steps_per_epoch, total_steps, eval_every, trainable, total, kept)

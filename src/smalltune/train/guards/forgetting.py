@@ -3,8 +3,11 @@
 At every evaluation we score a small fixed sample of general English (the measurement paragraphs
 of :func:`smalltune.train.splits.reference_roles`, never trained on; ``reference_tokens`` tokens, a few percent of an evaluation's
 cost) and compare with the base model's perplexity on the same tokens, measured once before
-training: with the adapter disabled for PEFT models, otherwise before the first step (the weights
-are still the base's then). The base value is part of the guard state, so ``--resume`` keeps it.
+training (``PluginEnv.as_base``): with the adapter disabled for PEFT models, otherwise before the
+first step, and in an update of a full model with the base's weights swapped in for that one pass.
+So the budget of every version of a lineage is counted from the base model, not from its parent:
+per parent, it would compound (v3 could sit 1.1³ - 1 = +33% over the base under a +10% budget). The base value
+is part of the guard state, so ``--resume`` keeps it.
 
 Adds ``ref_ppl``, ``ref_ppl_base``, ``forgetting`` (relative rise) and
 ``within_forgetting_budget`` to the record. With ``action="stop"`` the run stops and checkpoint
@@ -12,8 +15,6 @@ selection only considers evaluations within budget; with ``"warn"`` it only warn
 """
 
 from __future__ import annotations
-
-import contextlib
 
 from .base import GUARD_DEFAULTS, GUARDS, Guard, GuardContext, GuardEvent
 
@@ -78,8 +79,7 @@ class ForgettingBudget(Guard):
             from ..setup import items_key
 
             def measure():
-                model = ctx.unwrap(ctx.model)
-                with model.disable_adapter() if hasattr(model, "disable_adapter") else contextlib.nullcontext():
+                with ctx.as_base():
                     return reference_ppl(ctx, self._items)
 
             self.base_ppl = ctx.once(("reference_ppl", items_key(self._items)), measure)
