@@ -12,7 +12,8 @@ Arms, each after the two batches, from the same version 1 (the demo recipe on th
 * ``scratch``: retraining from the base model on everything known at that point (stale answers replaced);
 * ``update``: ``smalltune update`` twice (update rate, replay, new-vs-old audit; ``force`` so the final model
   is measured whatever the gate says: its verdicts are recorded);
-* ``update-5e-5``: the same at ``update.lr=5e-5`` (half the fresh rate) instead of the default 1.5e-5.
+* ``update-5e-5``: the same at ``update.lr=5e-5`` (half the fresh rate) instead of the default 1.5e-5;
+* ``update-changed3``: the default rate, each example that changes an earlier answer trained 3 times per epoch.
 
 Measured on the final model of each arm: key-fact recall on old, new and changed facts (changed: the *new* value
 must be in the answer; ``stale_answer_rate``: the old value still is), general-text perplexity change and
@@ -38,8 +39,9 @@ import _evidence as E
 NAME = "continual_update"
 # update arms: recipe overrides of the updates (``update``: the defaults). ``update-5e-5`` tests the guess that the
 # default update rate (1.5e-5 for full fine-tuning: the fresh 1e-4 times the method's update/fresh ratio) is too low
-# for changed facts: half the fresh rate.
-UPDATES = {"update": [], "update-5e-5": ["update.lr=5e-5"]}
+# for changed facts: half the fresh rate. ``update-changed3`` tests the narrower lever: the default rate, with every
+# new example that changes an earlier answer trained three times per epoch.
+UPDATES = {"update": [], "update-5e-5": ["update.lr=5e-5"], "update-changed3": ["update.changed_repeats=3"]}
 ARMS = ("naive", "scratch", *UPDATES)
 NEW_CATEGORIES = ("insurance", "services")
 # old value -> new value: prices and hours that change in batch 2

@@ -189,7 +189,7 @@ def test_conflicts_copies_and_leakage_between_old_and_new_are_found():
                     chat("Can I park my car near the clinic?", "Behind the building.", id="t2"),
                     chat("When are you open on Sunday?", "We are closed on Sunday.", id="t3")], "test.jsonl")  # leaked
     c = compare(old, new, old_test, [])
-    assert [e.id for e in c.stale] == ["o1"]
+    assert [e.id for e in c.stale] == ["o1"] and [e.id for e in c.replacing] == ["n1"]
     assert [e.id for e in c.copies] == ["n2"]
     assert [e.id for e in c.superseded] == ["n4"]
     assert [e.id for e in c.stale_test] == ["t1"]
@@ -300,6 +300,24 @@ def test_a_harmless_update_is_promoted_with_its_lineage(first, tmp_path):
     assert rows["v1-v2"].current and rows["v1-v2"].gate == "passed" and rows["v1"].version == 1
     assert "Update: version 2" in (out / "report.md").read_text()
     assert 'data-section="update"' in (out / "report.html").read_text()
+
+
+def test_an_example_that_changes_an_earlier_answer_trains_changed_repeats_times(first, tmp_path):
+    from smalltune.update import update
+    from smalltune.update.lineage import read_version
+
+    changed = "A checkup costs $85 and a cleaning costs $99."
+    new = write_jsonl(tmp_path / "prices.jsonl", [chat("What are your prices?", changed, id="p1", category="prices"),
+                                                  chat("Do you see children?", "Yes, from age 3.", id="k1")])
+    update(first, new, caps=CAPS, progress=False, verbose=False, force=True, output_dir=tmp_path / "v2",
+           overrides=["update.changed_repeats=3", "train.max_steps=1", *FAST])
+    trained = [json.loads(x) for x in (tmp_path / "v2" / "data" / "train.jsonl").read_text().splitlines()]
+    assert sorted(r["id"] for r in trained if r["id"].startswith(("p1", "k1"))) == ["k1", "p1", "p1#2", "p1#3"]
+    assert [r["messages"][-1]["content"] for r in trained if r["id"].startswith("p1")] == [changed] * 3
+    record = read_version(tmp_path / "v2")
+    assert record.data_added["changed"] == 1 and record.data_added["changed_repeats"] == 3
+    pool = (tmp_path / "v2" / "data" / "pool.jsonl").read_text()
+    assert '"p1#2"' not in pool  # the lineage keeps the example once
 
 
 def test_the_gate_refuses_a_planted_regression_and_force_promotes_it(first, tmp_path):

@@ -236,6 +236,9 @@ class UpdateSection:
         "a seeded sample stratified by category", lambda v: None if 0 <= v <= 1 else f"must be in [0, 1], got {v}")
     general_replay: float = option(
         0.1, "regularize.replay_ratio of update runs whose parent replayed no general text", fraction)
+    changed_repeats: int = option(
+        1, "times per epoch an update trains each new example that changes an earlier answer (1 = as often as the "
+        "other examples; more weighs the new answer against the old one the parent learned)", positive)
     conflict_similarity: float = option(
         0.9, "prompts this similar (word-shingle Jaccard) ask the same question: different answers conflict and "
         "the new one wins", lambda v: None if 0 < v <= 1 else f"must be in (0, 1], got {v}")

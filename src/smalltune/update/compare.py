@@ -34,6 +34,7 @@ class Comparison:
 
     findings: list[Finding] = field(default_factory=list)
     stale: list[Example] = field(default_factory=list)  # earlier training/validation examples with a changed answer
+    replacing: list[Example] = field(default_factory=list)  # new examples whose answer replaces a stale one's
     stale_test: list[Example] = field(default_factory=list)  # earlier test examples with a changed answer
     leaked_test: list[Example] = field(default_factory=list)  # test examples the update's training data asks
     copies: list[Example] = field(default_factory=list)  # new examples identical to earlier ones (not added)
@@ -43,7 +44,7 @@ class Comparison:
     def to_dict(self) -> dict:
         ids = lambda xs: [e.id for e in xs]  # noqa: E731
         return {"findings": [f.to_dict() for f in self.findings], "stats": self.stats,
-                "stale": ids(self.stale), "stale_test": ids(self.stale_test), "leaked_test": ids(self.leaked_test),
+                "stale": ids(self.stale), "replacing": ids(self.replacing), "stale_test": ids(self.stale_test), "leaked_test": ids(self.leaked_test),
                 "copies": ids(self.copies), "superseded": ids(self.superseded)}
 
 
@@ -104,12 +105,13 @@ def compare(old: list[Example], new: list[Example], old_test: list[Example], new
     kept = [i for i in range(len(new)) if i not in superseded]
 
     # new against earlier training and validation examples
-    stale, copy = set(), set()
+    stale, copy, replacing = set(), set(), set()
     pairs = _cross(index, "new", "old")
     for (i, j), sim in sorted(pairs.items()):
         if i in superseded:
             continue
         if sim >= conflict_similarity and not _same_answer(new[i], old[j]):
+            replacing.add(i)
             if j not in stale:
                 changed.append(_pointer(old[j], new[i], sim, old_answer=snippet(old[j].target),
                                         new_answer=snippet(new[i].target)))
@@ -128,6 +130,7 @@ def compare(old: list[Example], new: list[Example], old_test: list[Example], new
     c.stale = [old[j] for j in sorted(stale)]
     c.copies = [new[i] for i in sorted(copy)]
     trained = set(kept) - copy
+    c.replacing = [new[i] for i in sorted(replacing & trained)]
 
     # test questions: stale (a changed answer) or leaked (the update trains on them)
     stale_t, leaked_old, leaked_new = set(), set(), set()

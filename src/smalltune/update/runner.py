@@ -6,7 +6,8 @@ Steps, each written into the new version's run directory before the next starts:
 2. audit new against old (:mod:`.compare`): stale examples leave the pool, stale and leaked test
    questions leave the test set;
 3. train from the parent's artifact (``train(init_from=...)``) at the update learning rate on the new
-   examples plus a replayed share of the earlier ones (plus general replay);
+   examples (those that change an earlier answer ``update.changed_repeats`` times) plus a replayed share of
+   the earlier ones (plus general replay);
 4. the regression gate (:mod:`.gate`): the new version against its parent, on the earlier test set,
    the new test data and the forgetting suite;
 5. ``version.json``, and the pointer moves to the new version when the gate passes (or ``force``).
@@ -164,7 +165,9 @@ def update(run_dir, new_data, test=None, force: bool = False, output_dir=None, o
         else:
             new_train, new_val = trained_new, []
         _, replay = carve_validation(keep_train, u.replay_share, parent_recipe.train.seed) if u.replay_share else ([], [])
-        train_set, val_set = new_train + replay, keep_val + new_val
+        replacing = {e.id for e in c.replacing}
+        repeats = [_repeat(e, k) for e in new_train if e.id in replacing for k in range(2, u.changed_repeats + 1)]
+        train_set, val_set = new_train + repeats + replay, keep_val + new_val
         if not val_set:
             raise SmalltuneError(f"{run_dir}: no validation examples left for the update; give more new data")
         dropped = {e.id for e in c.stale_test} | {e.id for e in c.leaked_test}
@@ -188,7 +191,7 @@ def update(run_dir, new_data, test=None, force: bool = False, output_dir=None, o
             lineage=[*parent_record.lineage, out.name], created=now(),
             data_added={"file": str(new_data), "sha256": _sha256(new_data), "test_file": str(test) if test else None,
                         "train": len(trained_new), "test": len(added_test), "corrections": new.corrections,
-                        "validation": len(new_val)},
+                        "validation": len(new_val), "changed": len(c.replacing), "changed_repeats": u.changed_repeats},
             replay={"share": u.replay_share, "examples": len(replay), "pool": len(keep_train),
                     "general_replay_ratio": recipe.regularize.replay_ratio},
             stale={"train": [e.id for e in c.stale], "test": [e.id for e in c.stale_test]}, lr=recipe.train.lr)
@@ -246,6 +249,13 @@ def gate_parent_test(old_test: list[Example], dropped: set[str]) -> list[Example
     return [e for e in old_test if e.id not in dropped]
 
 
+def _repeat(ex: Example, k: int) -> Example:
+    """The ``k``-th training copy of ``ex`` (``update.changed_repeats``): an id of its own, the same example."""
+    ex = copy.copy(ex)
+    ex.id = f"{ex.id}#{k}"
+    return ex
+
+
 def _tag(examples: list[Example], split: str) -> list[Example]:
     out = []
     for ex in examples:
@@ -269,6 +279,8 @@ def _print_plan(c: Comparison, record: VersionRecord, out: Path) -> None:
     console.info(f"[bold]smalltune update[/bold] → {out} (version {record.version}, parent {record.parent})")
     console.info(f"  adds    {a['train']} training and {a['test']} test examples"
                  + (f" ({a['corrections']} corrections)" if a["corrections"] else "")
+                 + (f"; {a['changed']} change earlier answers (trained {a['changed_repeats']}× per epoch)"
+                    if a["changed"] and a["changed_repeats"] > 1 else "")
                  + f"; replays {r['examples']} of {r['pool']} earlier examples; lr {record.lr:g}")
     for f in c.findings:
         (console.warn if f.severity != "info" else console.info)(f"{f.title}: {f.count}")
