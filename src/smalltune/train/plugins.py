@@ -47,7 +47,7 @@ class PluginEnv:
     # folds) take it once for all (setup.Base.remember); a lone run just measures
     once: Callable = lambda key, measure: measure()
     # as_base(): a context in which ``model`` computes as the base model, also in a run started from a parent's
-    # weights (an update); only during ``setup`` (setup.base_view)
+    # weights (an update: for a plugin with ``needs_base``); only during ``setup`` (setup.base_view)
     as_base: Callable = contextlib.nullcontext
 
 
@@ -71,6 +71,7 @@ class Plugin:
     name = ""
     keys: tuple[str, ...] = ()  # recipe keys this plugin reads (each documented once, in recipe/sections.py)
     order = 50  # lower runs first; guards that measure run before guards that decide
+    needs_base = False  # measures the base model in setup (env.as_base()): an update keeps the base's weights for it
 
     @classmethod
     def enabled(cls, recipe) -> bool:

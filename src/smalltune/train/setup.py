@@ -256,9 +256,13 @@ def setup(recipe, model, tokenizer, data: PreparedData, accelerator=None, extra_
     accelerator = accelerator or make_accelerator(recipe)
     method = METHODS.get(recipe.method.name, "method.name")()
     model = method.apply(model, recipe.method, recipe)
+    plugins = build_plugins(recipe, REGULARIZERS, GUARDS)
+    plugins += sorted(extra_plugins, key=lambda x: x.order)  # the caller's own (tuning's pruner)
+    plugins.sort(key=lambda x: x.order)
     kept = None
     if init_from:
-        kept = keep_base(model)  # the forgetting budget is counted from the base, not the parent (base_view)
+        # what a plugin measures on the base (the forgetting budget) is counted from it, not the parent (base_view)
+        kept = keep_base(model) if any(x.needs_base for x in plugins) else None
         start_from(model, init_from)
     trainable, total = count_parameters(model)
     sampler = EpochBatches([len(x) for x in data.train], t.batch_size, t.seed, t.group_by_length)
@@ -277,8 +281,5 @@ def setup(recipe, model, tokenizer, data: PreparedData, accelerator=None, extra_
     # out N times too fast under N ranks; the loop steps it once per optimizer step.
     scheduler = build_scheduler(optimizer.optimizer, t, total_steps)
     eval_every = recipe.eval.every_steps or max(1, steps_per_epoch // recipe.eval.per_epoch)
-    plugins = build_plugins(recipe, REGULARIZERS, GUARDS)
-    plugins += sorted(extra_plugins, key=lambda x: x.order)  # the caller's own (tuning's pruner)
-    plugins.sort(key=lambda x: x.order)
     return Parts(recipe, accelerator, model, tokenizer, method, optimizer, scheduler, loader, plugins,
                  build_selector(recipe), steps_per_epoch, total_steps, eval_every, trainable, total, kept)

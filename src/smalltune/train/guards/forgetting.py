@@ -51,6 +51,7 @@ class ForgettingBudget(Guard):
     name = "forgetting_budget"
     keys = ("guards.forgetting_budget", "guards.forgetting_action", "guards.reference_tokens")
     order = 10
+    needs_base = True
 
     @classmethod
     def enabled(cls, recipe) -> bool:
