@@ -327,17 +327,17 @@ def _setup_only():
 
 
 def _base_metrics(p: Parts, validation_metrics) -> dict:
-    """The untrained model on the validation set: adapters disabled, or the weights before step 1."""
-    import contextlib
-
-    model = p.unwrapped
-    off = model.disable_adapter() if hasattr(model, "disable_adapter") else contextlib.nullcontext()
-    with off:
+    """Where the run starts, on the validation set: the untrained model (adapters disabled, or the weights before
+    step 1), or in a run from a parent's weights (an update) those weights, with an adapter on: what the user keeps
+    when this run publishes nothing (``_publishable``)."""
+    if p.started_from:
+        return validation_metrics()
+    with base_view(p.unwrapped, None):
         return validation_metrics()
 
 
 def _publishable(run: RunDir, p: Parts, selector, state: LoopState) -> tuple[bool, str]:
-    """Restore the chosen checkpoint; publish it unless nothing safe was chosen or it is worse than the base."""
+    """Restore the chosen checkpoint; publish it unless nothing safe was chosen or it is worse than the start."""
     chosen = restore_best(run, p.method, p.unwrapped, selector)
     if not chosen and state.stop_reason in UNSAFE_STOPS:
         return False, f"no checkpoint passed the guards, so no {p.method.artifact}/ was written"
@@ -346,5 +346,6 @@ def _publishable(run: RunDir, p: Parts, selector, state: LoopState) -> tuple[boo
     slack = max(p.recipe.early_stopping.min_delta, WORSE_THAN_BASE_SLACK)
     if chosen and best and base and best["eval_loss"] > base["eval_loss"] + slack:
         return False, (f"the best checkpoint (step {selector.best_step}, validation loss {best['eval_loss']:.3f}) is "
-                       f"worse than the base model ({base['eval_loss']:.3f}), so no {p.method.artifact}/ was written")
+                       f"worse than {'the weights it started from' if p.started_from else 'the base model'} "
+                       f"({base['eval_loss']:.3f}), so no {p.method.artifact}/ was written")
     return True, ""

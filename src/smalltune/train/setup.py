@@ -235,6 +235,7 @@ class Parts:
     trainable: int
     total: int
     base_weights: dict | None = None  # keep_base(): the base's tensors a parent's weights replaced (an update)
+    started_from: str | None = None  # the parent's artifact the weights started from (an update), else the base
 
     @property
     def unwrapped(self):
@@ -282,4 +283,4 @@ def setup(recipe, model, tokenizer, data: PreparedData, accelerator=None, extra_
     scheduler = build_scheduler(optimizer.optimizer, t, total_steps)
     eval_every = recipe.eval.every_steps or max(1, steps_per_epoch // recipe.eval.per_epoch)
     return Parts(recipe, accelerator, model, tokenizer, method, optimizer, scheduler, loader, plugins,
-                 build_selector(recipe), steps_per_epoch, total_steps, eval_every, trainable, total, kept)
+                 build_selector(recipe), steps_per_epoch, total_steps, eval_every, trainable, total, kept, init_from)
