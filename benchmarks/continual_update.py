@@ -201,7 +201,10 @@ def run_arm(arm: str, seed: int, files: dict[str, Path], model: str | None, caps
                               "regressions": [c["message"] for c in result.gate.regressions] if result.gate else []})
             calls.append(time.perf_counter() - t0)  # this call only: a resumed update counts its last part
             facts.append(train_facts(out))
-            prev = out
+            # an update that published nothing (no checkpoint within the forgetting budget, or none better than its
+            # parent) leaves the parent served: the next update starts from it, and the arm is scored on it
+            published.append(artifact(out).is_dir())
+            prev = out if published[-1] else prev
     seconds = [f["seconds"] for f in facts]
     row = {"arm": arm, "seed": seed, **score(prev, files, caps), "seconds_per_update": sum(seconds) / len(seconds),
            "update_seconds": seconds, "update_steps": [f["steps"] for f in facts],
