@@ -79,6 +79,7 @@ VANILLA = ["guards.enabled=false", "early_stopping.enabled=false", "eval.every_s
 def train_run(base_recipe: Path, overrides: list[str]) -> dict:
     """Train one arm (resuming a killed one); the train summary plus the wall time of the call."""
     from smalltune import load_recipe, train
+    from smalltune.rundir import RunDir
 
     recipe = load_recipe(base_recipe, overrides + ([f"train.max_steps={MAX_STEPS}"] if MAX_STEPS else []))
     out = Path(recipe.output_dir)
@@ -86,7 +87,7 @@ def train_run(base_recipe: Path, overrides: list[str]) -> dict:
     if summary_file.exists():
         return json.loads(summary_file.read_text())
     t0 = time.perf_counter()
-    result = train(recipe, resume=(out / "checkpoints").exists(), progress=False)
+    result = train(recipe, resume=RunDir(out).started, progress=False)
     return {**result.to_dict(), "call_seconds": round(time.perf_counter() - t0, 1)}
 
 

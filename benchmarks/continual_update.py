@@ -122,13 +122,14 @@ def train_facts(run_dir: Path) -> dict:
 def train_from(recipe_overrides: list[str], init_from: Path | None, lr_scale: float = 1.0) -> dict:
     """Train (or resume) one run; returns :func:`train_facts`."""
     from smalltune import load_recipe
+    from smalltune.rundir import RunDir
     from smalltune.train.loop import train
 
     recipe = load_recipe(E.DEMO / "recipe.yaml", recipe_overrides)
     recipe.train.lr *= lr_scale
     out = Path(recipe.output_dir)
     if not (out / "train_summary.json").exists():
-        train(recipe, resume=(out / "checkpoints").exists(), progress=False, verbose=False,
+        train(recipe, resume=RunDir(out).started, progress=False, verbose=False,
               init_from=str(init_from) if init_from else None)
     return train_facts(out)
 
@@ -184,6 +185,7 @@ def run_arm(arm: str, seed: int, files: dict[str, Path], model: str | None, caps
             facts.append(train_from(overrides(files[f"all{k}"], out, seed, model), None))
         prev = out
     else:
+        from smalltune.rundir import RunDir
         from smalltune.update import update
 
         prev = v1
@@ -196,7 +198,7 @@ def run_arm(arm: str, seed: int, files: dict[str, Path], model: str | None, caps
             if not (out / "gate.json").exists():
                 result = update(prev, files[f"batch{k}"], test=test, force=True, output_dir=out, caps=caps,
                                 overrides=project_over, progress=False, verbose=False,
-                                resume=(out / "checkpoints").exists())
+                                resume=RunDir(out).started)
                 gates.append({"passed": result.gate.passed if result.gate else None,
                               "regressions": [c["message"] for c in result.gate.regressions] if result.gate else []})
             calls.append(time.perf_counter() - t0)  # this call only: a resumed update counts its last part

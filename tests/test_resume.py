@@ -111,23 +111,36 @@ def test_sparse_checkpoints_resume_bitwise(make_recipe, tmp_path, monkeypatch):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_checkpoint_cadence_writes_none_in_a_short_run_and_changes_nothing(make_recipe, tmp_path):
+def test_checkpoint_cadence_writes_none_in_a_short_run_and_changes_nothing(make_recipe, tmp_path, monkeypatch):
+    from smalltune.train import loop
+
+    written = {}
+    real_save = loop.save_checkpoint
+
+    def save(run, *args, **kwargs):
+        written[run.path.name] = written.get(run.path.name, 0) + 1
+        return real_save(run, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "save_checkpoint", save)
     every = train(make_recipe(**COMMON, output_dir=str(tmp_path / "every")), progress=False)
     rare = train(make_recipe(**COMMON, **{"train.checkpoint_minutes": 60}, output_dir=str(tmp_path / "rare")),
                  progress=False)
-    assert RunDir(every.run_dir).step_checkpoints() and not RunDir(rare.run_dir).step_checkpoints()
+    assert written.get("every") and not written.get("rare")
     a, b = adapter(every.run_dir), adapter(rare.run_dir)
     assert all(torch.equal(a[k], b[k]) for k in a) and rare.best_step == every.best_step
 
 
 def test_resume_of_a_finished_run_returns_its_summary_and_trains_nothing(make_recipe, tmp_path, monkeypatch):
-    # The last --resume checkpoint outlives the run, its best-model snapshots do not: training on from that
-    # checkpoint redid the steps after it and then failed to find the chosen step's weights.
+    # Training on from a finished run's last checkpoint redid the steps after it and then failed to find the
+    # chosen step's weights; a finished run now keeps no --resume checkpoints (GBs for a full model) at all.
     out = str(tmp_path / "run")
     done = train(make_recipe(**COMMON, output_dir=out), progress=False)
+    assert done.artifact_written and not RunDir(out).step_checkpoints() and RunDir(out).best.exists()
+    (RunDir(out).checkpoints / "step-000004").mkdir(parents=True)  # as left by a kill right after the summary
     before = adapter(out)
     metrics = RunDir(out).metrics.read_text()
     crash_at_call(monkeypatch, 1)  # any training step would now raise
     again = train(make_recipe(**COMMON, output_dir=out), resume=True, progress=False)
     assert again.to_dict() == done.to_dict() and RunDir(out).metrics.read_text() == metrics
+    assert not RunDir(out).step_checkpoints()  # the leftovers are gone too
     assert all(torch.equal(before[k], v) for k, v in adapter(out).items())

@@ -40,8 +40,7 @@ def train_stage(recipe: Recipe, run: RunDir, resume: bool, progress: bool) -> No
     from .train import train
 
     # Resume only what training started: a run stopped by the audit has no checkpoint to continue.
-    started = run.metrics.exists() or run.checkpoints.exists()
-    _check_trained(train(recipe, resume=resume and started, progress=progress), run)
+    _check_trained(train(recipe, resume=resume and run.started, progress=progress), run)
 
 
 def _check_trained(summary, run: RunDir) -> None:

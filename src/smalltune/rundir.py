@@ -96,6 +96,11 @@ class RunDir:
     report_md = property(lambda self: self.path / "report.md")
     splits = property(lambda self: self.path / "splits.json")
 
+    @property
+    def started(self) -> bool:
+        """Whether training began here: ``--resume`` continues it (or returns a finished run's summary)."""
+        return self.metrics.exists() or self.checkpoints.exists() or self.train_summary.exists()
+
     def mkdir(self) -> "RunDir":
         self.path.mkdir(parents=True, exist_ok=True)
         return self
@@ -240,7 +245,6 @@ def open_run_dir(recipe, resume: bool = False, main: bool = True) -> RunDir:
 
 
 def _check_run_dir(run: "RunDir", recipe, resume: bool, SmalltuneError, load_recipe) -> None:
-    started = run.metrics.exists() or run.checkpoints.exists()
     if resume:
         if not run.recipe.exists():
             raise SmalltuneError(f"{run.path}: nothing to resume (no recipe.yaml); start without --resume")
@@ -248,7 +252,7 @@ def _check_run_dir(run: "RunDir", recipe, resume: bool, SmalltuneError, load_rec
         changed = sorted(k for k in _diff(stored, recipe.to_dict()) if k not in ("name",))
         if changed:
             raise SmalltuneError(f"--resume: the recipe differs from the run's stored recipe.yaml in {', '.join(changed)}")
-    elif started:
+    elif run.started:
         raise SmalltuneError(f"{run.path} already holds a run; pass --resume to continue it, or set another output_dir")
 
 

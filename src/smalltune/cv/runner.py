@@ -75,12 +75,11 @@ def cross_validate(recipe, folds: int = 5, seed: int | None = None, output=None,
             base = base or Base.load(recipe)  # loaded once, a fresh copy per fold
             console.info(f"fold {fold.index}/{len(plan)}: training on {len(fold.train)}, holding out "
                          f"{len(fold.validation)} → {run.path}")
-            started = run.metrics.exists() or run.checkpoints.exists()
             splits = Splits(fold.train, fold.validation,
                             f"cross-validation fold {fold.index} of {len(plan)}: {len(fold.validation)} held-out examples")
             from ..train import train
 
-            train(r, resume=resume and started, progress=progress, base=base, splits=splits, verbose=progress)
+            train(r, resume=resume and run.started, progress=progress, base=base, splits=splits, verbose=progress)
         note = _evaluate_fold(run, quick, probes, progress, resume)
         state["per_fold"] = [f for f in state["per_fold"] if f["fold"] != fold.index]
         state["per_fold"].append({"fold": fold.index, **fold_numbers(run.path), "note": note})

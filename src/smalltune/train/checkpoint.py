@@ -195,6 +195,14 @@ def prune_checkpoints(run: RunDir, keep: int) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def drop_checkpoints(run: RunDir) -> None:
+    """Remove a finished run's ``--resume`` checkpoints: once its summary is written, ``--resume`` returns the
+    summary and trains nothing, so they (weights and optimizer state: three times a full model's size, each) serve
+    nothing more. ``best/``, the chosen weights with their step, stays for inspection."""
+    for folder in run.step_checkpoints():
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def clean_interrupted(run: RunDir) -> list[str]:
     """Remove temporary folders and files a killed write left in ``checkpoints/``; return their names."""
     found = [p for p in run.checkpoints.glob(".*")] if run.checkpoints.is_dir() else []

@@ -23,7 +23,8 @@ from .. import console
 from ..provenance import provenance
 from ..rundir import RunDir, atomic_write_json, open_run_dir, publish_dir
 from ..schema import TrainSummary
-from .checkpoint import clean_interrupted, latest_checkpoint, load_checkpoint, prune_checkpoints, rng_state, save_checkpoint
+from .checkpoint import (clean_interrupted, drop_checkpoints, latest_checkpoint, load_checkpoint, prune_checkpoints,
+                         rng_state, save_checkpoint)
 from .data import PreparedData, prepare_data
 from .guards import UNSAFE_STOPS, drop_snapshots, keep_best, restore_best, snapshot_path
 from .loss import batch_logits, causal_lm_loss, dataset_metrics, keeps_logits
@@ -86,7 +87,7 @@ def train(recipe, resume: bool = False, progress: bool = True, base: Base | None
     run = on_every_rank(accelerator, lambda: open_run_dir(recipe, resume, main=accelerator.is_main_process))  # locks first
     try:
         if resume and run.train_summary.exists():  # finished: its snapshots are gone, the last checkpoint is stale
-            return _finished(run, verbose and accelerator.is_main_process)
+            return _finished(run, accelerator.is_main_process, verbose)
         set_seed(recipe.train.seed)
 
         def load_and_prepare():
@@ -277,6 +278,7 @@ def fit(parts: Parts, data: PreparedData, run: RunDir, resume: bool = False, pro
         log({"type": "event", "event": "end", "step": state.step, "stopped": stopped})
         result.provenance = provenance(recipe, **data.counts())
         atomic_write_json(run.train_summary, result.to_dict())
+        drop_checkpoints(run)  # after the summary, which ends the run: a kill between the two leaves them for _finished
         if verbose:
             console.train_footer(result)
     # No rank leaves before the main process has written everything: a launcher (torchrun) stops the
@@ -292,11 +294,13 @@ def _load(recipe):
     return load_from_recipe(recipe)
 
 
-def _finished(run: RunDir, verbose: bool) -> TrainResult:
+def _finished(run: RunDir, main: bool, verbose: bool) -> TrainResult:
     """``--resume`` on a run that already finished: its summary, nothing trained again (training from its
     last checkpoint would redo the steps after it and could not find the dropped best-model snapshots)."""
     result = TrainResult.from_dict(json.loads(run.train_summary.read_text(encoding="utf-8")), str(run.train_summary))
-    if verbose:
+    if main:
+        drop_checkpoints(run)  # left by a run killed after its summary was written
+    if main and verbose:
         console.info(f"{run.path}: training already finished ({result.stopped} at step {result.steps}); nothing to resume")
     return result
 

@@ -200,7 +200,7 @@ def update(run_dir, new_data, test=None, force: bool = False, output_dir=None, o
             _print_plan(c, record, out)
 
         # --- 3: train from the parent's weights ---------------------------------------------------------
-        result = train(recipe, resume=resume and (out / "checkpoints").exists(), progress=progress,
+        result = train(recipe, resume=resume and RunDir(out).started, progress=progress,
                        splits=Splits(train_set, val_set, f"{len(keep_val)} earlier validation examples (stale ones left "
                                                          f"out) + {len(new_val)} carved from the new data"),
                        verbose=verbose, init_from=str(artifact))
