@@ -23,6 +23,18 @@ def _answer_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("SMALLTUNE_ANSWER_CACHE", str(tmp_path_factory.mktemp("answers")))
 
 
+@pytest.fixture(autouse=True)
+def _fp32_under_auto(request, monkeypatch):
+    """``precision: auto`` times one decoder layer in fp32 and under bf16 autocast. On the width-32 test model that
+    is noise (0.69x to 1.94x in three runs of one test under load), so a test's runs took different precisions at
+    random and missed exact comparisons. Here the timing says "equal", so auto keeps fp32; a test that wants bf16
+    sets it, and test_precision.py tests the measurement itself. Subprocesses still measure: pin fp32 there."""
+    if request.module.__name__ != "test_precision":
+        from smalltune.train import precision
+
+        monkeypatch.setattr(precision, "time_layer", lambda config, rows, seq, trainable: (1.0, 1.0))
+
+
 @pytest.fixture(scope="session")
 def tokenizer():
     from smalltune.models import load_tokenizer
