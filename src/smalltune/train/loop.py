@@ -86,7 +86,7 @@ def train(recipe, resume: bool = False, progress: bool = True, base: Base | None
     # Each building step is agreed by every rank: one rank's user error stops all of them at once.
     run = on_every_rank(accelerator, lambda: open_run_dir(recipe, resume, main=accelerator.is_main_process))  # locks first
     try:
-        if resume and run.train_summary.exists():  # finished: its snapshots are gone, the last checkpoint is stale
+        if resume and run.train_summary.exists():  # finished: its snapshots and checkpoints are gone
             return _finished(run, accelerator.is_main_process, verbose)
         set_seed(recipe.train.seed)
 
@@ -295,8 +295,8 @@ def _load(recipe):
 
 
 def _finished(run: RunDir, main: bool, verbose: bool) -> TrainResult:
-    """``--resume`` on a run that already finished: its summary, nothing trained again (training from its
-    last checkpoint would redo the steps after it and could not find the dropped best-model snapshots)."""
+    """``--resume`` on a run that already finished: its summary, nothing trained again (a checkpoint left by a kill
+    after the summary would redo the steps after it and could not find the dropped best-model snapshots)."""
     result = TrainResult.from_dict(json.loads(run.train_summary.read_text(encoding="utf-8")), str(run.train_summary))
     if main:
         drop_checkpoints(run)  # left by a run killed after its summary was written

@@ -6,8 +6,8 @@ cost) and compare with the base model's perplexity on the same tokens, measured 
 training (``PluginEnv.as_base``): with the adapter disabled for PEFT models, otherwise before the
 first step, and in an update of a full model with the base's weights swapped in for that one pass.
 So the budget of every version of a lineage is counted from the base model, not from its parent:
-per parent, it would compound (v3 could sit 1.1³ - 1 = +33% over the base under a +10% budget). The base value
-is part of the guard state, so ``--resume`` keeps it.
+per parent, it would compound (v3 could sit 1.1³ - 1 = +33% over the base under a +10% budget).
+The base value is part of the guard state, so ``--resume`` keeps it.
 
 Adds ``ref_ppl``, ``ref_ppl_base``, ``forgetting`` (relative rise) and
 ``within_forgetting_budget`` to the record. With ``action="stop"`` the run stops and checkpoint
