@@ -207,8 +207,13 @@ def update(run_dir, new_data, test=None, force: bool = False, output_dir=None, o
         if not result.artifact_written:
             record.status = "no artifact"
             write_version(out, record)
+            # the budget is the lineage's: a version has what its parents left of it (train/guards/forgetting.py)
+            spent = ("; the forgetting budget counts from the base model across the lineage, so an update has only "
+                     "what earlier versions left: raise it (guards.forgetting_budget=...) or lower update.lr"
+                     if result.stopped == "forgetting_budget" else "")
             return UpdateResult(str(out), str(parent.path), record.version, c, None, False, False,
-                                f"the update wrote no {method.artifact}/ ({result.stop_message}); nothing to promote")
+                                f"the update wrote no {method.artifact}/ ({result.stop_message}){spent}; "
+                                "nothing to promote")
 
         # --- 4: the gate -----------------------------------------------------------------------------------
         caps = caps or caps_from_recipe(recipe, quick)
