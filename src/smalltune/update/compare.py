@@ -44,8 +44,8 @@ class Comparison:
     def to_dict(self) -> dict:
         ids = lambda xs: [e.id for e in xs]  # noqa: E731
         return {"findings": [f.to_dict() for f in self.findings], "stats": self.stats,
-                "stale": ids(self.stale), "replacing": ids(self.replacing), "stale_test": ids(self.stale_test), "leaked_test": ids(self.leaked_test),
-                "copies": ids(self.copies), "superseded": ids(self.superseded)}
+                "stale": ids(self.stale), "replacing": ids(self.replacing), "stale_test": ids(self.stale_test),
+                "leaked_test": ids(self.leaked_test), "copies": ids(self.copies), "superseded": ids(self.superseded)}
 
 
 def _cross(index: SimilarityIndex, a: str, b: str) -> dict[tuple[int, int], float]:
