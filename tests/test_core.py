@@ -4,6 +4,7 @@ the recorded splits, and measurement paragraphs kept apart from training paragra
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -40,13 +41,17 @@ def test_several_trainings_in_one_process_reuse_the_base_and_switch_precision(ma
 
 def test_runs_from_one_base_measure_the_untrained_model_once(make_recipe, tmp_path, monkeypatch):
     """Tuning trials and folds share the base's validation metrics and reference perplexity: every method
-    starts as the base, so the second run (another method, same items) reads them instead of measuring."""
+    starts as the base, so the second run (another method, same items) reads them instead of measuring. A run in
+    another process reads them from disk (eval.cache_base_answers); with the option off, or a file it cannot read,
+    it measures."""
+    import os
+
     from smalltune.train import loop
     from smalltune.train.guards import forgetting
     from smalltune.train.setup import Base
 
     calls = {"validation": 0, "reference": 0}
-    real_base, real_ref = loop._base_metrics, forgetting.reference_ppl
+    real_base, real_ref = loop._untrained_metrics, forgetting.reference_ppl
 
     def base_metrics(*a):
         calls["validation"] += 1
@@ -56,7 +61,7 @@ def test_runs_from_one_base_measure_the_untrained_model_once(make_recipe, tmp_pa
         calls["reference"] += 1
         return real_ref(*a)
 
-    monkeypatch.setattr(loop, "_base_metrics", base_metrics)
+    monkeypatch.setattr(loop, "_untrained_metrics", base_metrics)
     monkeypatch.setattr(forgetting, "reference_ppl", reference_ppl)
     common = {"train.max_steps": 3, "early_stopping.enabled": False, "guards.forgetting_budget": 0.5,
               "guards.reference_tokens": 64, "train.precision": "fp32"}  # auto may measure bf16 faster for one run
@@ -68,14 +73,25 @@ def test_runs_from_one_base_measure_the_untrained_model_once(make_recipe, tmp_pa
     assert calls == {"validation": 1, "reference": 3}  # only the evaluation: the base's numbers were kept
     assert full.base_metrics == lora.base_metrics and full.guards["forgetting_budget"]["base_ppl"] == \
         lora.guards["forgetting_budget"]["base_ppl"]
-    alone = train(make_recipe(**common, **{"method.name": "full"}, output_dir=str(tmp_path / "c")), progress=False,
-                  verbose=False)  # loaded from disk: measures, and gets the same numbers
-    assert calls == {"validation": 2, "reference": 5}
-    assert alone.base_metrics == full.base_metrics
-    assert alone.guards["forgetting_budget"]["base_ppl"] == full.guards["forgetting_budget"]["base_ppl"]
-    other = train(make_recipe(**{**common, "guards.reference_tokens": 1024}, output_dir=str(tmp_path / "d")),
+
+    def alone(folder: str, **extra):  # loaded anew, as another process would: no shared base
+        return train(make_recipe(**common, **{"method.name": "full", **extra}, output_dir=str(tmp_path / folder)),
+                     progress=False, verbose=False)
+
+    from_disk = alone("c")
+    assert calls == {"validation": 1, "reference": 4}  # the base's numbers from disk: only the evaluation
+    measured = alone("d", **{"eval.cache_base_answers": False})
+    assert calls == {"validation": 2, "reference": 6}
+    for cached in os.scandir(os.environ["SMALLTUNE_ANSWER_CACHE"]):  # an unreadable file is measured again
+        Path(cached.path).write_text("{not json", encoding="utf-8")
+    unreadable = alone("e")
+    assert calls == {"validation": 3, "reference": 8}
+    for run in (from_disk, measured, unreadable):
+        assert run.base_metrics == full.base_metrics
+        assert run.guards["forgetting_budget"]["base_ppl"] == full.guards["forgetting_budget"]["base_ppl"]
+    other = train(make_recipe(**{**common, "guards.reference_tokens": 1024}, output_dir=str(tmp_path / "f")),
                   progress=False, base=base, verbose=False)  # other reference items: measured, not reused
-    assert calls == {"validation": 2, "reference": 7} and other.steps == 3
+    assert calls == {"validation": 3, "reference": 10} and other.steps == 3
 
 
 def test_splits_passed_in_memory_are_trained_and_recorded(make_recipe, tmp_path):

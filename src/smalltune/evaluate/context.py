@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import random
 import time
 from contextlib import contextmanager, nullcontext
@@ -17,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from .. import base_cache
 from ..errors import SmalltuneError
 from ..generate import GenerationSettings, generate_text
-from ..models import weights_stamp
 from ..recipe import EvalSection
 from ..train.artifact import ModelPair
 from ..train.loss import item_token_stats
@@ -126,8 +125,7 @@ class EvalContext:
 
     def base_key(self) -> tuple:
         """What the base model's outputs depend on: the model, its loading, precision, device and batching."""
-        m = self.recipe.model
-        return (m.name, m.revision, weights_stamp(m.name), m.load_in_4bit, self.recipe.train.precision,
+        return (*base_cache.model_key(self.recipe), self.recipe.train.precision,
                 self.recipe.eval.precision, str(self.device), self.batch_size)
 
     def autocast(self):
@@ -162,35 +160,21 @@ class EvalContext:
         if not self.recipe.eval.cache_base_answers:
             return None
         if kind not in self._files:  # hashed once per context
-            import torch
-            import transformers
-
-            from .. import __version__
-            from ..models import cache_dir
-
-            folder = Path(os.environ.get("SMALLTUNE_ANSWER_CACHE") or cache_dir() / "answers")
-            key = (kind, *self.base_key(), torch.__version__, transformers.__version__, __version__)
-            ident = json.dumps([str(k) for k in key])
-            self._files[kind] = folder / f"base-{hashlib.sha256(ident.encode()).hexdigest()[:24]}.json"
+            self._files[kind] = base_cache.path(kind, self.base_key())
         return self._files[kind]
 
     def _read(self, kind: str) -> dict:
-        path = self._file(kind)
         field_name, _, decode = _ON_DISK[kind]
-        try:  # JSON written by _write; anything unreadable is a cache miss, never an error
-            return decode(json.loads(path.read_text(encoding="utf-8"))[field_name]) if path and path.exists() else {}
-        except (OSError, ValueError, KeyError, TypeError):
+        rows = base_cache.read(self._file(kind), field_name)
+        try:  # anything unreadable is a cache miss, never an error
+            return decode(rows) if rows is not None else {}
+        except (ValueError, TypeError):
             return {}
 
     def _write(self, kind: str, cache: dict) -> None:
-        path = self._file(kind)
-        if path is None:
-            return
-        from ..rundir import atomic_write_json
-
-        field_name, encode, _ = _ON_DISK[kind]
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(path, {"schema_version": "1.0", "model": self.recipe.model.name, field_name: encode(cache)})
+        if (path := self._file(kind)) is not None:
+            field_name, encode, _ = _ON_DISK[kind]
+            base_cache.write(path, field_name, encode(cache), self.recipe.model.name)
 
     def generate(self, prompts: list[str], which: str, max_new_tokens: int | list[int] | None = None,
                  desc: str = "") -> list[str]:

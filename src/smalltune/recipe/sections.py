@@ -140,9 +140,10 @@ class EvalSection:
         "~1.4x faster on a CPU with AVX512_BF16, but greedy answers then differ from fp32's, many of them; "
         "benchmarks/README.md, \"Evaluation in bf16\")", choices=("fp32", "bf16"))
     cache_base_answers: bool = option(
-        True, "evaluate: keep the base model's greedy answers and per-item losses on disk ($SMALLTUNE_ANSWER_CACHE, "
-        "else the smalltune cache's answers/), keyed by the base model, its precision, device, batching and library "
-        "versions: a later evaluation on the same base runs only the fine-tuned model (benchmarks/README.md)")
+        True, "keep the base model's outputs on disk ($SMALLTUNE_ANSWER_CACHE, else the smalltune cache's answers/), "
+        "keyed by the base model, its precision, device, batching and library versions: evaluate's greedy answers "
+        "and per-item losses (a later evaluation on the same base runs only the fine-tuned model), and training's "
+        "measurements of the untrained model (validation metrics, the forgetting guard's base perplexity)")
 
 
 @dataclass

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 
 from accelerate.utils import gather_object, set_seed
 
-from .. import console
+from .. import base_cache, console
 from ..provenance import provenance
 from ..rundir import RunDir, atomic_write_json, open_run_dir, publish_dir
 from ..schema import TrainSummary
@@ -117,7 +117,15 @@ def fit(parts: Parts, data: PreparedData, run: RunDir, resume: bool = False, pro
     log = (lambda r: (run.log(r), plugins.log(r))) if main else (lambda r: None)  # one writer: the main process
     precision = choose_precision(t.precision, recipe)  # what make_accelerator chose (cached, not measured again)
     how = (recipe.eval.batch_size, precision.precision, str(acc.device))  # what else a measurement depends on
-    once = (lambda key, measure: base.remember((*key, *how), measure)) if base else (lambda key, measure: measure())
+
+    def once(key: tuple, measure):
+        """A measurement of the untrained base model: shared by the runs from one loaded base (tuning trials,
+        folds), and kept on disk for later processes (base_cache; one process only: several ranks would each
+        decide on their own whether to measure)."""
+        key = (*key, *how)
+        stored = (lambda: base_cache.remember(recipe, key, measure)) if acc.num_processes == 1 else measure
+        return base.remember(key, stored) if base else stored()
+
     env = PluginEnv(model, p.tokenizer, acc.device, recipe.eval.batch_size, acc.autocast, acc.unwrap_model,
                     recipe=recipe, run_path=run.path, accelerator=acc, reference=data.reference, once=once,
                     as_base=lambda: base_view(p.unwrapped, p.base_weights))
@@ -160,8 +168,7 @@ def fit(parts: Parts, data: PreparedData, run: RunDir, resume: bool = False, pro
         if main:
             clean_interrupted(run)
             write_record(run.path, data.splits, data.reference, _sources(recipe, data))
-        state.base_eval = dict(once(("validation", items_key(data.validation)),
-                                    lambda: _base_metrics(p, validation_metrics)))
+        state.base_eval = dict(_base_metrics(p, validation_metrics, once, items_key(data.validation)))
         log({"type": "event", "event": "start", "step": 0, "total_steps": p.total_steps, "eval_every": p.eval_every,
              "steps_per_epoch": p.steps_per_epoch, "processes": acc.num_processes, **data.counts(),
              "regularizers": regularizers, "precision": precision.to_dict(), **info, "base_eval": state.base_eval})
@@ -330,12 +337,16 @@ def _setup_only():
     raise RuntimeError("PluginEnv.as_base() is for a plugin's setup only (the base's weights are freed after it)")
 
 
-def _base_metrics(p: Parts, validation_metrics) -> dict:
+def _base_metrics(p: Parts, validation_metrics, once, key: str) -> dict:
     """Where the run starts, on the validation set: the untrained model (adapters disabled, or the weights before
     step 1), or in a run from a parent's weights (an update) those weights, with an adapter on: what the user keeps
     when this run publishes nothing (``_publishable``)."""
-    if p.started_from:
+    if p.started_from:  # the parent's weights: this run's own start, never shared with other runs
         return validation_metrics()
+    return once(("validation", key), lambda: _untrained_metrics(p, validation_metrics))
+
+
+def _untrained_metrics(p: Parts, validation_metrics) -> dict:
     with base_view(p.unwrapped, None):
         return validation_metrics()
 
