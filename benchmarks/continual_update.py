@@ -15,7 +15,8 @@ Arms, each after the two batches, from the same version 1 (the demo recipe on th
 * ``update-5e-5``: the same at ``update.lr=5e-5`` (half the fresh rate) instead of the default 1.5e-5;
 * ``update-changed3``: the default rate, each example that changes an earlier answer trained 3 times per epoch;
 * ``update-reserve3``: version 1 trained under a +7% forgetting budget instead of +10%, so the lineage's budget
-  (counted from the base) keeps 3 points for the updates, which run at the recipe's +10% as in ``update``.
+  (counted from the base) keeps 3 points for the updates, which run at the recipe's +10% as in ``update``;
+* ``update-5e-5-reserve3``: both: the reserved budget and the update rate 5e-5 (the same version 1 as above).
 
 Measured on the final model of each arm: key-fact recall on old, new and changed facts (changed: the *new* value
 must be in the answer; ``stale_answer_rate``: the old value still is), general-text perplexity change and
@@ -47,9 +48,11 @@ NAME = "continual_update"
 # of the +10% budget (+7.2-7.3%), so the updates had little room; here version 1 stops at +7% (its own folder,
 # ``v1-reserve3``) and the updates get the whole +10% back.
 UPDATES = {"update": [], "update-5e-5": ["update.lr=5e-5"], "update-changed3": ["update.changed_repeats=3"],
-           "update-reserve3": ["guards.forgetting_budget=0.1"]}
+           "update-reserve3": ["guards.forgetting_budget=0.1"],
+           "update-5e-5-reserve3": ["update.lr=5e-5", "guards.forgetting_budget=0.1"]}
 # version 1 of an arm, when it is not the shared ``v1``: (folder, recipe overrides)
-V1 = {"update-reserve3": ("v1-reserve3", ["guards.forgetting_budget=0.07"])}
+RESERVED_V1 = ("v1-reserve3", ["guards.forgetting_budget=0.07"])
+V1 = {"update-reserve3": RESERVED_V1, "update-5e-5-reserve3": RESERVED_V1}
 ARMS = ("naive", "scratch", *UPDATES)
 NEW_CATEGORIES = ("insurance", "services")
 # old value -> new value: prices and hours that change in batch 2
