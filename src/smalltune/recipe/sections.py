@@ -230,8 +230,9 @@ class UpdateSection:
     """`smalltune update`: what an update trains on and what its regression gate tolerates (docs/update.md)."""
 
     lr: float | None = option(
-        None, "learning rate of update runs; empty = the parent's train.lr times the method's update/fresh rate "
-        "ratio (lora 5e-5/2e-4: a quarter); each version records its rate here, so later updates keep it", positive)
+        None, "learning rate of update runs; empty = the parent's train.lr times the method's share: a half for full, "
+        "partial and hft (benchmarks/README.md, continual updates), else its update/fresh rate ratio (lora 2e-4/1e-3: "
+        "a fifth); each version records its rate here, so later updates keep it", positive)
     replay_share: float = option(
         0.3, "share of earlier versions' training examples (stale ones left out) replayed beside the new data, "
         "a seeded sample stratified by category", lambda v: None if 0 <= v <= 1 else f"must be in [0, 1], got {v}")

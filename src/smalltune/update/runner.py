@@ -86,7 +86,7 @@ def update_recipe(parent_recipe, out: Path, files: dict, lr: float):
     recipe.data.test = str(files["test"]) if files.get("test") else None
     recipe.data.validation_fraction = None
     # The version keeps its rate as ``update.lr``: the next update starts from this recipe, and deriving
-    # its rate from ``train.lr`` again would lower it once more per version (1e-4 -> 1.5e-5 -> 2.25e-6).
+    # its rate from ``train.lr`` again would lower it once more per version (1e-4 -> 5e-5 -> 2.5e-5).
     recipe.train.lr = recipe.update.lr = lr
     if not recipe.regularize.replay_ratio:
         recipe.regularize.replay_ratio = recipe.update.general_replay
@@ -94,13 +94,15 @@ def update_recipe(parent_recipe, out: Path, files: dict, lr: float):
 
 
 def update_lr(recipe) -> float:
-    """``update.lr``, else the parent's rate lowered by the method's own update/fresh ratio."""
+    """``update.lr``, else the parent's rate times the method's ``update_share`` (full fine-tuning: a half), or
+    without one its update/fresh ratio (LoRA: a fifth)."""
     from ..train.methods import METHODS
 
     if recipe.update.lr:
         return recipe.update.lr
     rate = METHODS.get(recipe.method.name, "method.name").rate
-    return float(f"{recipe.train.lr * rate.update_lr / rate.lr:.6g}")  # 1.5e-05 in the recipe, not 1.4999999999999999e-05
+    share = rate.update_share or rate.update_lr / rate.lr
+    return float(f"{recipe.train.lr * share:.6g}")  # 5e-05 in the recipe, not 4.9999999999999996e-05
 
 
 def _sha256(path) -> str:

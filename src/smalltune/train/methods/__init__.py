@@ -40,6 +40,9 @@ class Rate:
     source: str
     large_model_factor: float = 1.0  # multiplier for models of LARGE_MODEL parameters or more
     small_model_factor: float = 1.0  # multiplier for models under SMALL_MODEL parameters (fresh rate only)
+    # `smalltune update`'s rate as a share of the parent's: its forgetting budget counts from the base model for the
+    # whole lineage, so it bounds what update_lr's low rates protect; None = update_lr / lr (not measured otherwise)
+    update_share: float | None = None
 
 
 @dataclass
