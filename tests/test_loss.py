@@ -60,3 +60,25 @@ def test_the_pass_leaves_the_model_in_the_mode_it_found(scored, tokenizer):
         model.train(mode)
         item_token_stats(model, items[:3], 2, "cpu", tokenizer.pad_token_id, contextlib.nullcontext)
         assert model.training is mode
+
+
+def test_losses_without_a_gradient_are_taken_in_slices_and_equal_the_whole_batch(monkeypatch):
+    """Without a gradient, token_losses takes EVAL_LOSS_ROWS positions at a time (no fp32 copy of the whole batch's
+    logits); every position, slice ends and ignored labels included, gets the loss of the one-piece computation."""
+    import torch
+
+    from smalltune.data.tokenize import IGNORE
+    from smalltune.train import loss
+
+    torch.manual_seed(0)
+    logits = (torch.randn(3, 21, 50) * 3).to(torch.bfloat16)
+    labels = torch.randint(0, 50, (3, 21))
+    labels[0, :7] = IGNORE
+    labels[2, 15:] = IGNORE
+    whole = loss.token_losses(logits, labels)  # grad enabled: the one-piece path
+    monkeypatch.setattr(loss, "EVAL_LOSS_ROWS", 6)  # 20 positions per row: slices of 6, 6, 6 and 2
+    with torch.no_grad():
+        sliced = loss.token_losses(logits, labels)
+    assert sliced.dtype == torch.float32 and sliced.shape == whole.shape == (3, 20)
+    assert torch.equal(sliced, whole)
+    assert (whole[labels[:, 1:] == IGNORE] == 0).all() and (whole[labels[:, 1:] != IGNORE] > 0).all()
