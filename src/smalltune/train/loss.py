@@ -14,8 +14,9 @@ from ..data.tokenize import IGNORE
 
 # Without a gradient, losses are taken this many positions at a time: one fp32 copy of a whole evaluation batch's
 # logits (the forgetting guard's 2,061 reference positions x 49k vocabulary: 400 MB, and as much again for the
-# softmax) costs more memory traffic than the arithmetic; 128 rows at a time give the same losses to the bit in about
-# 0.6 of the time (benchmarks/eval_loss_rows.py). With a gradient, slices would each send back a full-size gradient.
+# softmax) costs more memory traffic than the arithmetic. 128 positions at a time give the same losses to the bit,
+# and the whole pass (forward included) took 0.88 of its time for the guard's text, 0.93 for the demo validation set
+# (benchmarks/eval_loss_rows.py). With a gradient, slices would each send back a full-size gradient.
 EVAL_LOSS_ROWS = 128
 
 
