@@ -18,12 +18,11 @@ The summed losses of the ways must agree (same bf16 matmuls, same batches).
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import functools
 
 from _evidence import write_result
-from eval_padding import alternate, demo_model_and_passes
+from eval_padding import alternate, bf16_pass_benchmark, compare_ways
 
 
 def per_batch(model, items, batch_size, device, pad_id, autocast=None, accuracy=True):
@@ -50,15 +49,9 @@ def per_batch(model, items, batch_size, device, pad_id, autocast=None, accuracy=
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=3)
-    args = ap.parse_args()
-    import torch
-
     from smalltune.train.loss import item_token_stats
 
-    recipe, model, tok, passes = demo_model_and_passes()
-    autocast = functools.partial(torch.autocast, "cpu", dtype=torch.bfloat16)
+    rounds, recipe, model, tok, passes, autocast = bf16_pass_benchmark(__doc__)
     ways = {"per batch (before)": per_batch, "per pass": item_token_stats,
             "per pass, no accuracy": functools.partial(item_token_stats, accuracy=False)}
 
@@ -66,16 +59,9 @@ def main() -> None:
         model.train()  # as in the training loop; the pass switches to eval mode and back
         return sum(s[0] for s in way(model, its, recipe.eval.batch_size, "cpu", tok.pad_token_id, autocast))
 
-    runs, totals = alternate(passes, ways, args.rounds, run)
-    summary = {}
-    before = next(iter(ways))
-    for p in passes:
-        best = {w: min(runs[(p, w)]) for w in ways}
-        summary[p] = {"tokens": sum(len(i) for i in passes[p]), "best_seconds": best,
-                      "speedup_vs_before": {w: round(best[before] / best[w], 3) for w in ways},
-                      "largest_loss_sum_difference": max(abs(totals[(p, w)] - totals[(p, before)]) for w in ways)}
-        print(p, summary[p], flush=True)
-    write_result("eval_autocast", {"command": f"OMP_NUM_THREADS=1 python benchmarks/eval_autocast.py --rounds {args.rounds}",
+    runs, totals = alternate(passes, ways, rounds, run)
+    summary = compare_ways(passes, ways, runs, totals)
+    write_result("eval_autocast", {"command": f"OMP_NUM_THREADS=1 python benchmarks/eval_autocast.py --rounds {rounds}",
                                    "batch_size": recipe.eval.batch_size,
                                    "runs": {f"{p} / {w}": v for (p, w), v in runs.items()}, "summary": summary})
 

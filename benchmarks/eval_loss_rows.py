@@ -18,11 +18,9 @@ The summed losses of the ways must be equal.
 
 from __future__ import annotations
 
-import argparse
-import functools
 
 from _evidence import write_result
-from eval_padding import alternate, demo_model_and_passes
+from eval_padding import alternate, bf16_pass_benchmark, compare_ways
 
 
 def whole_batch(logits, labels):
@@ -38,40 +36,27 @@ def whole_batch(logits, labels):
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=3)
-    args = ap.parse_args()
-    import torch
-
     from smalltune.train import loss
 
-    recipe, model, tok, passes = demo_model_and_passes()
-    autocast = functools.partial(torch.autocast, "cpu", dtype=torch.bfloat16)
-    chunked = loss.token_losses
+    rounds, recipe, model, tok, passes, autocast = bf16_pass_benchmark(__doc__)
+    chunked, default_rows = loss.token_losses, loss.EVAL_LOSS_ROWS
     ways = {"whole batch (before)": (whole_batch, None), "128 positions (now)": (chunked, 128),
             "32 positions": (chunked, 32), "512 positions": (chunked, 512)}
 
     def run(way, its):
         fn, rows = way
         loss.token_losses = fn
-        loss.EVAL_LOSS_ROWS = rows or loss.EVAL_LOSS_ROWS
+        loss.EVAL_LOSS_ROWS = rows or default_rows
         try:
             stats = loss.item_token_stats(model, its, recipe.eval.batch_size, "cpu", tok.pad_token_id, autocast,
                                           accuracy=False)
         finally:
-            loss.token_losses, loss.EVAL_LOSS_ROWS = chunked, 128
+            loss.token_losses, loss.EVAL_LOSS_ROWS = chunked, default_rows
         return sum(s[0] for s in stats)
 
-    runs, totals = alternate(passes, ways, args.rounds, run)
-    summary = {}
-    before = next(iter(ways))
-    for p in passes:
-        best = {w: min(runs[(p, w)]) for w in ways}
-        summary[p] = {"tokens": sum(len(i) for i in passes[p]), "best_seconds": best,
-                      "speedup_vs_before": {w: round(best[before] / best[w], 3) for w in ways},
-                      "largest_loss_sum_difference": max(abs(totals[(p, w)] - totals[(p, before)]) for w in ways)}
-        print(p, summary[p], flush=True)
-    write_result("eval_loss_rows", {"command": f"OMP_NUM_THREADS=1 python benchmarks/eval_loss_rows.py --rounds {args.rounds}",
+    runs, totals = alternate(passes, ways, rounds, run)
+    summary = compare_ways(passes, ways, runs, totals)
+    write_result("eval_loss_rows", {"command": f"OMP_NUM_THREADS=1 python benchmarks/eval_loss_rows.py --rounds {rounds}",
                                     "batch_size": recipe.eval.batch_size, "precision": "bf16 autocast",
                                     "runs": {f"{p} / {w}": v for (p, w), v in runs.items()}, "summary": summary})
 

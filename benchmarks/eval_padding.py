@@ -45,6 +45,31 @@ def alternate(passes: dict, ways: dict, rounds: int, run) -> tuple[dict, dict]:
     return runs, values
 
 
+def compare_ways(passes: dict, ways: dict, runs: dict, totals: dict) -> dict:
+    """Per pass: best seconds of each way, its speed-up over the first way (the "before"), and the largest difference
+    of the summed losses from the first way's (they must agree); printed as it goes."""
+    summary = {}
+    before = next(iter(ways))
+    for p in passes:
+        best = {w: min(runs[(p, w)]) for w in ways}
+        summary[p] = {"tokens": sum(len(i) for i in passes[p]), "best_seconds": best,
+                      "speedup_vs_before": {w: round(best[before] / best[w], 3) for w in ways},
+                      "largest_loss_sum_difference": max(abs(totals[(p, w)] - totals[(p, before)]) for w in ways)}
+        print(p, summary[p], flush=True)
+    return summary
+
+
+def bf16_pass_benchmark(doc: str):
+    """(--rounds, recipe, model, tokenizer, passes, a bf16 autocast factory) for a benchmark of evaluation passes
+    under bf16 autocast on the demo model; ``doc``'s first line describes it on the command line."""
+    import torch
+
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=3)
+    rounds = ap.parse_args().rounds
+    return (rounds, *demo_model_and_passes(), functools.partial(torch.autocast, "cpu", dtype=torch.bfloat16))
+
+
 def demo_model_and_passes():
     """(recipe, model, tokenizer, passes) for the demo recipe's model, fp32, with :func:`items`'s two passes."""
     from smalltune import load_recipe

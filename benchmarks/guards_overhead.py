@@ -20,8 +20,8 @@ Two numbers come out:
   the same runs. The runs share one new folder for the base model's outputs on disk
   (``eval.cache_base_answers``): the first "on" run measures the base perplexity, as a first run
   on a machine does, and later ones read it, as every later run on the same base does. So two
-  projections: ``..._first_run`` (the first on-run's base measurement) and ``..._later_runs`` (the
-  other on-runs'); ``projected_overhead_default_cadence`` is the first-run one.
+  projections: ``projected_overhead_default_cadence`` (a first run: the first on-run's base
+  measurement) and ``projected_overhead_later_runs`` (the other on-runs' reads from disk).
 
     .venv/bin/python benchmarks/guards_overhead.py --max-steps 20 --pairs 2          # idle machine
     .venv/bin/python benchmarks/guards_overhead.py --max-steps 2 --every 2 --pairs 1  # busy machine
