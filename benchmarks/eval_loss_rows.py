@@ -18,7 +18,6 @@ The summed losses of the ways must be equal.
 
 from __future__ import annotations
 
-
 from _evidence import write_result
 from eval_padding import alternate, bf16_pass_benchmark, compare_ways
 

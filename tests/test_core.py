@@ -53,7 +53,7 @@ def test_runs_from_one_base_measure_the_untrained_model_once(make_recipe, tmp_pa
     calls = {"validation": 0, "reference": 0}
     real_base, real_ref = loop._untrained_metrics, forgetting.reference_ppl
 
-    def base_metrics(*a):
+    def untrained_metrics(*a):
         calls["validation"] += 1
         return real_base(*a)
 
@@ -61,7 +61,7 @@ def test_runs_from_one_base_measure_the_untrained_model_once(make_recipe, tmp_pa
         calls["reference"] += 1
         return real_ref(*a)
 
-    monkeypatch.setattr(loop, "_untrained_metrics", base_metrics)
+    monkeypatch.setattr(loop, "_untrained_metrics", untrained_metrics)
     monkeypatch.setattr(forgetting, "reference_ppl", reference_ppl)
     common = {"train.max_steps": 3, "early_stopping.enabled": False, "guards.forgetting_budget": 0.5,
               "guards.reference_tokens": 64, "train.precision": "fp32"}  # auto may measure bf16 faster for one run
