@@ -16,6 +16,7 @@ Arms, each after the two batches, from the same version 1 (the demo recipe on th
 * ``update-1.5e-5``: the default before that, 0.15 of the parent's rate (the method's update/fresh ratio);
 * ``update-5e-5``: ``update.lr=5e-5`` set explicitly (measured while the default was 1.5e-5; now the default's rate);
 * ``update-changed3``: the default rate, each example that changes an earlier answer trained 3 times per epoch;
+* ``update-noreplay``: the defaults without general replay (``update.general_replay=0``);
 * ``update-5e-5-reserve3``: version 1 trained under a +7% forgetting budget instead of +10%, so the lineage's
   budget (counted from the base) keeps 3 points for the updates, which run at the recipe's +10% and 5e-5.
 
@@ -44,12 +45,16 @@ NAME = "continual_update"
 # update arms: recipe overrides of the updates (``update``: the defaults). ``update-5e-5`` tested the guess that the
 # update rate then default (1.5e-5 for full fine-tuning: the fresh 1e-4 times the method's update/fresh ratio; the arm
 # ``update-1.5e-5`` now) was too low for changed facts: half the fresh rate, the default since. ``update-changed3``
-# tests a narrower lever: every new example that changes an earlier answer trained three times per epoch.
+# tests a narrower lever: every new example that changes an earlier answer trained three times per epoch (its rows
+# at 1.5e-5 are kept under their own name; the arm now runs at the default rate). ``update-noreplay`` leaves out the
+# general replay an update adds when its parent had none (``update.general_replay``): with full fine-tuning, the base
+# model's own answers replayed *raised* forgetting of general text (benchmarks/README.md, "1c"), so they may spend the
+# lineage's budget that the changed facts need.
 # ``update-5e-5-reserve3`` tests a lineage budget planned for its versions: on the demo version 1 spent about three
 # quarters of the +10% budget (+7.2-7.3%), so the updates had little room; here version 1 stops at +7% (its own
 # folder, ``v1-reserve3``) and the updates get the whole +10% back.
 UPDATES = {"update": [], "update-1.5e-5": ["update.lr=1.5e-5"], "update-5e-5": ["update.lr=5e-5"],
-           "update-changed3": ["update.changed_repeats=3"],
+           "update-changed3": ["update.changed_repeats=3"], "update-noreplay": ["update.general_replay=0"],
            "update-5e-5-reserve3": ["update.lr=5e-5", "guards.forgetting_budget=0.1"]}
 # version 1 of an arm, when it is not the shared ``v1``: (folder, recipe overrides)
 V1 = {"update-5e-5-reserve3": ("v1-reserve3", ["guards.forgetting_budget=0.07"])}
