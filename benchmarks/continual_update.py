@@ -20,8 +20,10 @@ Arms, each after the two batches, from the same version 1 (the demo recipe on th
 * ``update-5e-5-reserve3``: version 1 trained under a +7% forgetting budget instead of +10%, so the lineage's
   budget (counted from the base) keeps 3 points for the updates, which run at the recipe's +10% and 5e-5.
 
-Measured on the final model of each arm: key-fact recall on old, new and changed facts (changed: the *new* value
-must be in the answer; ``stale_answer_rate``: the old value still is), general-text perplexity change and
+Measured on the final model of each arm: key-fact recall on old, new and changed facts (on changed questions it
+also counts their unchanged key facts); ``new_value_rate``: the share of answers to the changed-fact questions,
+each asked three ways, that give every new value (since 2026-12-04; the measure of "the new value wins");
+``stale_answer_rate``: the share of changed-fact answers that still give an old value; general-text perplexity change and
 general-question accuracy change against the base model, training wall seconds per update (from each run's
 ``train_summary.json``, so resumed runs count in full; ``update``'s whole calls, gate included, are kept beside). One row per (arm, seed) in ``results/continual_update.jsonl``; a killed run resumes.
 
@@ -62,7 +64,7 @@ ARMS = ("naive", "scratch", *UPDATES)
 NEW_CATEGORIES = ("insurance", "services")
 # old value -> new value: prices and hours that change in batch 2
 CHANGES = {"$95": "$110", "$40": "$55", "$25": "$30", "$60": "$65", "$350": "$375", "1 pm": "2 pm", "3 pm": "4 pm"}
-METRICS = ["recall_old", "recall_new", "recall_changed", "stale_answer_rate", "reference_ppl_change",
+METRICS = ["recall_old", "recall_new", "recall_changed", "new_value_rate", "stale_answer_rate", "reference_ppl_change",
            "general_accuracy_change", "seconds_per_update"]
 
 
@@ -85,6 +87,16 @@ def _holds_change(text: str) -> bool:
     return _changed(text) != text
 
 
+def _new_value_won(reference: str, answer: str) -> bool:
+    """Whether ``answer`` gives every new value the reference answer of a changed-fact question holds.
+
+    ``recall_changed`` (key-fact recall on the changed questions) also counts their unchanged key facts ("9 am" beside
+    the changed "2 pm", "Dr. Brennan" where only the price changed): 4 of the 11 key facts, up to 31% recall for a
+    model that never saw the change. This is the measure of "the new value wins"."""
+    new = [v for v in CHANGES.values() if re.search(rf"(?<![\w$]){re.escape(v)}(?![\d,])", reference)]
+    return bool(new) and all(re.search(rf"(?<![\w$]){re.escape(v)}(?![\d,])", answer) for v in new)
+
+
 def _rewrite(record: dict) -> dict:
     out = json.loads(json.dumps(record))
     out["messages"][-1]["content"] = _changed(out["messages"][-1]["content"])
@@ -96,7 +108,7 @@ def _rewrite(record: dict) -> dict:
 
 def split_data(folder: Path) -> dict[str, Path]:
     """The initial set, the two batches and the three test sets as files (fixed: seed 0, the same for every run)."""
-    if (folder / "test_changed.jsonl").exists():
+    if (folder / "test_changed_asked3.jsonl").exists():
         return {p.stem: p for p in folder.glob("*.jsonl")}
     train = _rows(E.DEMO / "train.jsonl")
     test = _rows(E.DEMO / "test.jsonl")
@@ -113,6 +125,11 @@ def split_data(folder: Path) -> dict[str, Path]:
     stale = {r["id"].removesuffix("-changed") for r in batch2}
     files["all1"] = initial + batch1
     files["all2"] = [r for r in initial if r["id"] not in stale] + batch1 + batch2
+    # each changed-fact question asked three ways (as written and its two rephrasings): the new value given or not is
+    # decided per answer, and 8 questions alone are 12.5 points each
+    files["test_changed_asked3"] = [
+        {**r, "id": f"{r['id']}-{k}", "messages": [{"role": "user", "content": q}, r["messages"][-1]]}
+        for r in changed for k, q in enumerate([r["messages"][0]["content"], *r.get("rephrasings", [])])]
     return {name: _write(folder / f"{name}.jsonl", rows) for name, rows in files.items()}
 
 
@@ -175,6 +192,10 @@ def score(run_dir: Path, files: dict[str, Path], caps) -> dict:
         if name == "changed":
             stale = [_holds_change(s["finetuned"]) for s in ctx.samples]  # an old value is still in the answer
             row["stale_answer_rate"] = sum(stale) / max(len(stale), 1)
+            ctx.test = load_examples(files["test_changed_asked3"])
+            PROBES.get("task").run(ctx)
+            won = [_new_value_won(s["reference"], s["finetuned"]) for s in ctx.samples]
+            row["new_value_rate"] = sum(won) / max(len(won), 1)  # over the three wordings of each question
     forgetting = PROBES.get("forgetting").run(ctx)
     row["reference_ppl_change"] = forgetting["reference_ppl_relative_change"]["value"]
     row["general_accuracy_change"] = forgetting["general_accuracy"]["delta"]
@@ -236,9 +257,10 @@ def run_arm(arm: str, seed: int, files: dict[str, Path], model: str | None, caps
 def summarize(rows: "E.Rows", args) -> None:
     agg = E.aggregate(rows.rows, METRICS)
     table = E.markdown_table(
-        ["arm", "recall old", "recall new", "recall changed", "stale answers", "ref. ppl change", "general acc. change",
-         "s per update"],
+        ["arm", "recall old", "recall new", "recall changed", "new value given", "stale answers", "ref. ppl change",
+         "general acc. change", "s per update"],
         [[arm, E.fmt(m["recall_old"], True), E.fmt(m["recall_new"], True), E.fmt(m["recall_changed"], True),
+          E.fmt(m["new_value_rate"], True),
           E.fmt(m["stale_answer_rate"], True), E.fmt(m["reference_ppl_change"], True),
           E.fmt(m["general_accuracy_change"], True), E.fmt(m["seconds_per_update"], digits=0)] for arm, m in agg.items()])
     E.write_result(NAME, {"command": f"python benchmarks/{NAME}.py --seeds {' '.join(map(str, args.seeds))}",
