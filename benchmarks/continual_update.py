@@ -49,9 +49,9 @@ NAME = "continual_update"
 # ``update-1.5e-5`` now) was too low for changed facts: half the fresh rate, the default since. ``update-changed3``
 # tests a narrower lever: every new example that changes an earlier answer trained three times per epoch (its rows
 # at 1.5e-5 are kept under their own name; the arm now runs at the default rate). ``update-noreplay`` leaves out the
-# general replay an update adds when its parent had none (``update.general_replay``): with full fine-tuning, the base
-# model's own answers replayed *raised* forgetting of general text (benchmarks/README.md, "1c"), so they may spend the
-# lineage's budget that the changed facts need.
+# general replay an update adds when its parent had none (``update.general_replay``): with fresh full fine-tuning the
+# base model's own answers replayed *raised* forgetting of general text (benchmarks/README.md, "1c"), so they might
+# spend the lineage's budget the changed facts need (refuted 2026-12-04: without them the budget ran out sooner).
 # ``update-5e-5-reserve3`` tests a lineage budget planned for its versions: on the demo version 1 spent about three
 # quarters of the +10% budget (+7.2-7.3%), so the updates had little room; here version 1 stops at +7% (its own
 # folder, ``v1-reserve3``) and the updates get the whole +10% back.
@@ -62,6 +62,9 @@ UPDATES = {"update": [], "update-1.5e-5": ["update.lr=1.5e-5"], "update-5e-5": [
 V1 = {"update-5e-5-reserve3": ("v1-reserve3", ["guards.forgetting_budget=0.07"])}
 ARMS = ("naive", "scratch", *UPDATES)
 NEW_CATEGORIES = ("insurance", "services")
+# the data's version: 2 since 2026-12-04 (values before a comma are changed too). Its rows carry it and its runs live
+# in their own folders; the rows of version 1 are kept under the arm names "<arm> (data v1)".
+DATA = 2
 # old value -> new value: prices and hours that change in batch 2
 CHANGES = {"$95": "$110", "$40": "$55", "$25": "$30", "$60": "$65", "$350": "$375", "1 pm": "2 pm", "3 pm": "4 pm"}
 METRICS = ["recall_old", "recall_new", "recall_changed", "new_value_rate", "stale_answer_rate", "reference_ppl_change",
@@ -77,9 +80,16 @@ def _write(path: Path, rows: list[dict]) -> Path:
     return path
 
 
+def _value(v: str) -> str:
+    """A pattern for the value ``v`` standing alone: "$40" not inside "$400" or "$40,000", but "3 pm," at a clause's end
+    (in data version 1 a comma after a value hid it: "Friday 8 am to 3 pm, and Saturday" kept the old closing time in the
+    batch that changed it)."""
+    return rf"(?<![\w$]){re.escape(v)}(?!\d|,\d)"
+
+
 def _changed(text: str) -> str:
     for old, new in CHANGES.items():
-        text = re.sub(rf"(?<![\w$]){re.escape(old)}(?![\d,])", new, text)
+        text = re.sub(_value(old), new, text)
     return text
 
 
@@ -93,8 +103,8 @@ def _new_value_won(reference: str, answer: str) -> bool:
     ``recall_changed`` (key-fact recall on the changed questions) also counts their unchanged key facts ("9 am" beside
     the changed "2 pm", "Dr. Brennan" where only the price changed): 4 of the 11 key facts, up to 31% recall for a
     model that never saw the change. This is the measure of "the new value wins"."""
-    new = [v for v in CHANGES.values() if re.search(rf"(?<![\w$]){re.escape(v)}(?![\d,])", reference)]
-    return bool(new) and all(re.search(rf"(?<![\w$]){re.escape(v)}(?![\d,])", answer) for v in new)
+    new = [v for v in CHANGES.values() if re.search(_value(v), reference)]
+    return bool(new) and all(re.search(_value(v), answer) for v in new)
 
 
 def _rewrite(record: dict) -> dict:
@@ -203,7 +213,7 @@ def score(run_dir: Path, files: dict[str, Path], caps) -> dict:
 
 
 def run_arm(arm: str, seed: int, files: dict[str, Path], model: str | None, caps) -> dict:
-    work = E.WORK / NAME / f"seed{seed}"
+    work = E.WORK / NAME / f"seed{seed}-data{DATA}"
     folder, v1_over = V1.get(arm, ("v1", []))
     v1 = work / folder
     train_from([*overrides(files["initial"], v1, seed, model), *v1_over], None)
@@ -246,7 +256,7 @@ def run_arm(arm: str, seed: int, files: dict[str, Path], model: str | None, caps
             published.append(artifact(out).is_dir())
             prev = out if published[-1] else prev
     seconds = [f["seconds"] for f in facts]
-    row = {"arm": arm, "seed": seed, **score(prev, files, caps), "seconds_per_update": sum(seconds) / len(seconds),
+    row = {"arm": arm, "seed": seed, "data": DATA, **score(prev, files, caps), "seconds_per_update": sum(seconds) / len(seconds),
            "update_seconds": seconds, "update_steps": [f["steps"] for f in facts],
            "update_epochs": [f["epochs"] for f in facts], "update_stopped": [f["stopped"] for f in facts],
            "gates": gates, "final_run": str(prev),
@@ -277,7 +287,7 @@ def main() -> None:
     args = p.parse_args()
     rows = E.Rows(NAME)
     if not args.summarize:
-        files = split_data(E.WORK / NAME / "data")
+        files = split_data(E.WORK / NAME / f"data{DATA}")
         caps = E.eval_caps(test=None)
         for seed in args.seeds:
             for arm in args.arms:
