@@ -23,8 +23,8 @@ Arms, each after the two batches, from the same version 1 (the demo recipe on th
 Measured on the final model of each arm: key-fact recall on old, new and changed facts (on changed questions it
 also counts their unchanged key facts); ``new_value_rate``: the share of answers to the changed-fact questions,
 each asked three ways, that give every new value (since 2026-12-04; the measure of "the new value wins");
-``stale_answer_rate``: the share of changed-fact answers that still give an old value; general-text perplexity change and
-general-question accuracy change against the base model, training wall seconds per update (from each run's
+``stale_answer_rate``: the share of changed-fact answers that still give an old value; general-text perplexity
+change and general-question accuracy change against the base model, training wall seconds per update (from each run's
 ``train_summary.json``, so resumed runs count in full; ``update``'s whole calls, gate included, are kept beside). One row per (arm, seed) in ``results/continual_update.jsonl``; a killed run resumes.
 
     .venv/bin/python benchmarks/continual_update.py --seeds 0 1 2          # the experiment (hours on 2 CPU cores)
@@ -81,9 +81,9 @@ def _write(path: Path, rows: list[dict]) -> Path:
 
 
 def _value(v: str) -> str:
-    """A pattern for the value ``v`` standing alone: "$40" not inside "$400" or "$40,000", but "3 pm," at a clause's end
-    (in data version 1 a comma after a value hid it: "Friday 8 am to 3 pm, and Saturday" kept the old closing time in the
-    batch that changed it)."""
+    """A pattern for the value ``v`` standing alone: "$40" not inside "$400" or "$40,000", but "3 pm," at a clause's
+    end (in data version 1 a comma after a value hid it: "Friday 8 am to 3 pm, and Saturday" kept the old closing time
+    in the batch that changed it)."""
     return rf"(?<![\w$]){re.escape(v)}(?!\d|,\d)"
 
 
@@ -101,8 +101,8 @@ def _new_value_won(reference: str, answer: str) -> bool:
     """Whether ``answer`` gives every new value the reference answer of a changed-fact question holds.
 
     ``recall_changed`` (key-fact recall on the changed questions) also counts their unchanged key facts ("9 am" beside
-    the changed "2 pm", "Dr. Brennan" where only the price changed): 4 of the 11 key facts, up to 31% recall for a
-    model that never saw the change. This is the measure of "the new value wins"."""
+    the changed "2 pm", "Dr. Brennan" where only the price changed): in data version 1, 4 of the 11 key facts, up to 31%
+    recall for a model that never saw the change. This is the measure of "the new value wins"."""
     new = [v for v in CHANGES.values() if re.search(_value(v), reference)]
     return bool(new) and all(re.search(_value(v), answer) for v in new)
 
@@ -256,7 +256,8 @@ def run_arm(arm: str, seed: int, files: dict[str, Path], model: str | None, caps
             published.append(artifact(out).is_dir())
             prev = out if published[-1] else prev
     seconds = [f["seconds"] for f in facts]
-    row = {"arm": arm, "seed": seed, "data": DATA, **score(prev, files, caps), "seconds_per_update": sum(seconds) / len(seconds),
+    row = {"arm": arm, "seed": seed, "data": DATA, **score(prev, files, caps),
+           "seconds_per_update": sum(seconds) / len(seconds),
            "update_seconds": seconds, "update_steps": [f["steps"] for f in facts],
            "update_epochs": [f["epochs"] for f in facts], "update_stopped": [f["stopped"] for f in facts],
            "gates": gates, "final_run": str(prev),
