@@ -15,6 +15,9 @@ default bf16 (the CPUs first measured had no fast bf16 path for training; see th
 notes). ``--precision bf16`` runs both sides under bf16 autocast with fp32 weights instead (smalltune's
 ``train.precision=bf16``, TRL's ``bf16=True``): what ``auto`` picks on a CPU with a fast bf16 path, and
 TRL's default; shares of peak are then also given against the bf16 matmul peak.
+``--compile`` turns on smalltune's ``train.compile`` (each decoder layer compiled by ``torch.compile``); TRL keeps
+its default ``torch_compile=False``. The first compiled run of a process pays the compilation (minutes when
+inductor's on-disk cache is cold), which the throughput leaves out like any first step; ``first_step_s`` records it.
 TRL batches examples in data order (no length grouping), smalltune groups by length; padding a
 tool does not avoid counts against it, since only real tokens are counted.
 
@@ -27,6 +30,7 @@ measured here, in the same session: a 2048x2048 matmul in fp32 and bf16.
     .venv/bin/pip install "trl>=0.20"     # the bench extra (not part of `make install`)
     .venv/bin/python benchmarks/speed_vs_trl.py --steps 12 --rounds 2
     .venv/bin/python benchmarks/speed_vs_trl.py --steps 12 --rounds 2 --precision bf16   # results/speed_vs_trl-bf16.json
+    .venv/bin/python benchmarks/speed_vs_trl.py --steps 12 --rounds 2 --compile   # results/speed_vs_trl-compile.json
 """
 
 from __future__ import annotations
@@ -66,14 +70,14 @@ def throughput(points: list[tuple[float, int]]) -> float:
     return (n1 - n0) / (t1 - t0)
 
 
-def run_smalltune(method: str, steps: int, out: Path, precision: str) -> dict:
+def run_smalltune(method: str, steps: int, out: Path, precision: str, compiled: bool = False) -> dict:
     from smalltune import load_recipe, train
 
     s = SETTINGS
     overrides = [f"output_dir={out}", f"train.max_steps={steps}", f"method.name={method}",
                  f"train.lr={s[method]['lr']}", f"train.warmup_ratio={s['warmup_ratio']}", "train.scheduler=cosine",
                  f"train.precision={precision}", "guards.enabled=false", "early_stopping.enabled=false",
-                 f"eval.every_steps={steps}", "train.keep_checkpoints=1"]
+                 f"eval.every_steps={steps}", "train.keep_checkpoints=1", f"train.compile={str(compiled).lower()}"]
     if method == "lora":  # the demo recipe is full fine-tuning now: the adapter's settings must be given, not inherited
         lo = s["lora"]
         overrides += [f"method.r={lo['r']}", f"method.alpha={lo['alpha']}", f"method.dropout={lo['dropout']}",
@@ -85,10 +89,10 @@ def run_smalltune(method: str, steps: int, out: Path, precision: str) -> dict:
     losses = [round(r["loss"], 4) for r in rows if r["type"] == "train"]
     final = [r for r in rows if r["type"] == "eval"][-1]  # the run evaluates once, on its last step's weights
     return {"tokens_per_s": throughput(points), "steps": len(points), "losses": losses,
-            "validation_loss": round(final["eval_loss"], 4)}
+            "validation_loss": round(final["eval_loss"], 4), "first_step_s": round(points[0][0], 1)}
 
 
-def run_trl(method: str, steps: int, out: Path, precision: str) -> dict:
+def run_trl(method: str, steps: int, out: Path, precision: str, compiled: bool = False) -> dict:
     from datasets import Dataset
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
@@ -195,10 +199,12 @@ def main() -> None:
     p.add_argument("--methods", nargs="+", default=["lora", "full"], choices=["lora", "full"])
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
                    help="both sides in fp32, or both under bf16 autocast with fp32 weights")
-    p.add_argument("--output", type=Path, default=None, help="default results/speed_vs_trl[-bf16].json")
+    p.add_argument("--compile", action="store_true", help="smalltune with train.compile=true (TRL unchanged)")
+    p.add_argument("--output", type=Path, default=None, help="default results/speed_vs_trl[-bf16][-compile].json")
     p.add_argument("--padding-only", action="store_true", help="only add the padding count to an existing result file")
     args = p.parse_args()
-    default_output = RESULTS / ("speed_vs_trl.json" if args.precision == "fp32" else "speed_vs_trl-bf16.json")
+    default_output = RESULTS / ("speed_vs_trl" + ("-bf16" if args.precision == "bf16" else "")
+                                + ("-compile" if args.compile else "") + ".json")
     args.output = args.output or default_output
     if args.padding_only:
         result = json.loads(args.output.read_text())
@@ -213,7 +219,8 @@ def main() -> None:
         for method in args.methods:
             for i in range(args.rounds):
                 for tool in ("smalltune", "trl") if i % 2 == 0 else ("trl", "smalltune"):
-                    r = RUNNERS[tool](method, args.steps, Path(tmp) / f"{tool}-{method}-{i}", args.precision)
+                    r = RUNNERS[tool](method, args.steps, Path(tmp) / f"{tool}-{method}-{i}", args.precision,
+                                      args.compile)
                     runs.append({"method": method, "tool": tool, "round": i, **r})
                     print(json.dumps(runs[-1]), flush=True)
     summary = {}
@@ -233,10 +240,11 @@ def main() -> None:
         }
     result = {"experiment": "speed_vs_trl", "date": time.strftime("%Y-%m-%d"), "machine": machine()["cpu"],
               "threads": torch.get_num_threads(), "torch": torch.__version__, "settings": {**SETTINGS, "steps": args.steps,
-              "rounds": args.rounds, "precision": args.precision}, "matmul_peak_gflops": {k: round(v / 1e9, 1) for k, v in peaks.items()},
+              "rounds": args.rounds, "precision": args.precision, "smalltune_compile": args.compile}, "matmul_peak_gflops": {k: round(v / 1e9, 1) for k, v in peaks.items()},
               "runs": runs, "summary": summary, "padding_positions_per_real_token": padding_overhead(),
               "command": f"python benchmarks/speed_vs_trl.py --steps {args.steps} --rounds {args.rounds}"
                          + (f" --precision {args.precision}" if args.precision != "fp32" else "")
+                         + (" --compile" if args.compile else "")
                          + (f" --methods {' '.join(args.methods)}" if args.methods != ["lora", "full"] else "")
                          + (f" --output {args.output}" if args.output != default_output else "")}
     atomic_text(args.output, json.dumps(result, indent=1))

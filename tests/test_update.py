@@ -270,6 +270,30 @@ def test_the_update_rate_stays_the_same_from_version_to_version(tmp_path):
     assert parent.train.lr == 1e-4 and parent.update.lr is None  # the parent's recipe is not changed
 
 
+@pytest.mark.parametrize("room, spent, override, expected", [
+    (0.0, 0.095, None, 0.10),   # no room: the lineage's budget, whatever the parent spent
+    (0.03, 0.095, None, 0.125),  # room beyond what the parent spent
+    (0.03, 0.02, None, 0.10),   # a parent well inside the budget: the lineage's is larger
+    (0.03, 0.095, 0.2, 0.2),    # a budget given on the command line is the lineage's
+])
+def test_an_updates_forgetting_budget_is_the_lineages_or_its_parents_spend_plus_room(tmp_path, room, spent, override,
+                                                                                   expected):
+    """The budget stays the lineage's across versions: a parent trained under its own room (its recipe holds
+    0.125) must not raise the next version's lineage budget, or the room would compound version by version."""
+    from smalltune.rundir import RunDir
+    from smalltune.update.lineage import VersionRecord
+    from smalltune.update.runner import update_budget
+
+    (tmp_path / "train_summary.json").write_text(json.dumps({"best_metrics": {"forgetting": spent}}))
+    parent_record = VersionRecord(name="v1-v2", version=2, forgetting_budget={"lineage": 0.10, "budget": 0.125})
+    recipe = recipe_from_dict(_raw("m", "train.jsonl", tmp_path, **{
+        "guards.forgetting_budget": override or 0.125, "update.forgetting_room": room}))
+    overrides = [f"guards.forgetting_budget={override}"] if override else []
+    budget = update_budget(recipe, RunDir(tmp_path), parent_record, overrides)
+    assert budget["budget"] == pytest.approx(expected)
+    assert budget["parent_spent"] == spent and budget["lineage"] == (override or 0.10)
+
+
 # --- update end to end: a harmless update is promoted, a planted regression refused ---------------------------
 def test_a_harmless_update_is_promoted_with_its_lineage(first, tmp_path):
     from smalltune.update import list_versions, update

@@ -98,6 +98,10 @@ class TrainSection:
         choices=("auto", "fp32", "bf16", "fp16"),
     )
     group_by_length: bool = option(True, "batch examples of similar length together (less padding, faster)")
+    compile: bool = option(
+        False, "compile each decoder layer with torch.compile before training (fuses its small operations; needs a "
+        "C++ compiler on a CPU): faster steps, but the first run on a machine spends minutes compiling "
+        "(benchmarks/README.md, \"Compiled decoder layers\")")
     keep_checkpoints: int = option(2, "periodic checkpoints kept besides the best one (for --resume)", non_negative)
     # A full fine-tune's checkpoint (weights and two AdamW moments: 3x the model) cost about one training
     # step per evaluation on the 135M model (benchmarks/README.md "Guards overhead"); best-model snapshots
@@ -238,6 +242,10 @@ class UpdateSection:
         "a seeded sample stratified by category", lambda v: None if 0 <= v <= 1 else f"must be in [0, 1], got {v}")
     general_replay: float = option(
         0.1, "regularize.replay_ratio of update runs whose parent replayed no general text", fraction)
+    forgetting_room: float = option(
+        0.0, "room each update has under guards.forgetting_budget beyond what its parent spent: the update's budget is "
+        "the larger of the lineage's and the parent's forgetting + this (0.03 = 3 points); 0 = the lineage's budget "
+        "only, which an early version may spend for all later ones (docs/update.md)", non_negative)
     changed_repeats: int = option(
         1, "times per epoch an update trains each new example that changes an earlier answer (1 = as often as the "
         "other examples; more weighs the new answer against the old one the parent learned)", positive)

@@ -265,6 +265,10 @@ def setup(recipe, model, tokenizer, data: PreparedData, accelerator=None, extra_
         # what a plugin measures on the base (the forgetting budget) is counted from it, not the parent (base_view)
         kept = keep_base(model) if any(x.needs_base for x in plugins) else None
         start_from(model, init_from)
+    if t.compile:  # after the weights are in place; the state dict keeps its names (train/compile.py)
+        from .compile import compile_layers
+
+        compile_layers(model, accelerator.device)
     trainable, total = count_parameters(model)
     sampler = EpochBatches([len(x) for x in data.train], t.batch_size, t.seed, t.group_by_length)
     # Its own generator: creating an iterator must not draw from the global RNG (dropout's), or a

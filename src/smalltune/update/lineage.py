@@ -43,6 +43,7 @@ class VersionRecord:
     replay: dict = field(default_factory=dict)  # share, examples replayed, pool size, general replay ratio
     stale: dict = field(default_factory=dict)  # {"train": [ids], "test": [ids]} found stale by this update
     lr: float | None = None
+    forgetting_budget: dict | None = None  # {"lineage", "parent_spent", "room", "budget"}: the training guard's budget
     status: str = "training"  # training | trained | no artifact | gated
     gate: dict | None = None  # {"passed", "forced", "regressions": [...]} once the gate ran
     schema_version: int = SCHEMA_VERSION

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,6 +92,26 @@ def update_recipe(parent_recipe, out: Path, files: dict, lr: float):
     if not recipe.regularize.replay_ratio:
         recipe.regularize.replay_ratio = recipe.update.general_replay
     return recipe
+
+
+def update_budget(recipe, parent: RunDir, parent_record: VersionRecord, overrides=()) -> dict | None:
+    """The update's forgetting budget (``guards.forgetting_budget``), counted from the base like every version's:
+    the lineage's, or with ``update.forgetting_room`` the parent's measured forgetting at its chosen step plus that
+    room when that is larger. Without room a first version that spent most of the budget leaves its updates none
+    (benchmarks/README.md, continual updates: second updates stopped at their first evaluation); with it the
+    lineage may drift past the budget by at most the room per version, and the gate still bounds each step."""
+    lineage, room = recipe.guards.forgetting_budget, recipe.update.forgetting_room
+    given = any(str(o).split("=", 1)[0].strip() == "guards.forgetting_budget" for o in overrides)
+    if parent_record.forgetting_budget and not given:  # the parent's recipe holds its own budget, room included
+        lineage = parent_record.forgetting_budget["lineage"]
+    if lineage is None:
+        return None
+    spent = None
+    if parent.train_summary.exists():
+        summary = json.loads(parent.train_summary.read_text(encoding="utf-8"))
+        spent = (summary.get("best_metrics") or {}).get("forgetting")
+    effective = max(lineage, spent + room) if room and spent is not None else lineage
+    return {"lineage": lineage, "parent_spent": spent, "room": room, "budget": round(effective, 6)}
 
 
 def update_lr(recipe) -> float:
@@ -188,6 +209,9 @@ def update(run_dir, new_data, test=None, force: bool = False, output_dir=None, o
         write_examples(data / "added.jsonl", trained_new)
         write_examples(data / "added_test.jsonl", added_test)
         recipe = update_recipe(parent_recipe, out, files, update_lr(parent_recipe))
+        budget = update_budget(parent_recipe, parent, parent_record, overrides)
+        if budget:
+            recipe.guards.forgetting_budget = budget["budget"]
         record = VersionRecord(
             name=out.name, version=parent_record.version + 1, parent=relative_parent(out, parent.path),
             lineage=[*parent_record.lineage, out.name], created=now(),
@@ -196,7 +220,8 @@ def update(run_dir, new_data, test=None, force: bool = False, output_dir=None, o
                         "validation": len(new_val), "changed": len(c.replacing), "changed_repeats": u.changed_repeats},
             replay={"share": u.replay_share, "examples": len(replay), "pool": len(keep_train),
                     "general_replay_ratio": recipe.regularize.replay_ratio},
-            stale={"train": [e.id for e in c.stale], "test": [e.id for e in c.stale_test]}, lr=recipe.train.lr)
+            stale={"train": [e.id for e in c.stale], "test": [e.id for e in c.stale_test]}, lr=recipe.train.lr,
+            forgetting_budget=budget)
         write_version(out, record)
         if verbose:
             _print_plan(c, record, out)
@@ -211,7 +236,8 @@ def update(run_dir, new_data, test=None, force: bool = False, output_dir=None, o
             write_version(out, record)
             # the budget is the lineage's: a version has what its parents left of it (train/guards/forgetting.py)
             spent = ("; the forgetting budget counts from the base model across the lineage, so an update has only "
-                     "what earlier versions left: raise it (guards.forgetting_budget=...) or lower update.lr"
+                     "what earlier versions left: give each update room beyond its parent (update.forgetting_room=0.03), "
+                     "raise the budget (guards.forgetting_budget=...) or lower update.lr"
                      if result.stopped == "forgetting_budget" else "")
             return UpdateResult(str(out), str(parent.path), record.version, c, None, False, False,
                                 f"the update wrote no {method.artifact}/ ({result.stop_message}){spent}; "

@@ -20,14 +20,16 @@ from . import METHODS, count_parameters
 from .full import WholeModelMethod, set_trainable
 
 
-def decoder_layers(model) -> tuple[str, torch.nn.ModuleList]:
-    """(dotted name, module list) of the transformer blocks: the ModuleList as long as the layer count."""
+def decoder_layers(model, needed_by: str = "method.name",
+                   instead: str = "use lora or full instead") -> tuple[str, torch.nn.ModuleList]:
+    """(dotted name, module list) of the transformer blocks: the ModuleList as long as the layer count.
+    ``needed_by`` (a recipe key) and ``instead`` make the error when there is none."""
     n = getattr(getattr(model, "config", None), "num_hidden_layers", None)
     for name, module in model.named_modules():
         if isinstance(module, torch.nn.ModuleList) and len(module) == n:
             return name, module
-    raise SmalltuneError("method.name: cannot find this model's decoder layers (no ModuleList of "
-                         "config.num_hidden_layers blocks); use lora or full instead")
+    raise SmalltuneError(f"{needed_by}: cannot find this model's decoder layers (no ModuleList of "
+                         f"config.num_hidden_layers blocks); {instead}")
 
 
 def in_module(param_name: str, module: str) -> bool:
