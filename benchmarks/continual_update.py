@@ -219,7 +219,8 @@ def run_arm(arm: str, seed: int, files: dict[str, Path], model: str | None, caps
     work = E.WORK / NAME / f"seed{seed}-data{DATA}"
     folder, v1_over = V1.get(arm, ("v1", []))
     v1 = work / folder
-    train_from([*overrides(files["initial"], v1, seed, model), *v1_over], None)
+    if arm != "scratch":  # retraining from the base never uses version 1
+        train_from([*overrides(files["initial"], v1, seed, model), *v1_over], None)
     facts, gates, published, calls = [], [], [], []
     if arm == "naive":
         prev = v1
