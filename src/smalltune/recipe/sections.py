@@ -100,8 +100,8 @@ class TrainSection:
     group_by_length: bool = option(True, "batch examples of similar length together (less padding, faster)")
     compile: bool = option(
         False, "compile each decoder layer with torch.compile before training (fuses its small operations; needs a "
-        "C++ compiler on a CPU): faster steps, but the first run on a machine spends minutes compiling "
-        "(benchmarks/README.md, \"Compiled decoder layers\")")
+        "C++ compiler on a CPU); every run spends seconds to minutes compiling, and on a quiet 2-core CPU it trained "
+        "no faster (benchmarks/README.md, experiment 5, \"compiled decoder layers\"); not measured on a GPU")
     keep_checkpoints: int = option(2, "periodic checkpoints kept besides the best one (for --resume)", non_negative)
     # A full fine-tune's checkpoint (weights and two AdamW moments: 3x the model) cost about one training
     # step per evaluation on the 135M model (benchmarks/README.md "Guards overhead"); best-model snapshots
