@@ -26,7 +26,7 @@ from .methods.partial import decoder_layers
 
 def check_compiler(device: torch.device | str = "cpu") -> None:
     """Compile and run a one-line function on ``device``: the toolchain inductor needs (a C++ compiler on a CPU,
-    Triton on a GPU) is there, or a one-line error says what is missing. Cached after the first call."""
+    Triton on a GPU) is there, or a one-line error says what is missing. About a second; once per run."""
     try:
         torch.compile(lambda x: x * 2 + 1, dynamic=False)(torch.ones(4, device=device))
     except Exception as e:  # inductor raises many kinds: a missing compiler, an unsupported platform, Triton
