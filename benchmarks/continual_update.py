@@ -110,6 +110,37 @@ def _new_value_won(reference: str, answer: str) -> bool:
     return bool(new) and all(re.search(_value(v), answer) for v in new)
 
 
+def _unchanged(text: str) -> str:
+    """The new values of ``text`` put back to the old ones: the answer as the data taught it before batch 2."""
+    for old, new in CHANGES.items():
+        text = re.sub(_value(new), old, text)
+    return text
+
+
+def new_value_preference(model, tok, recipe, examples) -> dict:
+    """Share of changed-fact questions whose reference answer, with its new values, the model finds more likely than
+    the same answer with the old values (summed answer-token loss, teacher-forced): the "efficacy score" of knowledge
+    editing ("Locating and Editing Factual Associations in GPT", arXiv 2202.05262). Greedy answers of a 135M model
+    rarely state a price or an hour at all (``new_value_rate``); this asks which of the two the model prefers."""
+    import dataclasses
+
+    from smalltune.data.tokenize import tokenize_examples
+    from smalltune.train.loss import item_token_stats
+
+    wins = n = 0
+    for ex in examples:
+        answer = ex.messages[-1]["content"]
+        if _unchanged(answer) == answer:
+            continue
+        old = dataclasses.replace(ex, messages=[*ex.messages[:-1], {**ex.messages[-1], "content": _unchanged(answer)}])
+        items, _ = tokenize_examples(tok, [ex, old], recipe.data.max_length, recipe.data.system_prompt)
+        if len(items) != 2:
+            continue
+        (new_loss, _, _), (old_loss, _, _) = item_token_stats(model, items, 2, "cpu", tok.pad_token_id, accuracy=False)
+        wins, n = wins + (new_loss < old_loss), n + 1
+    return {"new_value_preferred": wins / max(n, 1), "preference_questions": n}
+
+
 def _rewrite(record: dict) -> dict:
     out = json.loads(json.dumps(record))
     out["messages"][-1]["content"] = _changed(out["messages"][-1]["content"])
@@ -209,6 +240,7 @@ def score(run_dir: Path, files: dict[str, Path], caps) -> dict:
             PROBES.get("task").run(ctx)
             won = [_new_value_won(s["reference"], s["finetuned"]) for s in ctx.samples]
             row["new_value_rate"] = sum(won) / max(len(won), 1)  # over the three wordings of each question
+            row.update(new_value_preference(model, tok, recipe, ctx.test))
     forgetting = PROBES.get("forgetting").run(ctx)
     row["reference_ppl_change"] = forgetting["reference_ppl_relative_change"]["value"]
     row["general_accuracy_change"] = forgetting["general_accuracy"]["delta"]
@@ -283,14 +315,41 @@ def summarize(rows: "E.Rows", args) -> None:
     print(table)
 
 
+def add_preferences(rows: "E.Rows") -> None:
+    """``new_value_preferred`` of finished rows that lack it, measured afterwards on their final models while those
+    are still on disk, and of each seed's version 1 (no changed fact trained: the floor), into
+    ``results/continual_update-preference.jsonl``; rows measured by :func:`score` carry it already."""
+    from smalltune.data import load_examples
+    from smalltune.train import load_trained
+
+    out = E.RESULTS / f"{NAME}-preference.jsonl"
+    have = {(r["arm"], r["seed"]) for r in _rows(out)} if out.exists() else set()
+    todo = [(r["arm"], r["seed"], Path(r["final_run"])) for r in rows.rows
+            if r.get("data") == DATA and "new_value_preferred" not in r]
+    todo += [("version 1", s, E.WORK / NAME / f"seed{s}-data{DATA}" / "v1") for s in sorted({r[1] for r in todo})]
+    questions = load_examples(E.WORK / NAME / f"data{DATA}" / "test_changed_asked3.jsonl")
+    for arm, seed, run in todo:
+        if (arm, seed) in have or not (run / "train_summary.json").exists():
+            continue
+        model, tok, recipe = load_trained(run)
+        row = {"arm": arm, "seed": seed, "data": DATA, "run": str(run), **new_value_preference(model, tok, recipe, questions)}
+        with out.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        print(json.dumps(row), flush=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
     p.add_argument("--model", help="another model than the demo recipe's (a tiny one for a plumbing smoke test)")
     p.add_argument("--summarize", action="store_true", help="only rebuild the table and JSON from saved rows")
+    p.add_argument("--add-preference", action="store_true",
+                   help="only measure new_value_preferred of finished rows without it (their final models on disk)")
     args = p.parse_args()
     rows = E.Rows(NAME)
+    if args.add_preference:
+        return add_preferences(rows)
     if not args.summarize:
         files = split_data(E.WORK / NAME / f"data{DATA}")
         caps = E.eval_caps(test=None)
