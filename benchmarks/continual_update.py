@@ -70,8 +70,8 @@ NEW_CATEGORIES = ("insurance", "services")
 DATA = 2
 # old value -> new value: prices and hours that change in batch 2
 CHANGES = {"$95": "$110", "$40": "$55", "$25": "$30", "$60": "$65", "$350": "$375", "1 pm": "2 pm", "3 pm": "4 pm"}
-METRICS = ["recall_old", "recall_new", "recall_changed", "new_value_rate", "stale_answer_rate", "reference_ppl_change",
-           "general_accuracy_change", "seconds_per_update"]
+METRICS = ["recall_old", "recall_new", "recall_changed", "new_value_rate", "new_value_preferred", "stale_answer_rate",
+           "reference_ppl_change", "general_accuracy_change", "seconds_per_update"]
 
 
 def _rows(path: Path) -> list[dict]:
@@ -301,17 +301,27 @@ def run_arm(arm: str, seed: int, files: dict[str, Path], model: str | None, caps
     return row
 
 
+def _with_preferences(rows: list[dict]) -> list[dict]:
+    """Rows with ``new_value_preferred`` from the file :func:`add_preferences` writes where they lack it."""
+    path = E.RESULTS / f"{NAME}-preference.jsonl"
+    found = {(r["arm"], r["seed"], r["data"]): r for r in _rows(path)} if path.exists() else {}
+    keys = ("new_value_preferred", "preference_questions")
+    return [{**{k: v for k, v in found.get((r["arm"], r["seed"], r.get("data")), {}).items() if k in keys}, **r}
+            for r in rows]
+
+
 def summarize(rows: "E.Rows", args) -> None:
-    agg = E.aggregate(rows.rows, METRICS)
+    merged = _with_preferences(rows.rows)
+    agg = E.aggregate(merged, METRICS)
     table = E.markdown_table(
-        ["arm", "recall old", "recall new", "recall changed", "new value given", "stale answers", "ref. ppl change",
-         "general acc. change", "s per update"],
+        ["arm", "recall old", "recall new", "recall changed", "new value given", "new value preferred",
+         "stale answers", "ref. ppl change", "general acc. change", "s per update"],
         [[arm, E.fmt(m["recall_old"], True), E.fmt(m["recall_new"], True), E.fmt(m["recall_changed"], True),
-          E.fmt(m["new_value_rate"], True),
+          E.fmt(m["new_value_rate"], True), E.fmt(m["new_value_preferred"], True),
           E.fmt(m["stale_answer_rate"], True), E.fmt(m["reference_ppl_change"], True),
           E.fmt(m["general_accuracy_change"], True), E.fmt(m["seconds_per_update"], digits=0)] for arm, m in agg.items()])
     E.write_result(NAME, {"command": f"python benchmarks/{NAME}.py --seeds {' '.join(map(str, args.seeds))}",
-                          "changes": CHANGES, "aggregate": agg, "rows": rows.rows, "smoke": bool(E.MAX_STEPS)})
+                          "changes": CHANGES, "aggregate": agg, "rows": merged, "smoke": bool(E.MAX_STEPS)})
     print(table)
 
 
