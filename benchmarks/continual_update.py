@@ -56,11 +56,13 @@ NAME = "continual_update"
 # quarters of the +10% budget (+7.2-7.3%), so the updates had little room; here version 1 stops at +7% (its own
 # folder, ``v1-reserve3``) and the updates get the whole +10% back.
 # ``update-room3`` gives each update 3 points of budget beyond what its parent spent (``update.forgetting_room``): on
-# data version 2 the default's second update was past the lineage's budget at its first evaluation and published nothing.
+# data version 2 the default's second update was past the lineage's budget at its first evaluation and published nothing;
+# ``update-room3-changed3`` also trains each changed example three times an epoch within that room.
 UPDATES = {"update": [], "update-1.5e-5": ["update.lr=1.5e-5"], "update-5e-5": ["update.lr=5e-5"],
            "update-changed3": ["update.changed_repeats=3"], "update-noreplay": ["update.general_replay=0"],
            "update-5e-5-reserve3": ["update.lr=5e-5", "guards.forgetting_budget=0.1"],
-           "update-room3": ["update.forgetting_room=0.03"]}
+           "update-room3": ["update.forgetting_room=0.03"],
+           "update-room3-changed3": ["update.forgetting_room=0.03", "update.changed_repeats=3"]}
 # version 1 of an arm, when it is not the shared ``v1``: (folder, recipe overrides)
 V1 = {"update-5e-5-reserve3": ("v1-reserve3", ["guards.forgetting_budget=0.07"])}
 ARMS = ("naive", "scratch", *UPDATES)
