@@ -338,7 +338,8 @@ def add_preferences(rows: "E.Rows") -> None:
     have = {(r["arm"], r["seed"]) for r in _rows(out)} if out.exists() else set()
     todo = [(r["arm"], r["seed"], Path(r["final_run"])) for r in rows.rows
             if r.get("data") == DATA and "new_value_preferred" not in r]
-    todo += [("version 1", s, E.WORK / NAME / f"seed{s}-data{DATA}" / "v1") for s in sorted({r[1] for r in todo})]
+    seeds = sorted({r["seed"] for r in rows.rows if r.get("data") == DATA})
+    todo += [("version 1", s, E.WORK / NAME / f"seed{s}-data{DATA}" / "v1") for s in seeds]
     questions = load_examples(E.WORK / NAME / f"data{DATA}" / "test_changed_asked3.jsonl")
     for arm, seed, run in todo:
         if (arm, seed) in have or not (run / "train_summary.json").exists():
