@@ -305,8 +305,7 @@ def run_arm(arm: str, seed: int, files: dict[str, Path], model: str | None, caps
 
 def _with_preferences(rows: list[dict]) -> list[dict]:
     """Rows with ``new_value_preferred`` from the file :func:`add_preferences` writes where they lack it."""
-    path = E.RESULTS / f"{NAME}-preference.jsonl"
-    found = {(r["arm"], r["seed"], r["data"]): r for r in _rows(path)} if path.exists() else {}
+    found = {(r["arm"], r["seed"], r["data"]): r for r in E.Rows(f"{NAME}-preference").rows}
     keys = ("new_value_preferred", "preference_questions")
     return [{**{k: v for k, v in found.get((r["arm"], r["seed"], r.get("data")), {}).items() if k in keys}, **r}
             for r in rows]
@@ -334,21 +333,19 @@ def add_preferences(rows: "E.Rows") -> None:
     from smalltune.data import load_examples
     from smalltune.train import load_trained
 
-    out = E.RESULTS / f"{NAME}-preference.jsonl"
-    have = {(r["arm"], r["seed"]) for r in _rows(out)} if out.exists() else set()
+    out = E.Rows(f"{NAME}-preference")
     todo = [(r["arm"], r["seed"], Path(r["final_run"])) for r in rows.rows
             if r.get("data") == DATA and "new_value_preferred" not in r]
     seeds = sorted({r["seed"] for r in rows.rows if r.get("data") == DATA})
     todo += [("version 1", s, E.WORK / NAME / f"seed{s}-data{DATA}" / "v1") for s in seeds]
     questions = load_examples(E.WORK / NAME / f"data{DATA}" / "test_changed_asked3.jsonl")
     for arm, seed, run in todo:
-        if (arm, seed) in have or not (run / "train_summary.json").exists():
+        if out.done(arm, seed) or not (run / "train_summary.json").exists():
             continue
         model, tok, recipe = load_trained(run)
-        row = {"arm": arm, "seed": seed, "data": DATA, "run": str(run), **new_value_preference(model, tok, recipe, questions)}
-        with out.open("a") as f:
-            f.write(json.dumps(row) + "\n")
-        print(json.dumps(row), flush=True)
+        out.add({"arm": arm, "seed": seed, "data": DATA, "run": str(run),
+                 **new_value_preference(model, tok, recipe, questions)})
+        print(json.dumps(out.rows[-1]), flush=True)
 
 
 def main() -> None:

@@ -100,8 +100,10 @@ def update_budget(recipe, parent: RunDir, parent_record: VersionRecord, override
     room when that is larger. Without room a first version that spent most of the budget leaves its updates none
     (benchmarks/README.md, continual updates: second updates stopped at their first evaluation); with it the
     lineage may drift past the budget by at most the room per version, and the gate still bounds each step."""
+    from ..recipe.load import parse_override
+
     lineage, room = recipe.guards.forgetting_budget, recipe.update.forgetting_room
-    given = any(str(o).split("=", 1)[0].strip() == "guards.forgetting_budget" for o in overrides)
+    given = any(parse_override(str(o))[0] == ["guards", "forgetting_budget"] for o in overrides)
     if parent_record.forgetting_budget and not given:  # the parent's recipe holds its own budget, room included
         lineage = parent_record.forgetting_budget["lineage"]
     if lineage is None:
