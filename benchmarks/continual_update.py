@@ -58,11 +58,19 @@ NAME = "continual_update"
 # ``update-room3`` gives each update 3 points of budget beyond what its parent spent (``update.forgetting_room``): on
 # data version 2 the default's second update was past the lineage's budget at its first evaluation and published nothing;
 # ``update-room3-changed3`` also trains each changed example three times an epoch within that room.
+# ``update-replay3`` triples the general replay of updates (``update.general_replay=0.3``): without it the budget ran
+# out sooner (``update-noreplay``), so more of it may leave the changed facts more steps under the same budget.
+# ``update-mlp`` trains only the MLPs of layers 4-15 in updates (method ``partial``), where ROME locates factual
+# associations: a fact changed there may move general text less per step, so more steps fit in the budget.
+# ROME (arXiv 2202.05262) traces factual recall to the MLPs of early-middle layers; SmolLM2-135M has 30 layers.
+MID_MLPS = "[" + ",".join(f"layers.{i}.mlp" for i in range(4, 16)) + "]"
 UPDATES = {"update": [], "update-1.5e-5": ["update.lr=1.5e-5"], "update-5e-5": ["update.lr=5e-5"],
            "update-changed3": ["update.changed_repeats=3"], "update-noreplay": ["update.general_replay=0"],
            "update-5e-5-reserve3": ["update.lr=5e-5", "guards.forgetting_budget=0.1"],
            "update-room3": ["update.forgetting_room=0.03"],
-           "update-room3-changed3": ["update.forgetting_room=0.03", "update.changed_repeats=3"]}
+           "update-room3-changed3": ["update.forgetting_room=0.03", "update.changed_repeats=3"],
+           "update-replay3": ["update.general_replay=0.3"],
+           "update-mlp": ["method.name=partial", "method.top_k_layers=0", f"method.modules={MID_MLPS}"]}
 # version 1 of an arm, when it is not the shared ``v1``: (folder, recipe overrides)
 V1 = {"update-5e-5-reserve3": ("v1-reserve3", ["guards.forgetting_budget=0.07"])}
 ARMS = ("naive", "scratch", *UPDATES)
