@@ -8,6 +8,7 @@ is measured in one process so machine load affects both alike.
     .venv/bin/python benchmarks/eval_generation.py --n 32 --max-new-tokens 32 --batch-size 16
     .venv/bin/python benchmarks/eval_generation.py --prefix --n 200 --max-new-tokens 24 --batch-size 64
     .venv/bin/python benchmarks/eval_generation.py --drop-finished --n 256 --max-new-tokens 96 --batch-size 64
+    .venv/bin/python benchmarks/eval_generation.py --batch-sizes 64 128 256 --n 600 --max-new-tokens 96
 
 Results are recorded in benchmarks/README.md.
 """
@@ -35,7 +36,13 @@ def main() -> None:
     ap.add_argument("--drop-finished", action="store_true",
                     help="instead: finished rows leave the batch vs model.generate, on the demo's training and "
                     "test questions (answers of 10-90 tokens, as the task, robustness and memorization probes ask)")
+    ap.add_argument("--batch-sizes", type=int, nargs="+",
+                    help="instead: these generation batch sizes against one another, alternating, on the demo's "
+                    "training and test questions")
+    ap.add_argument("--rounds", type=int, default=2, help="--batch-sizes: rounds (each size once per round)")
     args = ap.parse_args()
+    if args.batch_sizes:
+        return batch_sizes(args, demo_prompts(args))
     if args.prefix:
         return alternate(args, "share_prefix", general_prompts(args))
     if args.drop_finished:
@@ -118,6 +125,32 @@ def alternate(args, setting: str, prompts: list[str]) -> None:
             sum(lengths) / len(lengths), 1), "answer_tokens_max": max(lengths), f"{setting}_s": times[True],
         "without_s": times[False], "speedup": round(min(times[False]) / min(times[True]), 2),
         "identical_answers": f"{sum(a == b for a, b in zip(answers[True], answers[False]))}/{len(prompts)}",
+    }, indent=2))
+
+
+def batch_sizes(args, prompts: list[str]) -> None:
+    """The prompts answered at each generation batch size, the order reversed every other round, in one process:
+    larger batches keep more rows decoding together as answers end, at the cost of more padding per batch."""
+    import _evidence as E
+    from smalltune.generate import GenerationSettings, generate_text
+    from smalltune.models import load_model
+
+    model, tok = load_model(args.model)
+    times: dict[int, list[float]] = {b: [] for b in args.batch_sizes}
+    answers = {}
+    for rnd in range(args.rounds):
+        for b in (args.batch_sizes if rnd % 2 == 0 else args.batch_sizes[::-1]):
+            t = time.perf_counter()
+            answers[b] = generate_text(model, tok, prompts, GenerationSettings(max_new_tokens=args.max_new_tokens,
+                                                                               batch_size=b))
+            times[b].append(round(time.perf_counter() - t, 2))
+    first = args.batch_sizes[0]
+    print(json.dumps({
+        "setting": "batch_size", "prompts": len(prompts), "max_new_tokens": args.max_new_tokens,
+        "machine": E.machine(), "seconds": {str(b): t for b, t in times.items()},
+        "speedup_vs_first": {str(b): round(min(times[first]) / min(t), 2) for b, t in times.items()},
+        "identical_to_first": {str(b): f"{sum(x == y for x, y in zip(answers[first], answers[b]))}/{len(prompts)}"
+                               for b in args.batch_sizes},
     }, indent=2))
 
 

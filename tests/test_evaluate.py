@@ -109,16 +109,39 @@ def test_evaluate_writes_complete_eval_json(lora_run, tiny_model_dir):
     assert set(phases) == set(saved["probes"]) | {"answers (base)", "answers (finetuned)"}
     assert sum(phases.values()) <= saved["settings"]["wall_seconds"] + 0.1 * len(phases)
 
-    # Base answers came from the same weights with the adapter disabled: they equal a fresh base model's.
-    from smalltune.generate import GenerationSettings, generate
+    # Base answers came from the same weights with the adapter disabled: they equal a fresh base model's (each
+    # answer capped at its question's length, as the task probe caps it).
+    from types import SimpleNamespace
+
+    from smalltune.data import load_examples
+    from smalltune.data.tokenize import render
+    from smalltune.evaluate.probes.task import answer_limits
+    from smalltune.generate import GenerationSettings, generate_text
     from smalltune.models import load_model
 
     base, tok = load_model(str(tiny_model_dir))
-    from smalltune.data import load_examples
-
-    convs = [ex.prompt() for ex in load_examples(RunDir(lora_run).path.parent / "test.jsonl")]
-    fresh = generate(base, tok, convs, GenerationSettings(max_new_tokens=saved["settings"]["caps"]["max_new_tokens"]))
+    examples = load_examples(RunDir(lora_run).path.parent / "test.jsonl")
+    caps = SimpleNamespace(max_new_tokens=saved["settings"]["caps"]["max_new_tokens"])
+    limits = answer_limits(SimpleNamespace(tokenizer=tok, caps=caps), examples)
+    prompts = [render(tok, ex.prompt(), add_generation_prompt=True) for ex in examples]
+    fresh = generate_text(base, tok, prompts, GenerationSettings(max_new_tokens=caps.max_new_tokens), limits=limits)
     assert fresh == [s["base"] for s in saved["samples"]]
+    assert saved["probes"]["task"]["criteria"]["max_new_tokens"] == caps.max_new_tokens
+
+
+def test_held_out_answers_are_capped_by_their_reference_length(tokenizer):
+    """An answer may take twice its reference's tokens plus the slack, never more than eval.max_new_tokens."""
+    from types import SimpleNamespace
+
+    from smalltune.data import Example
+    from smalltune.evaluate.probes.task import ANSWER_FACTOR, ANSWER_SLACK, answer_limits
+
+    short, long = "We open at 9 am.", " ".join(["Our clinic offers many services"] * 20)
+    examples = [Example([{"role": "user", "content": "q"}, {"role": "assistant", "content": t}], str(i))
+                for i, t in enumerate((short, long))]
+    ctx = SimpleNamespace(tokenizer=tokenizer, caps=SimpleNamespace(max_new_tokens=96))
+    n = len(tokenizer(short, add_special_tokens=False).input_ids)
+    assert answer_limits(ctx, examples) == [ANSWER_FACTOR * n + ANSWER_SLACK, 96]
 
 
 def test_item_losses_agree_with_training_metrics(lora_run):

@@ -10,12 +10,12 @@ from .. import metrics as M
 from ..context import MODELS
 from ..results import metric
 from . import PROBES, Probe
-from .task import requests, test_prompts
+from .task import answers, requests, test_prompts
 
 
 def run(ctx) -> dict:
-    _, prompts = test_prompts(ctx)
-    out = {m: ctx.generate(prompts, m, desc="task answers") for m in MODELS}  # cached after the task probe
+    examples, prompts = test_prompts(ctx)
+    out = answers(ctx, examples, prompts)  # cached after the task probe
     n = len(prompts)
     # Corpus-level statistics resample outputs: rows carry an index into one list of texts
     # (base outputs first, then fine-tuned), so the paired bootstrap keeps both models together.

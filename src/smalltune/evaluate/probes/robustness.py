@@ -13,7 +13,7 @@ from ..context import MODELS
 from ..perturb import PERTURBATIONS, perturb
 from ..results import metric
 from . import PROBES, Probe
-from .task import test_prompts
+from .task import answer_limits, answers, test_prompts
 
 
 def quality(output: str, example) -> float:
@@ -41,21 +41,26 @@ def _variants(ctx, examples, name: str) -> tuple[list[int], list[str], list[str]
     return owners, variants, shown
 
 
-def requests(ctx) -> list[tuple[list[str], None]]:
+def requests(ctx) -> list[tuple[list[str], list[int]]]:
     examples, prompts = test_prompts(ctx)
-    return [(prompts, None)] + [(_variants(ctx, examples, name)[1], None) for name in chosen(ctx)]
+    limits = answer_limits(ctx, examples)
+    out = [(prompts, limits)]
+    for name in chosen(ctx):
+        owners, variants, _ = _variants(ctx, examples, name)
+        out.append((variants, [limits[i] for i in owners]))  # a variant's answer as long as its question's
+    return out
 
 
 def run(ctx) -> dict:
     examples, prompts = test_prompts(ctx)
-    clean = {m: [quality(o, ex) for o, ex in zip(ctx.generate(prompts, m, desc="task answers"), examples)]
-             for m in MODELS}
+    clean = {m: [quality(o, ex) for o, ex in zip(outs, examples)] for m, outs in answers(ctx, examples, prompts).items()}
+    limits = answer_limits(ctx, examples)
     res = {"quality": "key_fact_recall where key facts are listed, else rouge_l", "perturbations": {}}
     for name in chosen(ctx):
         owners, variants, shown = _variants(ctx, examples, name)
         if not variants:
             continue
-        outs = {m: ctx.generate(variants, m, desc=f"robustness: {name}") for m in MODELS}
+        outs = {m: ctx.generate(variants, m, [limits[i] for i in owners], f"robustness: {name}") for m in MODELS}
         # Per item: mean quality over its variants (several rephrasings count once together).
         per = {m: {} for m in MODELS}
         for m in MODELS:
