@@ -328,15 +328,17 @@ def test_a_harmless_update_is_promoted_with_its_lineage(first, tmp_path):
     assert 'data-section="update"' in (out / "report.html").read_text()
 
 
-def test_an_example_that_changes_an_earlier_answer_trains_changed_repeats_times(first, tmp_path):
+def test_an_example_that_changes_an_earlier_answer_trains_changed_repeats_times(first, tmp_path, capsys):
     from smalltune.update import update
     from smalltune.update.lineage import read_version
 
     changed = "A checkup costs $85 and a cleaning costs $99."
     new = write_jsonl(tmp_path / "prices.jsonl", [chat("What are your prices?", changed, id="p1", category="prices"),
                                                   chat("Do you see children?", "Yes, from age 3.", id="k1")])
-    update(first, new, caps=CAPS, progress=False, verbose=False, force=True, output_dir=tmp_path / "v2",
+    update(first, new, caps=CAPS, progress=False, verbose=True, force=True, output_dir=tmp_path / "v2",
            overrides=["update.changed_repeats=3", "train.max_steps=1", *FAST])
+    said = " ".join("".join(capsys.readouterr()).split())
+    assert "1 new example(s) change earlier answers" in said and "retrain" in said  # the evidence says so
     trained = [json.loads(x) for x in (tmp_path / "v2" / "data" / "train.jsonl").read_text().splitlines()]
     assert sorted(r["id"] for r in trained if r["id"].startswith(("p1", "k1"))) == ["k1", "p1", "p1#2", "p1#3"]
     assert [r["messages"][-1]["content"] for r in trained if r["id"].startswith("p1")] == [changed] * 3

@@ -319,3 +319,8 @@ def _print_plan(c: Comparison, record: VersionRecord, out: Path) -> None:
                  + f"; replays {r['examples']} of {r['pool']} earlier examples; lr {record.lr:g}")
     for f in c.findings:
         (console.warn if f.severity != "info" else console.info)(f"{f.title}: {f.count}")
+    if a["changed"]:
+        console.warn(f"{a['changed']} new example(s) change earlier answers: on the demo, updates preferred the new "
+                     "value less than half as often as retraining from the base on the corrected data (benchmarks/"
+                     "README.md, 'Continual updates'); where the change matters, retrain: smalltune train on "
+                     f"{out / POOL}, every example the lineage now holds true")
