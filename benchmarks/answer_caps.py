@@ -17,8 +17,9 @@ import statistics
 from pathlib import Path
 
 import _evidence as E
+from smalltune.recipe import EvalSection
 
-FULL = 96  # eval.max_new_tokens' default
+FULL = EvalSection().max_new_tokens  # the full evaluation's answer cap (96)
 RULES = {  # name -> cap from the reference answer's token count
     "reference + 8": lambda n: n + 8, "reference + 16": lambda n: n + 16, "reference + 32": lambda n: n + 32,
     "2 x reference": lambda n: 2 * n, "2 x reference + 8": lambda n: 2 * n + 8, "48": lambda n: 48,

@@ -8,7 +8,7 @@ is measured in one process so machine load affects both alike.
     .venv/bin/python benchmarks/eval_generation.py --n 32 --max-new-tokens 32 --batch-size 16
     .venv/bin/python benchmarks/eval_generation.py --prefix --n 200 --max-new-tokens 24 --batch-size 64
     .venv/bin/python benchmarks/eval_generation.py --drop-finished --n 256 --max-new-tokens 96 --batch-size 64
-    .venv/bin/python benchmarks/eval_generation.py --batch-sizes 64 128 256 --n 600 --max-new-tokens 96
+    .venv/bin/python benchmarks/eval_generation.py --batch-sizes 64 128 256 --n 256 --max-new-tokens 64
 
 Results are recorded in benchmarks/README.md.
 """

@@ -1,6 +1,6 @@
 """Where does an update's rise in reference perplexity sit: on number tokens, or on everything?
 
-Issue 15: the update that changes prices and hours raises general-text perplexity by 1.5-5 points per 10 steps
+Issue 15: the update that changes prices and hours raises general-text perplexity by 0.5-5 points per 10 steps
 (benchmarks/README.md, "Three levers against the second update's budget"). If the rise sat on the reference
 text's number tokens, it would be the changed numbers leaking into numbers in general; if it is spread over all
 tokens, the update moves the model broadly. This scores the first windows of a continual-benchmark run's
@@ -22,16 +22,15 @@ WINDOWS = 16  # 256-token windows: about the forgetting guard's 2,048 tokens dou
 
 
 def losses(model, items) -> "torch.Tensor":
+    """Every window's next-token losses, one window at a time, concatenated (``train.loss.token_losses``)."""
     import torch
 
+    from smalltune.train.loss import token_losses
+
     model.eval()
-    out = []
     with torch.no_grad():
-        for item in items:
-            ids = torch.tensor([item.input_ids])
-            out.append(torch.nn.functional.cross_entropy(model(input_ids=ids).logits[0, :-1], ids[0, 1:],
-                                                         reduction="none"))
-    return torch.cat(out)
+        return torch.cat([token_losses(model(input_ids=ids).logits, ids)[0]
+                          for ids in (torch.tensor([item.input_ids]) for item in items)])
 
 
 def main() -> None:
