@@ -67,6 +67,10 @@ NAME = "continual_update"
 # validation loss): the changes may then take weights general text needs less, and the budget last longer.
 # ``update-2.5e-5`` halves the update rate again (a quarter of the fresh 1e-4): the second update's rise in forgetting
 # per step should halve; whether its learning of the changes per point of forgetting improves is the question.
+# ``update-room3-unlikely`` adds to ``update-room3`` an unlikelihood term on the answers the changed examples replace
+# (``regularize.unlikelihood=1``, arXiv 1908.04319): the cross-entropy on the new answer lowers the old value only
+# indirectly, so the budget ran out while the old value still won; this pushes the old value's first token down
+# directly, where it departs from the new answer.
 # ROME (arXiv 2202.05262) traces factual recall to the MLPs of early-middle layers; SmolLM2-135M has 30 layers.
 MID_MLPS = "[" + ",".join(f"layers.{i}.mlp" for i in range(4, 16)) + "]"
 UPDATES = {"update": [], "update-1.5e-5": ["update.lr=1.5e-5"], "update-5e-5": ["update.lr=5e-5"],
@@ -77,7 +81,8 @@ UPDATES = {"update": [], "update-1.5e-5": ["update.lr=1.5e-5"], "update-5e-5": [
            "update-replay3": ["update.general_replay=0.3"],
            "update-mlp": ["method.name=partial", "method.top_k_layers=0", f"method.modules={MID_MLPS}"],
            "update-ewc": ["regularize.ewc_lambda=1e4"],
-           "update-2.5e-5": ["update.lr=2.5e-5"]}
+           "update-2.5e-5": ["update.lr=2.5e-5"],
+           "update-room3-unlikely": ["update.forgetting_room=0.03", "regularize.unlikelihood=1"]}
 # version 1 of an arm, when it is not the shared ``v1``: (folder, recipe overrides)
 V1 = {"update-5e-5-reserve3": ("v1-reserve3", ["guards.forgetting_budget=0.07"])}
 ARMS = ("naive", "scratch", *UPDATES)

@@ -15,6 +15,7 @@ from conftest import FACTS, chat, toy_records, write_jsonl
 from smalltune.errors import DataError, SmalltuneError
 from smalltune.evaluate.context import Caps
 from smalltune.recipe import recipe_from_dict
+from smalltune.rundir import RunDir
 
 # Small gate caps: the test checks the gate's logic, not the tiny model's numbers.
 CAPS = Caps(test=12, memorization=0, reference_paragraphs=4, probe_questions=8, max_new_tokens=8)
@@ -336,12 +337,16 @@ def test_an_example_that_changes_an_earlier_answer_trains_changed_repeats_times(
     new = write_jsonl(tmp_path / "prices.jsonl", [chat("What are your prices?", changed, id="p1", category="prices"),
                                                   chat("Do you see children?", "Yes, from age 3.", id="k1")])
     update(first, new, caps=CAPS, progress=False, verbose=True, force=True, output_dir=tmp_path / "v2",
-           overrides=["update.changed_repeats=3", "train.max_steps=1", *FAST])
+           overrides=["update.changed_repeats=3", "train.max_steps=1", "regularize.unlikelihood=1", *FAST])
     said = " ".join("".join(capsys.readouterr()).split())
     assert "1 new example(s) change earlier answers" in said and "retrain" in said  # the evidence says so
     trained = [json.loads(x) for x in (tmp_path / "v2" / "data" / "train.jsonl").read_text().splitlines()]
     assert sorted(r["id"] for r in trained if r["id"].startswith(("p1", "k1"))) == ["k1", "p1", "p1#2", "p1#3"]
     assert [r["messages"][-1]["content"] for r in trained if r["id"].startswith("p1")] == [changed] * 3
+    # each copy names the answer it replaces; the unlikelihood term scores it once
+    assert [r["stale_answers"] for r in trained if r["id"].startswith("p1")] == [[FACTS["prices"]]] * 3
+    start = next(r for r in RunDir(tmp_path / "v2").read_metrics() if r.kind == "event" and r.event == "start")
+    assert start.extra["unlikelihood_answers"] == 1 and start.extra["unlikelihood_tokens"] == 2  # $85 and $99
     record = read_version(tmp_path / "v2")
     assert record.data_added["changed"] == 1 and record.data_added["changed_repeats"] == 3
     pool = (tmp_path / "v2" / "data" / "pool.jsonl").read_text()

@@ -168,6 +168,11 @@ class RegularizeSection:
         None, "general instruction file (any smalltune data format) to replay; empty = general reference text")
     neftune_alpha: float = option(
         0.0, "NEFTune embedding noise alpha (arXiv 2310.05914; 5 in the paper), training only; 0 = off", non_negative)
+    unlikelihood: float = option(
+        0.0, "weight of an unlikelihood term (arXiv 1908.04319) on answers an example replaces (its `stale_answers`, set "
+        "by smalltune update on changed answers, and a correction's model_answer): the first token where each departs "
+        "from the new answer is pushed down; 0 = off", non_negative)
+    unlikelihood_batch: int = option(4, "stale answers scored per micro-batch by regularize.unlikelihood", positive)
 
 
 @dataclass

@@ -128,7 +128,8 @@ def fit(parts: Parts, data: PreparedData, run: RunDir, resume: bool = False, pro
 
     env = PluginEnv(model, p.tokenizer, acc.device, recipe.eval.batch_size, acc.autocast, acc.unwrap_model,
                     recipe=recipe, run_path=run.path, accelerator=acc, reference=data.reference, once=once,
-                    as_base=lambda: base_view(p.unwrapped, p.base_weights))
+                    as_base=lambda: base_view(p.unwrapped, p.base_weights),
+                    examples=data.splits.train if data.splits else [])
     if main and verbose:
         console.train_header(recipe, data, p.trainable, p.total, run.path, precision)
 

@@ -49,6 +49,7 @@ class PluginEnv:
     # as_base(): a context in which ``model`` computes as the base model, also in a run started from a parent's
     # weights (an update: for a plugin with ``needs_base``); only during ``setup`` (setup.base_view)
     as_base: Callable = contextlib.nullcontext
+    examples: list = field(default_factory=list)  # the run's training examples, as read (their meta included)
 
 
 @dataclass

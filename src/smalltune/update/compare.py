@@ -39,6 +39,7 @@ class Comparison:
     leaked_test: list[Example] = field(default_factory=list)  # test examples the update's training data asks
     copies: list[Example] = field(default_factory=list)  # new examples identical to earlier ones (not added)
     superseded: list[Example] = field(default_factory=list)  # new examples a later new record answers differently
+    stale_answers: dict[str, list[str]] = field(default_factory=dict)  # new example id -> the answers it replaces
     stats: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -112,6 +113,7 @@ def compare(old: list[Example], new: list[Example], old_test: list[Example], new
             continue
         if sim >= conflict_similarity and not _same_answer(new[i], old[j]):
             replacing.add(i)
+            c.stale_answers.setdefault(new[i].id, []).append(old[j].target)
             if j not in stale:
                 changed.append(_pointer(old[j], new[i], sim, old_answer=snippet(old[j].target),
                                         new_answer=snippet(new[i].target)))

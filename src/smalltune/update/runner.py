@@ -191,6 +191,8 @@ def update(run_dir, new_data, test=None, force: bool = False, output_dir=None, o
             new_train, new_val = trained_new, []
         _, replay = carve_validation(keep_train, u.replay_share, parent_recipe.train.seed) if u.replay_share else ([], [])
         replacing = {e.id for e in c.replacing}
+        # what each changed example replaces: regularize.unlikelihood pushes those answers down
+        new_train = [_replaces(e, c.stale_answers[e.id]) if e.id in replacing else e for e in new_train]
         repeats = [_repeat(e, k) for e in new_train if e.id in replacing for k in range(2, u.changed_repeats + 1)]
         train_set, val_set = new_train + repeats + replay, keep_val + new_val
         if not val_set:
@@ -288,6 +290,15 @@ def _repeat(ex: Example, k: int) -> Example:
     """The ``k``-th training copy of ``ex`` (``update.changed_repeats``): an id of its own, the same example."""
     ex = copy.copy(ex)
     ex.id = f"{ex.id}#{k}"
+    return ex
+
+
+def _replaces(ex: Example, answers: list[str]) -> Example:
+    """``ex`` marked with the earlier answers it replaces (``stale_answers``, read by ``regularize.unlikelihood``)."""
+    from ..train.regularize.unlikelihood import STALE_KEY
+
+    ex = copy.copy(ex)
+    ex.meta = {**ex.meta, STALE_KEY: answers}
     return ex
 
 

@@ -4,6 +4,7 @@
 * ``sam.py``      Sharpness-Aware Minimization: wraps the step (two passes per micro-batch)
 * ``neftune.py``  NEFTune: noise on the input embeddings while training
 * ``replay.py``   replay: mixes general data into the training set (a data hook)
+* ``unlikelihood.py`` unlikelihood on stale answers an example replaces (updates, corrections)
 
 Every regulariser recomputes its state deterministically in ``setup`` (the EWC Fisher under the
 starting weights), so ``--resume`` needs nothing extra in the checkpoint.
@@ -25,5 +26,5 @@ REGULARIZERS: Registry[type[Regularizer]] = Registry("regularizer")
 
 
 # Plugins register themselves on import; this is the one place that imports them.
-from . import ewc, neftune, sam  # noqa: E402,F401
+from . import ewc, neftune, sam, unlikelihood  # noqa: E402,F401
 from .. import tracking  # noqa: E402,F401  (experiment trackers only listen; registered here so every run builds them)
