@@ -72,3 +72,44 @@ def test_the_term_is_minus_log_one_minus_p_and_a_step_on_it_lowers_p():
         for w in model.parameters():
             w -= 1.0 * w.grad
     assert float(p()) < before
+
+
+def test_a_resumed_run_continues_the_stale_answers_where_it_stopped(make_recipe, tmp_path, monkeypatch):
+    """The turn through the stale answers is state: a killed and resumed run trains what an uninterrupted one does."""
+    from safetensors.torch import load_file
+
+    from conftest import toy_records, write_jsonl
+    from smalltune import train
+    from smalltune.rundir import RunDir
+    from smalltune.train import loop
+
+    records = toy_records()
+    for r in records[1::3]:  # the price questions: earlier prices each
+        r["stale_answers"] = [r["messages"][-1]["content"].replace("$95", "$90").replace("$80", "$70")]
+    data = write_jsonl(tmp_path / "stale.jsonl", records)
+    # the tiny random model gives a stale token p ~ 1/49k, so -log(1 - p) ~ p: a large weight makes the term's gradient
+    # count, and a resume that lost its place in the stale answers would train other weights
+    common = {"data.train": str(data), "train.max_steps": 6, "eval.every_steps": 2, "early_stopping.enabled": False,
+              "regularize.unlikelihood": 1e4, "regularize.unlikelihood_batch": 3}
+    clean = train(make_recipe(**common, output_dir=str(tmp_path / "clean")), progress=False)
+    start = next(r for r in RunDir(clean.run_dir).read_metrics() if r.kind == "event" and r.event == "start")
+    n = start.extra["unlikelihood_answers"]
+    assert n > 0 and start.extra["unlikelihood_tokens"] == 2 * n  # two changed prices in each
+
+    real_loss, calls = loop.causal_lm_loss, {"n": 0}
+
+    def crash(*args):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt
+        return real_loss(*args)
+
+    monkeypatch.setattr(loop, "causal_lm_loss", crash)
+    with pytest.raises(KeyboardInterrupt):
+        train(make_recipe(**common, output_dir=str(tmp_path / "crashed")), progress=False)
+    monkeypatch.setattr(loop, "causal_lm_loss", real_loss)
+    resumed = train(make_recipe(**common, output_dir=str(tmp_path / "crashed")), resume=True, progress=False)
+    a = load_file(str(RunDir(clean.run_dir).adapter / "adapter_model.safetensors"))
+    b = load_file(str(RunDir(resumed.run_dir).adapter / "adapter_model.safetensors"))
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
