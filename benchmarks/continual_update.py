@@ -71,7 +71,8 @@ NAME = "continual_update"
 # (``regularize.unlikelihood=1``, arXiv 1908.04319): the cross-entropy on the new answer lowers the old value only
 # indirectly, so the budget ran out while the old value still won; this pushes the old value's first token down
 # directly, where it departs from the new answer. ``update-unlikely``: the same term under the lineage's budget alone
-# (``update.forgetting_room`` 0, its default).
+# (``update.forgetting_room`` 0, its default). ``update-room3-unlikely0.3``: a third of the weight, after seed 1 of the
+# weight 1 published nothing (its best checkpoint's validation loss was worse than the parent's).
 # ROME (arXiv 2202.05262) traces factual recall to the MLPs of early-middle layers; SmolLM2-135M has 30 layers.
 MID_MLPS = "[" + ",".join(f"layers.{i}.mlp" for i in range(4, 16)) + "]"
 UPDATES = {"update": [], "update-1.5e-5": ["update.lr=1.5e-5"], "update-5e-5": ["update.lr=5e-5"],
@@ -84,7 +85,8 @@ UPDATES = {"update": [], "update-1.5e-5": ["update.lr=1.5e-5"], "update-5e-5": [
            "update-ewc": ["regularize.ewc_lambda=1e4"],
            "update-2.5e-5": ["update.lr=2.5e-5"],
            "update-room3-unlikely": ["update.forgetting_room=0.03", "regularize.unlikelihood=1"],
-           "update-unlikely": ["regularize.unlikelihood=1"]}
+           "update-unlikely": ["regularize.unlikelihood=1"],
+           "update-room3-unlikely0.3": ["update.forgetting_room=0.03", "regularize.unlikelihood=0.3"]}
 # version 1 of an arm, when it is not the shared ``v1``: (folder, recipe overrides)
 V1 = {"update-5e-5-reserve3": ("v1-reserve3", ["guards.forgetting_budget=0.07"])}
 ARMS = ("naive", "scratch", *UPDATES)
