@@ -72,6 +72,28 @@ def test_auto_selection_switches_rule_only_after_over_memorization_is_flagged():
     assert s.reason().startswith("step 20: over-memorization flagged")
 
 
+def test_a_checkpoint_worse_than_the_start_is_chosen_only_when_every_one_is():
+    """The start's validation loss + slack is a ceiling on the choice, not a veto after it: the run of seed 1 of the
+    unlikelihood update chose its most accurate step although it was worse than the parent, and published nothing."""
+    seq = [rec(10, 3.7, 0.690), rec(20, 3.8, 0.695), rec(30, 4.0, 0.691)]  # eval_loss = log(ppl)
+    s = CheckpointSelector("accuracy", ppl_factor=1.5)
+    s.loss_ceiling = math.log(3.75)
+    feed(s, seq)
+    assert s.best_step == 10 and s.candidates() >= {10}
+    assert "2 evaluations worse on validation than the start not considered" in s.reason()
+    assert feed(CheckpointSelector("accuracy", ppl_factor=1.5), seq).best_step == 20  # no ceiling: the most accurate
+    low = CheckpointSelector("accuracy", ppl_factor=1.5)
+    low.loss_ceiling = math.log(3.0)  # none under it: the rule chooses as before (and the loop publishes nothing)
+    assert feed(low, seq).best_step == 20
+    # an earlier evaluation under the ceiling keeps its weights while a later, more accurate one is over it
+    early = CheckpointSelector("accuracy", ppl_factor=1.5)
+    early.loss_ceiling = math.log(3.75)
+    feed(early, seq[:1])
+    early.update(rec(20, 3.6, 0.70), 20)  # under the ceiling and better: 10 is dominated now
+    early.update(rec(30, 3.9, 0.72), 30)
+    assert early.best_step == 20 and early.candidates() == {20}  # 30 is over the ceiling: never chosen again
+
+
 def test_selection_can_change_its_mind_when_a_new_minimum_shrinks_the_cap():
     s = feed(CheckpointSelector("accuracy", ppl_factor=1.5), [rec(10, 4.0, 0.50), rec(20, 5.5, 0.60)])
     assert s.best_step == 20 and s.candidates() == {10, 20}

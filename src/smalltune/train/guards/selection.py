@@ -8,7 +8,12 @@ Three rules (``guards.selection``):
   fine-tuning LLMs" (arXiv 2508.04117), trading a bounded perplexity rise for accuracy.
 * ``auto`` (default): ``eval_loss`` until the over-memorization guard flags, then ``accuracy``.
 
-With a forgetting budget whose action is ``stop``, only evaluations within the budget count.
+With a forgetting budget whose action is ``stop``, only evaluations within the budget count. With a
+``loss_ceiling`` (the loop sets the start's validation loss plus a slack: nothing worse than where the run started
+is published), the evaluations under it are chosen from whenever there are any; only when none is does the rule
+pick among all, and the loop then publishes nothing. Before, the rule chose first and the ceiling vetoed after: an
+update whose most accurate checkpoint was over the ceiling published nothing although an earlier one was under it
+(benchmarks/README.md, "Unlikelihood on the stale answers", seed 1).
 
 Least forgetting within a tolerance (``early_stopping.min_delta``): when the forgetting guard
 measures, the loss rule keeps, among the evaluations within ``tolerance`` of the lowest validation
@@ -54,6 +59,7 @@ class CheckpointSelector:
                  tolerance: float = EARLY_STOPPING_DEFAULTS.min_delta):
         self.mode, self.metric, self.ppl_factor, self.respect_budget = mode, metric, ppl_factor, respect_budget
         self.tolerance = tolerance
+        self.loss_ceiling: float | None = None  # validation loss above which an evaluation is chosen only if all are
         self.records: list[dict] = []
         self.best_step: int | None = None
         self.best_record: dict | None = None
@@ -63,6 +69,14 @@ class CheckpointSelector:
     def eligible(self, r: dict) -> bool:
         finite = math.isfinite(r[self.metric]) and math.isfinite(r[PPL])  # never keep weights that scored NaN
         return finite and (r.get("within_forgetting_budget", True) or not self.respect_budget)
+
+    def pool(self) -> list[dict]:
+        """The evaluations the rule chooses from: the eligible ones under the loss ceiling, else every eligible one."""
+        pool = [r for r in self.records if self.eligible(r)]
+        return self.under_ceiling(pool) or pool
+
+    def under_ceiling(self, pool: list[dict]) -> list[dict]:
+        return [r for r in pool if self.loss_ceiling is None or r["eval_loss"] <= self.loss_ceiling]
 
     def cap(self) -> float | None:
         ppls = [r[PPL] for r in self.records if math.isfinite(r[PPL])]
@@ -74,7 +88,7 @@ class CheckpointSelector:
     def update(self, record: dict, step: int) -> bool:
         """Add one evaluation; return True when the choice is now this evaluation."""
         self.records.append({**record, "step": step})
-        pool = [r for r in self.records if self.eligible(r)]
+        pool = self.pool()
         best, self.rule = None, ""
         if pool and self.accuracy_rule_active() and self.cap() is not None:
             under = [r for r in pool if r[PPL] <= self.cap()]
@@ -100,9 +114,10 @@ class CheckpointSelector:
         return [best] + [r for r in near if r is not best]
 
     def candidates(self) -> set[int]:
-        """Steps that may still be chosen later (their weights must be kept)."""
+        """Steps that may still be chosen later (their weights must be kept). Once an evaluation is under the loss
+        ceiling, none over it can be chosen again; while none is, a later one under it wins without the past."""
         keep = {self.best_step} if self.best_step is not None else set()
-        pool = [r for r in self.records if self.eligible(r)]
+        pool = self.pool()
         if pool and self.tolerance > 0:  # a later best may pull an earlier, less-forgetting one back in
             low = min(r[self.metric] for r in pool)
             keep |= {r["step"] for r in pool if r.get("forgetting") is not None
@@ -110,7 +125,7 @@ class CheckpointSelector:
         if self.mode == "eval_loss":
             return keep  # a past non-best outside the tolerance can never win again
         cap = self.cap()
-        pool = [r for r in self.records if self.eligible(r) and cap is not None and r[PPL] <= cap]
+        pool = [r for r in pool if cap is not None and r[PPL] <= cap]
         for r in pool:
             dominated = any(s is not r and s[ACC] >= r[ACC] and s[PPL] <= r[PPL]
                             and (s[ACC] > r[ACC] or s[PPL] < r[PPL] or s["step"] < r["step"]) for s in pool)
@@ -126,13 +141,15 @@ class CheckpointSelector:
         r = self.best_record
         skipped = sum(not self.eligible(x) for x in self.records)
         budget = f"; {skipped} evaluations over the forgetting budget not considered" if skipped else ""
+        worse = len([x for x in self.records if self.eligible(x)]) - len(self.pool())
+        budget += f"; {worse} evaluations worse on validation than the start not considered" if worse else ""
         if self.rule == "accuracy":
             low = min((x for x in self.records if math.isfinite(x[PPL])), key=lambda x: x[PPL])
             why = "over-memorization flagged, so " if self.mode == "auto" else ""
             return (f"step {r['step']}: {why}best token accuracy {r[ACC]:.1%} with perplexity {r[PPL]:.3f} under the cap "
                     f"{self.cap():.3f} ({self.ppl_factor:g} x minimum {low[PPL]:.3f} at step {low['step']}){budget}")
         if self.rule == "least_forgetting":
-            low = min((x for x in self.records if self.eligible(x)), key=lambda x: x[self.metric])
+            low = min(self.pool(), key=lambda x: x[self.metric])
             return (f"step {r['step']}: least forgetting ({r['forgetting']:+.1%}) among evaluations within "
                     f"{self.tolerance:g} of the lowest {self.metric} {low[self.metric]:.4f} (step {low['step']}){budget}")
         return f"step {r['step']}: lowest {self.metric} {r[self.metric]:.4f}{budget}"
