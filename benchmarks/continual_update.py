@@ -75,6 +75,10 @@ NAME = "continual_update"
 # weight 1 published nothing (its best checkpoint's validation loss was worse than the parent's).
 # ``update-room3-unlikely-ceiling``: ``update-room3-unlikely`` again after the start's validation loss became a ceiling
 # on checkpoint selection instead of a veto after it (commit 2be0619): the same recipe, its own folders and rows.
+# ``update-stated`` and ``update-stated-unlikely``: the default update, without and with the unlikelihood term, after
+# the audit also retires earlier examples that state a replaced value in answer to another question (commit
+# 6d2d7fa; 5 of the demo's validation examples state old prices and hours): rows of ``update`` and ``update-unlikely``
+# were measured before it.
 # ROME (arXiv 2202.05262) traces factual recall to the MLPs of early-middle layers; SmolLM2-135M has 30 layers.
 MID_MLPS = "[" + ",".join(f"layers.{i}.mlp" for i in range(4, 16)) + "]"
 UPDATES = {"update": [], "update-1.5e-5": ["update.lr=1.5e-5"], "update-5e-5": ["update.lr=5e-5"],
@@ -89,7 +93,8 @@ UPDATES = {"update": [], "update-1.5e-5": ["update.lr=1.5e-5"], "update-5e-5": [
            "update-room3-unlikely": ["update.forgetting_room=0.03", "regularize.unlikelihood=1"],
            "update-unlikely": ["regularize.unlikelihood=1"],
            "update-room3-unlikely0.3": ["update.forgetting_room=0.03", "regularize.unlikelihood=0.3"],
-           "update-room3-unlikely-ceiling": ["update.forgetting_room=0.03", "regularize.unlikelihood=1"]}
+           "update-room3-unlikely-ceiling": ["update.forgetting_room=0.03", "regularize.unlikelihood=1"],
+           "update-stated": [], "update-stated-unlikely": ["regularize.unlikelihood=1"]}
 # version 1 of an arm, when it is not the shared ``v1``: (folder, recipe overrides)
 V1 = {"update-5e-5-reserve3": ("v1-reserve3", ["guards.forgetting_budget=0.07"])}
 ARMS = ("naive", "scratch", *UPDATES)

@@ -205,6 +205,23 @@ def test_conflicts_copies_and_leakage_between_old_and_new_are_found():
     assert "the new data disagrees with itself" in titles
 
 
+def test_an_earlier_answer_that_states_a_replaced_value_is_stale_too():
+    """A changed price stated in answer to another question teaches the old price as well."""
+    from smalltune.update.compare import compare
+
+    old = _ex([chat("How much does a cleaning cost?", "A cleaning costs $80.", id="o1"),
+               chat("What are your prices?", "A checkup is $60 and a cleaning $80.", id="o2"),  # states the old price
+               chat("How much is whitening?", "Whitening costs $800.", id="o3"),  # another value: not $80
+               chat("When do you open?", "We open at 8 am.", id="o4")], "old.jsonl")
+    new = _ex([chat("how much does a cleaning cost", "A cleaning costs $95.", id="n1")], "new.jsonl")
+    old_test = _ex([chat("Tell me the price of a cleaning and a checkup", "$80 and $60", id="t1"),
+                    chat("Is whitening expensive?", "It is $800.", id="t2")], "test.jsonl")
+    c = compare(old, new, old_test, [])
+    assert [e.id for e in c.stale] == ["o1", "o2"] and [e.id for e in c.stale_test] == ["t1"]
+    finding = next(f for f in c.findings if f.title == "earlier answers that state a replaced value")
+    assert {(p["id"], p["value"]) for p in finding.examples} == {("o2", "$80"), ("t1", "$80")}
+
+
 # --- the pointer ----------------------------------------------------------------------------------------
 def _fake_version(project: Path, name: str) -> Path:
     run = project / name

@@ -14,10 +14,19 @@ word-shingle Jaccard, MinHash/LSH candidates confirmed exactly), answers by thei
 * **leakage**: a test question (earlier or new) that the update's training data asks too, at the
   near-duplicate threshold; it would measure memory, so it leaves the test set.
 * the new data disagreeing with **itself** (same question, two answers): the later record wins.
+* **a replaced value stated elsewhere**: a changed answer replaces a value ("$95" -> "$110", "1 pm" -> "2 pm") that an
+  earlier example states in answer to *another* question. That example teaches the old fact too: it is stale like a
+  conflict's (a test question, too). Only values with a digit count (prices, hours, dates, numbers), matched as whole
+  values ("$95" not in "$950", "1 pm" not in "11 pm"), and not one the new answer itself still states. On the
+  continual-update benchmark, 5 of the demo's 56 validation examples stated changed prices and hours in other
+  questions, and each update that learned the change looked worse on them (benchmarks/README.md, "Unlikelihood on the
+  stale answers").
 """
 
 from __future__ import annotations
 
+import difflib
+import re
 from dataclasses import dataclass, field
 
 from ..audit.report import Finding
@@ -81,6 +90,35 @@ def _pointer(ex: Example, other: Example, sim: float, **extra) -> dict:
             "match": other.where, "similarity": round(sim, 3), **extra}
 
 
+def _word(w: str) -> str:
+    return w.rstrip(".,;:!?)")
+
+
+def replaced_values(old_answer: str, new_answer: str) -> list[str]:
+    """Values (with a digit) that ``new_answer`` replaces in ``old_answer``, with a unit word after a bare number.
+
+    >>> replaced_values("Open 9 am to 1 pm, cleaning $95.", "Open 9 am to 2 pm, cleaning $110.")
+    ['1 pm', '$95']
+    """
+    a, b = [_word(w) for w in old_answer.split()], [_word(w) for w in new_answer.split()]
+    out = []
+    for tag, i1, i2, _, _ in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
+        span = a[i1:i2]
+        if tag not in ("replace", "delete") or not any(ch.isdigit() for w in span for ch in w):
+            continue
+        if span[-1].isdigit() and i2 < len(a):  # "1" of "1 pm": the value is "1 pm"
+            span = span + [a[i2]]
+        value = " ".join(span)
+        if not _states(new_answer, value):
+            out.append(value)
+    return list(dict.fromkeys(out))
+
+
+def _states(text: str, value: str) -> bool:
+    """Whether ``text`` states ``value`` as a whole value ("$95" not inside "$950" or "$195")."""
+    return re.search(rf"(?<![\w$]){re.escape(value)}(?!\w|,\d)", " ".join(text.split())) is not None
+
+
 def compare(old: list[Example], new: list[Example], old_test: list[Example], new_test: list[Example],
             conflict_similarity: float = 0.9, duplicate_similarity: float = 0.8) -> Comparison:
     """Audit ``new`` training examples against the lineage's ``old`` examples and test sets.
@@ -129,9 +167,22 @@ def compare(old: list[Example], new: list[Example], old_test: list[Example], new
             stale.add(j)
             changed.append(_pointer(old[j], new_test[i], sim, old_answer=snippet(old[j].target),
                                     new_answer=snippet(new_test[i].target)))
+    trained = set(kept) - copy
+    # values a changed answer replaces, stated by earlier examples in answer to other questions: stale too
+    values = {v: new[i] for (i, j), sim in sorted(pairs.items()) if i in replacing & trained
+              and sim >= conflict_similarity and not _same_answer(new[i], old[j])
+              for v in replaced_values(old[j].target, new[i].target)}
+    stated, stated_t = [], set()
+    for items, done, found in ((old, stale, None), (old_test, set(), stated_t)):
+        for j, ex in enumerate(items):
+            hit = next((v for v in values if _states(ex.target, v)), None) if j not in done else None
+            if hit is None:
+                continue
+            (stale if found is None else found).add(j)
+            stated.append(_pointer(ex, values[hit], 1.0, value=hit, answer=snippet(ex.target),
+                                   test=found is not None))
     c.stale = [old[j] for j in sorted(stale)]
     c.copies = [new[i] for i in sorted(copy)]
-    trained = set(kept) - copy
     c.replacing = [new[i] for i in sorted(replacing & trained)]
 
     # test questions: stale (a changed answer) or leaked (the update trains on them)
@@ -153,6 +204,7 @@ def compare(old: list[Example], new: list[Example], old_test: list[Example], new
             if usable and sim >= duplicate_similarity and i not in leaked_new:
                 leaked_new.add(i)
                 leaks.append(_pointer(new_test[i], items[j], sim, test="new"))
+    stale_t |= stated_t
     stale_t -= leaked_old
     c.stale_test = [old_test[i] for i in sorted(stale_t)]
     c.leaked_test = [old_test[i] for i in sorted(leaked_old - stale_t)] + [new_test[i] for i in sorted(leaked_new)]
@@ -168,6 +220,12 @@ def compare(old: list[Example], new: list[Example], old_test: list[Example], new
                     "these earlier test questions now have another answer; they leave the test set, so the gate "
                     "does not punish the change (give new test questions for the new answers with --test)",
                     stale_tests[:MAX_EXAMPLES]))
+    if stated:
+        add(Finding("update", "warning", "earlier answers that state a replaced value", len(stated),
+                    "these earlier examples state a value a changed answer replaces (in answer to another question), "
+                    "so they teach the old fact too; they are treated as stale: left out of the replay, the "
+                    "validation and the gate's test set (check each; give corrected versions in the new data)",
+                    stated[:MAX_EXAMPLES]))
     if leaks:
         add(Finding("update", "warning", "test questions the update trains on", len(c.leaked_test),
                     "the update's training data asks these test questions (or close paraphrases), so they would "
@@ -185,7 +243,7 @@ def compare(old: list[Example], new: list[Example], old_test: list[Example], new
                     len({p["id"] for p in near}), "close paraphrases of earlier questions with the same answer: "
                     "harmless, and they weigh that fact more", near[:MAX_EXAMPLES]))
     c.stats = {"old": len(old), "new": len(new), "old_test": len(old_test), "new_test": len(new_test),
-               "stale": len(c.stale), "stale_test": len(c.stale_test), "leaked_test": len(c.leaked_test),
+               "stale": len(c.stale), "stale_test": len(c.stale_test), "stating_replaced_values": len(stated), "leaked_test": len(c.leaked_test),
                "copies": len(c.copies), "superseded": len(c.superseded), "near_duplicates": len({p["id"] for p in near}),
                "conflict_similarity": conflict_similarity, "duplicate_similarity": duplicate_similarity}
     return c
