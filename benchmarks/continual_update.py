@@ -77,7 +77,7 @@ NAME = "continual_update"
 # on checkpoint selection instead of a veto after it (commit 2be0619): the same recipe, its own folders and rows.
 # ``update-stated`` and ``update-stated-unlikely``: the default update, without and with the unlikelihood term, after
 # the audit also retires earlier examples that state a replaced value in answer to another question (commit
-# 6d2d7fa; 5 of the demo's validation examples state old prices and hours): rows of ``update`` and ``update-unlikely``
+# 9311610; 5 of the demo's validation examples state old prices and hours): rows of ``update`` and ``update-unlikely``
 # were measured before it.
 # ROME (arXiv 2202.05262) traces factual recall to the MLPs of early-middle layers; SmolLM2-135M has 30 layers.
 MID_MLPS = "[" + ",".join(f"layers.{i}.mlp" for i in range(4, 16)) + "]"
