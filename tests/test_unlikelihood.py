@@ -9,6 +9,7 @@ import torch
 
 from smalltune.data.example import Example
 from smalltune.data.tokenize import IGNORE, Tokenized
+from smalltune.errors import DataError
 from smalltune.train.regularize.unlikelihood import Unlikelihood, departures, stale_answers, stale_items, unlikelihood
 
 
@@ -30,6 +31,10 @@ def test_stale_answers_come_from_the_record_and_a_corrections_model_answer():
              model_answer="It is $80.")
     assert stale_answers(ex) == ["A cleaning costs $95.", "It is $80."]  # the new answer itself is not stale
     assert stale_answers(_ex("x", stale_answers="y")) == ["y"]
+    bad = _ex("x", stale_answers=[3])
+    bad.source, bad.line = "train.jsonl", 7
+    with pytest.raises(DataError, match="train.jsonl:7: stale_answers must be a string or a list of strings"):
+        stale_answers(bad)
 
 
 def test_the_stale_price_is_marked_at_its_first_differing_token(tokenizer):

@@ -16,6 +16,8 @@ Why: on the continual-update benchmark an update that changes facts spends the l
 10-20 steps while the parent's old value still wins most changed questions (benchmarks/README.md, "Continual
 updates"); the cross-entropy on the new answer raises it only indirectly against the old. Each micro-batch adds
 ``regularize.unlikelihood`` times the mean term over ``regularize.unlikelihood_batch`` stale answers, taken in turn.
+Measured there ("Unlikelihood on the stale answers"): where the update published a model, the new value won on 85%
+and 100% of the changed-fact questions (without: 33% and 11%; retraining from scratch: 70-81%).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import torch
 from ...data import Example
 from ...data.batching import collate
 from ...data.tokenize import IGNORE, tokenize_examples
+from ...errors import DataError
 from ..loss import batch_logits, keeps_logits, token_losses
 from . import REGULARIZERS, Regularizer
 
@@ -37,7 +40,10 @@ STALE_KEY = "stale_answers"  # a record's answers that this example's answer rep
 def stale_answers(ex: Example) -> list[str]:
     """The answers ``ex`` replaces: its ``stale_answers`` and, for a correction, the ``model_answer``."""
     given = ex.meta.get(STALE_KEY) or []
-    out = [given] if isinstance(given, str) else list(given)
+    out = [given] if isinstance(given, str) else given
+    if not isinstance(out, list) or not all(isinstance(a, str) for a in out):
+        raise DataError(ex.source, ex.line, f"{STALE_KEY} must be a string or a list of strings")
+    out = list(out)
     if ex.meta.get("model_answer"):
         out.append(ex.meta["model_answer"])
     return [a for a in dict.fromkeys(out) if a.strip() and a.strip() != ex.target.strip()]
