@@ -336,4 +336,4 @@ def _print_plan(c: Comparison, record: VersionRecord, out: Path) -> None:
                      "README.md, 'Continual updates'); where the change matters, retrain: smalltune train on "
                      f"{out / POOL}, every example the lineage now holds true. To try in an update: "
                      "regularize.unlikelihood=1 update.forgetting_room=0.03 (the new value won on 59-100% of the "
-                     "questions in the 3 of 7 benchmark runs whose update published a model)")
+                     "questions in the 3 of 8 benchmark runs whose update published a model)")
