@@ -119,6 +119,16 @@ def _states(text: str, value: str) -> bool:
     return re.search(rf"(?<![\w$]){re.escape(value)}(?!\w|,\d)", " ".join(text.split())) is not None
 
 
+def _stating(items: list[Example], values: dict, skip=()) -> dict[int, str]:
+    """Index -> the first of ``values`` each example's answer states (those in ``skip`` left alone)."""
+    found = {}
+    for j, ex in enumerate(items):
+        hit = next((v for v in values if _states(ex.target, v)), None) if j not in skip else None
+        if hit is not None:
+            found[j] = hit
+    return found
+
+
 def compare(old: list[Example], new: list[Example], old_test: list[Example], new_test: list[Example],
             conflict_similarity: float = 0.9, duplicate_similarity: float = 0.8) -> Comparison:
     """Audit ``new`` training examples against the lineage's ``old`` examples and test sets.
@@ -168,22 +178,16 @@ def compare(old: list[Example], new: list[Example], old_test: list[Example], new
             changed.append(_pointer(old[j], new_test[i], sim, old_answer=snippet(old[j].target),
                                     new_answer=snippet(new_test[i].target)))
     trained = set(kept) - copy
+    c.replacing = [new[i] for i in sorted(replacing & trained)]
     # values a changed answer replaces, stated by earlier examples in answer to other questions: stale too
-    values = {v: new[i] for (i, j), sim in sorted(pairs.items()) if i in replacing & trained
-              and sim >= conflict_similarity and not _same_answer(new[i], old[j])
-              for v in replaced_values(old[j].target, new[i].target)}
-    stated, stated_t = [], set()
-    for items, done, found in ((old, stale, None), (old_test, set(), stated_t)):
-        for j, ex in enumerate(items):
-            hit = next((v for v in values if _states(ex.target, v)), None) if j not in done else None
-            if hit is None:
-                continue
-            (stale if found is None else found).add(j)
-            stated.append(_pointer(ex, values[hit], 1.0, value=hit, answer=snippet(ex.target),
-                                   test=found is not None))
+    values = {v: ex for ex in c.replacing for answer in c.stale_answers[ex.id]
+              for v in replaced_values(answer, ex.target)}
+    stated_train, stated_t = _stating(old, values, skip=stale), _stating(old_test, values)
+    stale |= set(stated_train)
+    stated = [_pointer(items[j], values[v], 1.0, value=v, answer=snippet(items[j].target), test=items is old_test)
+              for items, found in ((old, stated_train), (old_test, stated_t)) for j, v in found.items()]
     c.stale = [old[j] for j in sorted(stale)]
     c.copies = [new[i] for i in sorted(copy)]
-    c.replacing = [new[i] for i in sorted(replacing & trained)]
 
     # test questions: stale (a changed answer) or leaked (the update trains on them)
     stale_t, leaked_old, leaked_new = set(), set(), set()
@@ -204,7 +208,7 @@ def compare(old: list[Example], new: list[Example], old_test: list[Example], new
             if usable and sim >= duplicate_similarity and i not in leaked_new:
                 leaked_new.add(i)
                 leaks.append(_pointer(new_test[i], items[j], sim, test="new"))
-    stale_t |= stated_t
+    stale_t |= set(stated_t)
     stale_t -= leaked_old
     c.stale_test = [old_test[i] for i in sorted(stale_t)]
     c.leaked_test = [old_test[i] for i in sorted(leaked_old - stale_t)] + [new_test[i] for i in sorted(leaked_new)]
@@ -243,7 +247,8 @@ def compare(old: list[Example], new: list[Example], old_test: list[Example], new
                     len({p["id"] for p in near}), "close paraphrases of earlier questions with the same answer: "
                     "harmless, and they weigh that fact more", near[:MAX_EXAMPLES]))
     c.stats = {"old": len(old), "new": len(new), "old_test": len(old_test), "new_test": len(new_test),
-               "stale": len(c.stale), "stale_test": len(c.stale_test), "stating_replaced_values": len(stated), "leaked_test": len(c.leaked_test),
+               "stale": len(c.stale), "stale_test": len(c.stale_test), "stating_replaced_values": len(stated),
+               "leaked_test": len(c.leaked_test),
                "copies": len(c.copies), "superseded": len(c.superseded), "near_duplicates": len({p["id"] for p in near}),
                "conflict_similarity": conflict_similarity, "duplicate_similarity": duplicate_similarity}
     return c
