@@ -254,6 +254,10 @@ class UpdateSection:
     changed_repeats: int = option(
         1, "times per epoch an update trains each new example that changes an earlier answer (1 = as often as the "
         "other examples; more weighs the new answer against the old one the parent learned)", positive)
+    validation_slack: float | None = option(
+        0.02, "validation loss (nats) an update's checkpoint may lose against its parent and still be chosen and "
+        "published; empty = no limit: the regression gate alone judges the version against its parent "
+        "(benchmarks/README.md, 'The gate instead of the validation ceiling')", non_negative)
     conflict_similarity: float = option(
         0.9, "prompts this similar (word-shingle Jaccard) ask the same question: different answers conflict and "
         "the new one wins", lambda v: None if 0 < v <= 1 else f"must be in (0, 1], got {v}")

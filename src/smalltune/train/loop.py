@@ -173,7 +173,8 @@ def fit(parts: Parts, data: PreparedData, run: RunDir, resume: bool = False, pro
         log({"type": "event", "event": "start", "step": 0, "total_steps": p.total_steps, "eval_every": p.eval_every,
              "steps_per_epoch": p.steps_per_epoch, "processes": acc.num_processes, **data.counts(),
              "regularizers": regularizers, "precision": precision.to_dict(), **info, "base_eval": state.base_eval})
-    selector.loss_ceiling = _start_ceiling(recipe, state.base_eval)  # chosen from what is no worse than the start
+    # chosen from what is no worse than the start (an update: than its parent, within update.validation_slack)
+    selector.loss_ceiling = _start_ceiling(recipe, state.base_eval, bool(p.started_from))
 
     def note(event: GuardEvent) -> None:
         state.note(event)
@@ -353,10 +354,15 @@ def _untrained_metrics(p: Parts, validation_metrics) -> dict:
         return validation_metrics()
 
 
-def _start_ceiling(recipe, base_eval: dict | None) -> float | None:
+def _start_ceiling(recipe, base_eval: dict | None, started_from: bool) -> float | None:
     """The validation loss a published checkpoint may reach: where the run started, plus noise (a near-untrained
-    adapter, LoRA starting as the base, may differ in the 4th decimal)."""
-    return base_eval["eval_loss"] + max(recipe.early_stopping.min_delta, WORSE_THAN_BASE_SLACK) if base_eval else None
+    adapter, LoRA starting as the base, may differ in the 4th decimal). A run from a parent's weights (an update)
+    has ``update.validation_slack`` instead, or no ceiling where that is empty: its regression gate judges it."""
+    if not base_eval:
+        return None
+    slack = recipe.update.validation_slack if started_from else max(recipe.early_stopping.min_delta,
+                                                                     WORSE_THAN_BASE_SLACK)
+    return None if slack is None else base_eval["eval_loss"] + slack
 
 
 def _publishable(run: RunDir, p: Parts, selector, state: LoopState) -> tuple[bool, str]:
@@ -364,7 +370,7 @@ def _publishable(run: RunDir, p: Parts, selector, state: LoopState) -> tuple[boo
     chosen = restore_best(run, p.method, p.unwrapped, selector)
     if not chosen and state.stop_reason in UNSAFE_STOPS:
         return False, f"no checkpoint passed the guards, so no {p.method.artifact}/ was written"
-    best, base, ceiling = selector.best_record, state.base_eval, _start_ceiling(p.recipe, state.base_eval)
+    best, base, ceiling = selector.best_record, state.base_eval, selector.loss_ceiling
     if chosen and best and ceiling is not None and best["eval_loss"] > ceiling:  # no evaluation was under it
         return False, (f"the best checkpoint (step {selector.best_step}, validation loss {best['eval_loss']:.3f}) is "
                        f"worse than {'the weights it started from' if p.started_from else 'the base model'} "
