@@ -114,3 +114,19 @@ def make_recipe(tmp_path, tiny_model_dir, toy_data):
         return recipe_from_dict(raw, [f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in overrides.items()])
 
     return build
+
+
+def crash_at_call(monkeypatch, n: int):
+    """Make the n-th loss computation from now raise, as if the process were killed mid-step."""
+    from smalltune.train import loop
+
+    real, calls = loop.causal_lm_loss, {"n": 0}
+
+    def crash(*args):
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(loop, "causal_lm_loss", crash)
+    return lambda: monkeypatch.setattr(loop, "causal_lm_loss", real)

@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import crash_at_call
 from smalltune import train
 from smalltune.data.example import Example
 from smalltune.data.tokenize import Tokenized
@@ -208,24 +209,15 @@ def test_each_regularizer_trains_the_tiny_model(make_recipe, setting):
 def test_resume_with_regularizers_matches_uninterrupted_run(make_recipe, tmp_path, monkeypatch):
     from safetensors.torch import load_file
 
-    from smalltune.train import loop
 
     common = {"train.max_steps": 6, "eval.every_steps": 2, "early_stopping.enabled": False,
               "regularize.sam_rho": 0.05, "regularize.ewc_lambda": 1e4, "regularize.neftune_alpha": 5.0}
     clean = train(make_recipe(**common, output_dir=str(tmp_path / "clean")), progress=False)
 
-    real_loss, calls = loop.causal_lm_loss, {"n": 0}
-
-    def crash(*args):
-        calls["n"] += 1
-        if calls["n"] == 10:  # SAM: two calls per step, so this is step 5
-            raise KeyboardInterrupt
-        return real_loss(*args)
-
-    monkeypatch.setattr(loop, "causal_lm_loss", crash)
+    restore = crash_at_call(monkeypatch, 10)  # SAM: two calls per step, so this is step 5
     with pytest.raises(KeyboardInterrupt):
         train(make_recipe(**common, output_dir=str(tmp_path / "crashed")), progress=False)
-    monkeypatch.setattr(loop, "causal_lm_loss", real_loss)
+    restore()
     resumed = train(make_recipe(**common, output_dir=str(tmp_path / "crashed")), resume=True, progress=False)
     assert resumed.steps == 6
     a = load_file(str(RunDir(clean.run_dir).adapter / "adapter_model.safetensors"))

@@ -10,6 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from conftest import crash_at_call
 from smalltune import train
 from smalltune.rundir import RunDir
 
@@ -19,22 +20,6 @@ COMMON = {"train.max_steps": 20, "eval.every_steps": 2, "early_stopping.enabled"
 
 def adapter(run_dir) -> dict:
     return load_file(str(RunDir(run_dir).adapter / "adapter_model.safetensors"))
-
-
-def crash_at_call(monkeypatch, n: int):
-    """Make the n-th loss computation from now raise, as if the process were killed mid-step."""
-    from smalltune.train import loop
-
-    real, calls = loop.causal_lm_loss, {"n": 0}
-
-    def crash(*args):
-        calls["n"] += 1
-        if calls["n"] == n:
-            raise KeyboardInterrupt
-        return real(*args)
-
-    monkeypatch.setattr(loop, "causal_lm_loss", crash)
-    return lambda: monkeypatch.setattr(loop, "causal_lm_loss", real)
 
 
 def test_killed_three_times_across_epochs_resumes_bitwise(make_recipe, tmp_path, monkeypatch):

@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from conftest import crash_at_call
 from smalltune.data.example import Example
 from smalltune.data.tokenize import IGNORE, Tokenized
 from smalltune.errors import DataError
@@ -86,7 +87,6 @@ def test_a_resumed_run_continues_the_stale_answers_where_it_stopped(make_recipe,
     from conftest import toy_records, write_jsonl
     from smalltune import train
     from smalltune.rundir import RunDir
-    from smalltune.train import loop
 
     records = toy_records()
     for r in records[1::3]:  # the price questions: earlier prices each
@@ -101,18 +101,10 @@ def test_a_resumed_run_continues_the_stale_answers_where_it_stopped(make_recipe,
     n = start.extra["unlikelihood_answers"]
     assert n > 0 and start.extra["unlikelihood_tokens"] == 2 * n  # two changed prices in each
 
-    real_loss, calls = loop.causal_lm_loss, {"n": 0}
-
-    def crash(*args):
-        calls["n"] += 1
-        if calls["n"] == 5:
-            raise KeyboardInterrupt
-        return real_loss(*args)
-
-    monkeypatch.setattr(loop, "causal_lm_loss", crash)
+    restore = crash_at_call(monkeypatch, 5)
     with pytest.raises(KeyboardInterrupt):
         train(make_recipe(**common, output_dir=str(tmp_path / "crashed")), progress=False)
-    monkeypatch.setattr(loop, "causal_lm_loss", real_loss)
+    restore()
     resumed = train(make_recipe(**common, output_dir=str(tmp_path / "crashed")), resume=True, progress=False)
     a = load_file(str(RunDir(clean.run_dir).adapter / "adapter_model.safetensors"))
     b = load_file(str(RunDir(resumed.run_dir).adapter / "adapter_model.safetensors"))

@@ -312,6 +312,22 @@ def test_an_updates_forgetting_budget_is_the_lineages_or_its_parents_spend_plus_
     assert budget["parent_spent"] == spent and budget["lineage"] == (override or 0.10)
 
 
+@pytest.mark.parametrize("slack, started_from, expected", [
+    (0.02, False, 2.02),  # a fresh run: the base's loss plus early_stopping.min_delta (0.02)
+    (0.05, False, 2.02),  # ... whatever update.validation_slack says
+    (0.05, True, 2.05),   # an update: its parent's loss plus update.validation_slack
+    (None, True, None),   # empty: no ceiling, the regression gate judges the version
+])
+def test_an_updates_validation_ceiling_is_its_parents_loss_plus_update_validation_slack(slack, started_from, expected):
+    from smalltune.train.loop import _start_ceiling
+
+    recipe = recipe_from_dict(_raw("m", "train.jsonl", "out", **{"update.validation_slack": slack,
+                                                                  "early_stopping.min_delta": 0.02}))
+    ceiling = _start_ceiling(recipe, {"eval_loss": 2.0}, started_from)
+    assert ceiling == (None if expected is None else pytest.approx(expected))
+    assert _start_ceiling(recipe, None, started_from) is None  # no start measured: nothing to compare with
+
+
 # --- update end to end: a harmless update is promoted, a planted regression refused ---------------------------
 def test_a_harmless_update_is_promoted_with_its_lineage(first, tmp_path):
     from smalltune.update import list_versions, update
