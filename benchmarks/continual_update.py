@@ -97,7 +97,9 @@ UPDATES = {"update": [], "update-1.5e-5": ["update.lr=1.5e-5"], "update-5e-5": [
            "update-stated": [], "update-stated-unlikely": ["regularize.unlikelihood=1"],
            # no validation ceiling: the regression gate alone judges the version against its parent
            "update-gate": ["update.validation_slack="],
-           "update-gate-unlikely": ["update.validation_slack=", "regularize.unlikelihood=1"]}
+           "update-gate-unlikely": ["update.validation_slack=", "regularize.unlikelihood=1"],
+           "update-gate-room3-unlikely": ["update.validation_slack=", "regularize.unlikelihood=1",
+                                          "update.forgetting_room=0.03"]}
 # version 1 of an arm, when it is not the shared ``v1``: (folder, recipe overrides)
 V1 = {"update-5e-5-reserve3": ("v1-reserve3", ["guards.forgetting_budget=0.07"])}
 ARMS = ("naive", "scratch", *UPDATES)
