@@ -288,6 +288,20 @@ def test_the_update_rate_stays_the_same_from_version_to_version(tmp_path):
     assert parent.train.lr == 1e-4 and parent.update.lr is None  # the parent's recipe is not changed
 
 
+@pytest.mark.parametrize("given, expected", [
+    ({}, 1.0),                                 # update.unlikelihood, on by default in updates
+    ({"regularize.unlikelihood": 0.3}, 0.3),   # the recipe's own weight is kept
+    ({"update.unlikelihood": 0}, 0.0),         # off
+])
+def test_an_update_pushes_down_the_answers_it_replaces_unless_told_not_to(tmp_path, given, expected):
+    from smalltune.update.runner import update_recipe
+
+    parent = recipe_from_dict(_raw("m", "train.jsonl", tmp_path / "v1", **given))
+    v2 = update_recipe(parent, tmp_path / "v2", {"train": "t.jsonl", "validation": "v.jsonl"}, 1e-4)
+    assert v2.regularize.unlikelihood == expected
+    assert parent.regularize.unlikelihood == given.get("regularize.unlikelihood", 0.0)  # a fresh run: off
+
+
 @pytest.mark.parametrize("room, spent, override, expected", [
     (0.0, 0.095, None, 0.10),   # no room: the lineage's budget, whatever the parent spent
     (0.03, 0.095, None, 0.125),  # room beyond what the parent spent
@@ -370,9 +384,9 @@ def test_an_example_that_changes_an_earlier_answer_trains_changed_repeats_times(
     new = write_jsonl(tmp_path / "prices.jsonl", [chat("What are your prices?", changed, id="p1", category="prices"),
                                                   chat("Do you see children?", "Yes, from age 3.", id="k1")])
     update(first, new, caps=CAPS, progress=False, verbose=True, force=True, output_dir=tmp_path / "v2",
-           overrides=["update.changed_repeats=3", "train.max_steps=1", "regularize.unlikelihood=1", *FAST])
+           overrides=["update.changed_repeats=3", "train.max_steps=1", *FAST])  # unlikelihood: on by default
     said = " ".join("".join(capsys.readouterr()).split())
-    assert "1 new example(s) change earlier answers" in said and "retrain" in said  # the evidence says so
+    assert "1 new example(s) change earlier answers" in said and "pushed down" in said and "retrain" in said
     trained = [json.loads(x) for x in (tmp_path / "v2" / "data" / "train.jsonl").read_text().splitlines()]
     assert sorted(r["id"] for r in trained if r["id"].startswith(("p1", "k1"))) == ["k1", "p1", "p1#2", "p1#3"]
     assert [r["messages"][-1]["content"] for r in trained if r["id"].startswith("p1")] == [changed] * 3

@@ -247,6 +247,10 @@ class UpdateSection:
         "a seeded sample stratified by category", lambda v: None if 0 <= v <= 1 else f"must be in [0, 1], got {v}")
     general_replay: float = option(
         0.1, "regularize.replay_ratio of update runs whose parent replayed no general text", fraction)
+    unlikelihood: float = option(
+        1.0, "regularize.unlikelihood of update runs whose recipe gives none: the answers a changed example replaces "
+        "are pushed down (benchmarks/README.md, 'The gate instead of the validation ceiling': the new value preferred on "
+        "70-100% of changed questions, retraining 70-81%; without it 4-52%); 0 = off", non_negative)
     forgetting_room: float = option(
         0.0, "room each update has under guards.forgetting_budget beyond what its parent spent: the update's budget is "
         "the larger of the lineage's and the parent's forgetting + this (0.03 = 3 points); 0 = the lineage's budget "
@@ -255,7 +259,7 @@ class UpdateSection:
         1, "times per epoch an update trains each new example that changes an earlier answer (1 = as often as the "
         "other examples; more weighs the new answer against the old one the parent learned)", positive)
     validation_slack: float | None = option(
-        0.02, "validation loss (nats) an update's checkpoint may lose against its parent and still be chosen and "
+        None, "validation loss (nats) an update's checkpoint may lose against its parent and still be chosen and "
         "published; empty = no limit: the regression gate alone judges the version against its parent "
         "(benchmarks/README.md, 'The gate instead of the validation ceiling')", non_negative)
     conflict_similarity: float = option(
