@@ -209,7 +209,6 @@ def test_each_regularizer_trains_the_tiny_model(make_recipe, setting):
 def test_resume_with_regularizers_matches_uninterrupted_run(make_recipe, tmp_path, monkeypatch):
     from safetensors.torch import load_file
 
-
     common = {"train.max_steps": 6, "eval.every_steps": 2, "early_stopping.enabled": False,
               "regularize.sam_rho": 0.05, "regularize.ewc_lambda": 1e4, "regularize.neftune_alpha": 5.0}
     clean = train(make_recipe(**common, output_dir=str(tmp_path / "clean")), progress=False)

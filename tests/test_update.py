@@ -288,18 +288,24 @@ def test_the_update_rate_stays_the_same_from_version_to_version(tmp_path):
     assert parent.train.lr == 1e-4 and parent.update.lr is None  # the parent's recipe is not changed
 
 
-@pytest.mark.parametrize("given, expected", [
-    ({}, 1.0),                                 # update.unlikelihood, on by default in updates
-    ({"regularize.unlikelihood": 0.3}, 0.3),   # the recipe's own weight is kept
-    ({"update.unlikelihood": 0}, 0.0),         # off
+@pytest.mark.parametrize("overrides, expected", [
+    ([], 1.0),                                # update.unlikelihood, on by default in updates
+    (["regularize.unlikelihood=0.3"], 0.3),   # a weight given to the update is kept
+    (["update.unlikelihood=0"], 0.0),         # off
 ])
-def test_an_update_pushes_down_the_answers_it_replaces_unless_told_not_to(tmp_path, given, expected):
+def test_an_update_pushes_down_the_answers_it_replaces_unless_told_not_to(tmp_path, overrides, expected):
     from smalltune.update.runner import update_recipe
 
-    parent = recipe_from_dict(_raw("m", "train.jsonl", tmp_path / "v1", **given))
-    v2 = update_recipe(parent, tmp_path / "v2", {"train": "t.jsonl", "validation": "v.jsonl"}, 1e-4)
+    files = {"train": "t.jsonl", "validation": "v.jsonl"}
+    parent = recipe_from_dict(_raw("m", "train.jsonl", tmp_path / "v1"), overrides)
+    assert parent.regularize.unlikelihood == (0.3 if "0.3" in str(overrides) else 0.0)  # a fresh run: off
+    v2 = update_recipe(parent, tmp_path / "v2", files, 1e-4, overrides)
     assert v2.regularize.unlikelihood == expected
-    assert parent.regularize.unlikelihood == given.get("regularize.unlikelihood", 0.0)  # a fresh run: off
+    # the next version: its parent's recipe holds the weight v2 had, but the update's own setting decides
+    off = ["update.unlikelihood=0"]
+    parent_v2 = recipe_from_dict(_raw("m", "train.jsonl", tmp_path / "v2", **{"regularize.unlikelihood": 1.0}), off)
+    v3 = update_recipe(parent_v2, tmp_path / "v3", files, 1e-4, off)
+    assert v3.regularize.unlikelihood == 0.0
 
 
 @pytest.mark.parametrize("room, spent, override, expected", [

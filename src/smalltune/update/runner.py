@@ -79,8 +79,19 @@ def _next_dir(parent: Path, record: VersionRecord) -> Path:
     return out
 
 
-def update_recipe(parent_recipe, out: Path, files: dict, lr: float):
-    """The new version's recipe: the parent's, with the update's data files, learning rate and replay."""
+def _given(overrides, key: str) -> bool:
+    """Whether ``key`` (``guards.forgetting_budget``) is set by one of the update's command-line overrides."""
+    from ..recipe.load import parse_override
+
+    return any(parse_override(str(o))[0] == key.split(".") for o in overrides)
+
+
+def update_recipe(parent_recipe, out: Path, files: dict, lr: float, overrides=()):
+    """The new version's recipe: the parent's, with the update's data files, learning rate and replay.
+
+    Its unlikelihood weight is ``update.unlikelihood`` unless ``regularize.unlikelihood`` is given to this update:
+    not the parent's, which an earlier update set the same way (so ``update.unlikelihood=0`` turns it off in any
+    version)."""
     recipe = copy.deepcopy(parent_recipe)
     recipe.name, recipe.output_dir = out.name, str(out)
     recipe.data.train, recipe.data.validation = str(files["train"]), str(files["validation"])
@@ -91,7 +102,7 @@ def update_recipe(parent_recipe, out: Path, files: dict, lr: float):
     recipe.train.lr = recipe.update.lr = lr
     if not recipe.regularize.replay_ratio:
         recipe.regularize.replay_ratio = recipe.update.general_replay
-    if not recipe.regularize.unlikelihood:  # acts only on examples that replace an earlier answer
+    if not _given(overrides, "regularize.unlikelihood"):  # acts only on examples that replace an earlier answer
         recipe.regularize.unlikelihood = recipe.update.unlikelihood
     return recipe
 
@@ -102,11 +113,8 @@ def update_budget(recipe, parent: RunDir, parent_record: VersionRecord, override
     room when that is larger. Without room a first version that spent most of the budget leaves its updates none
     (benchmarks/README.md, continual updates: second updates stopped at their first evaluation); with it the
     lineage may drift past the budget by at most the room per version, and the gate still bounds each step."""
-    from ..recipe.load import parse_override
-
     lineage, room = recipe.guards.forgetting_budget, recipe.update.forgetting_room
-    given = any(parse_override(str(o))[0] == ["guards", "forgetting_budget"] for o in overrides)
-    if parent_record.forgetting_budget and not given:  # the parent's recipe holds its own budget, room included
+    if parent_record.forgetting_budget and not _given(overrides, "guards.forgetting_budget"):  # the parent's recipe holds its own budget, room included
         lineage = parent_record.forgetting_budget["lineage"]
     if lineage is None:
         return None
@@ -214,7 +222,7 @@ def update(run_dir, new_data, test=None, force: bool = False, output_dir=None, o
                                     *_tag(new_val, "validation")])
         write_examples(data / "added.jsonl", trained_new)
         write_examples(data / "added_test.jsonl", added_test)
-        recipe = update_recipe(parent_recipe, out, files, update_lr(parent_recipe))
+        recipe = update_recipe(parent_recipe, out, files, update_lr(parent_recipe), overrides)
         budget = update_budget(parent_recipe, parent, parent_record, overrides)
         if budget:
             recipe.guards.forgetting_budget = budget["budget"]

@@ -10,8 +10,9 @@ Three rules (``guards.selection``):
 
 With a forgetting budget whose action is ``stop``, only evaluations within the budget count. With a
 ``loss_ceiling`` (the loop sets the start's validation loss plus a slack: nothing worse than where the run started
-is published; an update has none unless ``update.validation_slack`` is set, its gate judges it), the evaluations under it are chosen from whenever there are any; only when none is does the rule
-pick among all, and the loop then publishes nothing. Before, the rule chose first and the ceiling vetoed after: an
+is published; an update has none unless ``update.validation_slack`` is set: its gate judges it), the evaluations
+under it are chosen from whenever there are any; only when none is does the rule pick among all, and the loop then
+publishes nothing. Before, the rule chose first and the ceiling vetoed after: an
 update whose most accurate checkpoint was over the ceiling published nothing although an earlier one was under it
 (benchmarks/README.md, "Unlikelihood on the stale answers", seed 1).
 
