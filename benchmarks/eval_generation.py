@@ -36,10 +36,6 @@ def main() -> None:
     ap.add_argument("--drop-finished", action="store_true",
                     help="instead: finished rows leave the batch vs model.generate, on the demo's training and "
                     "test questions (answers of 10-90 tokens, as the task, robustness and memorization probes ask)")
-    ap.add_argument("--group-by-limit", action="store_true",
-                    help="instead: batches of similar answer caps vs batches by prompt length, on the demo's training "
-                    "and test questions, each capped at twice its reference answer plus 8 tokens (the task probe's "
-                    "rule) within --max-new-tokens")
     ap.add_argument("--batch-sizes", type=int, nargs="+",
                     help="instead: these generation batch sizes against one another, alternating, on the demo's "
                     "training and test questions")
@@ -51,8 +47,6 @@ def main() -> None:
         return alternate(args, "share_prefix", general_prompts(args))
     if args.drop_finished:
         return alternate(args, "drop_finished", demo_prompts(args))
-    if args.group_by_limit:
-        return alternate(args, "group_by_limit", demo_prompts(args), demo_limits(args))
 
     import torch
 
@@ -108,19 +102,7 @@ def demo_prompts(args) -> list[str]:
     return [render(tok, ex.prompt(system), add_generation_prompt=True) for ex in examples[: args.n]]
 
 
-def demo_limits(args) -> list[int]:
-    """New tokens per demo prompt (as :func:`demo_prompts` orders them): twice the reference answer's plus 8."""
-    from smalltune.data import load_examples
-    from smalltune.models import load_tokenizer
-
-    tok = load_tokenizer(args.model)
-    demo = Path(__file__).resolve().parents[1] / "examples" / "dental"
-    examples = load_examples(demo / "train.jsonl") + load_examples(demo / "test.jsonl")
-    return [min(2 * len(tok(ex.target, add_special_tokens=False).input_ids) + 8, args.max_new_tokens)
-            for ex in examples[: args.n]]
-
-
-def alternate(args, setting: str, prompts: list[str], limits: list[int] | None = None) -> None:
+def alternate(args, setting: str, prompts: list[str]) -> None:
     """The prompts answered with ``setting`` on and off, alternating (on, off, off, on), in one process."""
     import torch
 
@@ -134,12 +116,11 @@ def alternate(args, setting: str, prompts: list[str], limits: list[int] | None =
         for on in ((True, False) if rnd == 0 else (False, True)):
             t = time.perf_counter()
             answers[on] = generate_text(model, tok, prompts, GenerationSettings(
-                max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, **{setting: on}), limits=limits)
+                max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, **{setting: on}))
             times[on].append(round(time.perf_counter() - t, 2))
     lengths = [len(tok(a, add_special_tokens=False).input_ids) for a in answers[True]]
     print(json.dumps({
         "setting": setting, "prompts": len(prompts), "max_new_tokens": args.max_new_tokens,
-        "machine": __import__("_evidence").machine(),
         "batch_size": args.batch_size, "threads": torch.get_num_threads(), "answer_tokens_mean": round(
             sum(lengths) / len(lengths), 1), "answer_tokens_max": max(lengths), f"{setting}_s": times[True],
         "without_s": times[False], "speedup": round(min(times[False]) / min(times[True]), 2),

@@ -29,7 +29,6 @@ class GenerationSettings:
     seed: int = 0  # sampling only: the draws of each batch are seeded (the global RNG is left untouched)
     share_prefix: bool = True  # run a batch's common opening once (same answers; False: plain left padding)
     drop_finished: bool = True  # greedy: a row leaves the batch when it ends (same answers; False: model.generate)
-    group_by_limit: bool = True  # batch rows of similar answer caps together (same answers; False: by prompt length)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -61,10 +60,7 @@ def generate_text(model, tokenizer, prompts: list[str], settings: GenerationSett
     s = settings or GenerationSettings()
     limits = list(limits) if limits is not None else [s.max_new_tokens] * len(prompts)
     ids = [tokenizer(p, add_special_tokens=False).input_ids for p in prompts]
-    # Rows with similar caps share a batch, then similar prompt lengths (less padding): a batch decodes until its
-    # longest answer ends, and a row that stops early leaves fewer rows to share each later step's fixed costs
-    # (benchmarks/README.md, "Batches of similar answer caps").
-    order = sorted(range(len(prompts)), key=lambda i: (limits[i] if s.group_by_limit else 0, len(ids[i])))
+    order = sorted(range(len(prompts)), key=lambda i: len(ids[i]))  # similar lengths, less padding
     answers: list[str] = [""] * len(prompts)
     was_training = model.training
     model.eval()
