@@ -347,7 +347,7 @@ def _print_plan(c: Comparison, record: VersionRecord, out: Path, unlikelihood: f
     if unlikelihood:
         console.warn(f"{a['changed']} new example(s) change earlier answers; the answers they replace are pushed down "
                      "(regularize.unlikelihood). On the demo such updates then gave the new value as often as "
-                     "retraining from the base, and the gate refused 2 of 3 of them for a loss on earlier facts: if "
+                     "retraining from the base, and the gate refused 2 of 4 of them for a loss on earlier facts: if "
                      f"it refuses this one, judge the regressed metric and --force, {retrain}")
     else:
         console.warn(f"{a['changed']} new example(s) change earlier answers and regularize.unlikelihood is off: on the "
