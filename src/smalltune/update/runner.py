@@ -114,7 +114,8 @@ def update_budget(recipe, parent: RunDir, parent_record: VersionRecord, override
     (benchmarks/README.md, continual updates: second updates stopped at their first evaluation); with it the
     lineage may drift past the budget by at most the room per version, and the gate still bounds each step."""
     lineage, room = recipe.guards.forgetting_budget, recipe.update.forgetting_room
-    if parent_record.forgetting_budget and not _given(overrides, "guards.forgetting_budget"):  # the parent's recipe holds its own budget, room included
+    # the parent's recipe holds its own budget, room included: the lineage's is in its version record
+    if parent_record.forgetting_budget and not _given(overrides, "guards.forgetting_budget"):
         lineage = parent_record.forgetting_budget["lineage"]
     if lineage is None:
         return None
@@ -342,7 +343,7 @@ def _print_plan(c: Comparison, record: VersionRecord, out: Path, unlikelihood: f
         (console.warn if f.severity != "info" else console.info)(f"{f.title}: {f.count}")
     if not a["changed"]:
         return
-    # the numbers: benchmarks/README.md, "The gate instead of the validation ceiling" (3 seeds of the demo)
+    # the numbers: benchmarks/README.md, "The gate instead of the validation ceiling" (4 seeds of the demo)
     retrain = f"or retrain: smalltune train on {out / POOL}, every example the lineage now holds true"
     if unlikelihood:
         console.warn(f"{a['changed']} new example(s) change earlier answers; the answers they replace are pushed down "
@@ -351,5 +352,5 @@ def _print_plan(c: Comparison, record: VersionRecord, out: Path, unlikelihood: f
                      f"it refuses this one, judge the regressed metric and --force, {retrain}")
     else:
         console.warn(f"{a['changed']} new example(s) change earlier answers and regularize.unlikelihood is off: on the "
-                     "demo such updates preferred the new value on 4-52% of the questions, retraining on 70-81%; "
+                     "demo such updates preferred the new value on 4-52% of the questions, retraining on 70-89%; "
                      f"turn it on (update.unlikelihood=1) {retrain}")
