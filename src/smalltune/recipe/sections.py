@@ -250,7 +250,7 @@ class UpdateSection:
     unlikelihood: float = option(
         1.0, "regularize.unlikelihood of update runs (unless the update is given one): the answers a changed example "
         "replaces are pushed down (benchmarks/README.md, 'The gate instead of the validation ceiling': the new value "
-        "preferred on 67-100% of changed questions, retraining 70-89%; without it 4-52%); 0 = off", non_negative)
+        "preferred on 59-100% of changed questions, retraining 70-89%; without it 4-52%); 0 = off", non_negative)
     forgetting_room: float = option(
         0.0, "room each update has under guards.forgetting_budget beyond what its parent spent: the update's budget is "
         "the larger of the lineage's and the parent's forgetting + this (0.03 = 3 points); 0 = the lineage's budget "

@@ -343,12 +343,12 @@ def _print_plan(c: Comparison, record: VersionRecord, out: Path, unlikelihood: f
         (console.warn if f.severity != "info" else console.info)(f"{f.title}: {f.count}")
     if not a["changed"]:
         return
-    # the numbers: benchmarks/README.md, "The gate instead of the validation ceiling" (4 seeds of the demo)
+    # the numbers: benchmarks/README.md, "The gate instead of the validation ceiling" (5 seeds of the demo)
     retrain = f"or retrain: smalltune train on {out / POOL}, every example the lineage now holds true"
     if unlikelihood:
         console.warn(f"{a['changed']} new example(s) change earlier answers; the answers they replace are pushed down "
-                     "(regularize.unlikelihood). On the demo such updates then gave the new value as often as "
-                     "retraining from the base, and the gate refused 2 of 4 of them for a loss on earlier facts: if "
+                     "(regularize.unlikelihood). On the demo such updates then gave the new value about as often as "
+                     "retraining from the base, and the gate refused 2 of 5 of them for a loss on earlier facts: if "
                      f"it refuses this one, judge the regressed metric and --force, {retrain}")
     else:
         console.warn(f"{a['changed']} new example(s) change earlier answers and regularize.unlikelihood is off: on the "
