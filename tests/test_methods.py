@@ -152,26 +152,29 @@ def test_method_help_lists_every_method():
 
 # --- LoRA's dropout on CPU (methods/dropout.py) ------------------------------------------------------------
 def test_bits_dropout_drops_with_probability_p_and_scales_the_rest():
-    from smalltune.train.methods.dropout import BitsDropout, drop_mask
+    from smalltune.train.methods.dropout import BitsDropout, keep_mask
 
     torch.manual_seed(0)
     for p in (0.05, 0.1, 0.5):
-        mask = drop_mask((1000, 1000), p)
-        assert mask.dtype == torch.bool and mask.shape == (1000, 1000)
-        # both 16-bit halves of each 32-bit draw are used: check each alone
-        for half in (mask.flatten()[0::2], mask.flatten()[1::2]):
-            assert abs(half.float().mean().item() - p) < 0.003, (p, half.float().mean().item())
+        keep = keep_mask((1000, 1000), p)
+        assert keep.dtype == torch.uint8 and keep.shape == (1000, 1000) and set(keep.unique().tolist()) == {0, 1}
+        # four 16-bit lanes of each 64-bit draw are used: check each alone
+        for lane in range(4):
+            rate = 1 - keep.flatten()[lane::4].float().mean().item()
+            assert abs(rate - p) < 0.003, (p, lane, rate)
     d = BitsDropout(0.1)
     x = torch.randn(4, 64, 32, requires_grad=True)
     y = d(x)
     kept = y != 0
+    assert 0.05 < 1 - kept.float().mean().item() < 0.15
     assert torch.allclose(y[kept], x[kept] / 0.9)
     y.sum().backward()
     assert torch.equal(x.grad != 0, kept) and torch.allclose(x.grad[kept], torch.full_like(x.grad[kept], 1 / 0.9))
     torch.manual_seed(3)
     a = d(x)
     torch.manual_seed(3)
-    assert torch.equal(a, d(x))  # seeded like every other draw of the run
+    assert torch.equal(a, d(x))  # seeded from torch's generator like every other draw of the run
+    assert not torch.equal(a, d(x))  # and a new mask on each call
     assert torch.equal(d.eval()(x), x)
 
 
@@ -189,3 +192,80 @@ def test_lora_uses_bits_dropout_and_peft_config_keeps_the_rate(tiny_model_dir):
     loss = model(input_ids=ids, labels=ids).loss
     loss.backward()
     assert all(p.grad is not None for n, p in model.named_parameters() if "lora_A" in n)
+
+
+# --- LoRA as one autograd function on CPU (methods/lora_fused.py) -------------------------------------------
+def _lora_model(tiny_model_dir, dropout):
+    from smalltune.models import load_model
+
+    model, _ = load_model(str(tiny_model_dir))
+    model = METHODS.get("lora")().apply(model, MethodSection(name="lora", r=4, alpha=8, dropout=dropout))
+    torch.manual_seed(1)
+    for n, p in model.named_parameters():
+        if "lora_B" in n:  # peft starts B at zero, which would hide the adapter's path
+            torch.nn.init.normal_(p, std=0.05)
+    return model
+
+
+def _loss_and_grads(model, fused: bool, seed: int = 5):
+    from peft.tuners.lora import Linear as LoraLinear
+
+    layers = [m for m in model.modules() if isinstance(m, LoraLinear)]
+    saved = [m.__dict__.pop("forward") for m in layers] if not fused else []
+    try:
+        model.zero_grad(set_to_none=True)
+        torch.manual_seed(seed)
+        ids = torch.tensor([[1, 2, 3, 4, 5, 6, 7, 8], [8, 7, 6, 5, 4, 3, 2, 1]])
+        loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        return loss.item(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    finally:
+        for m, f in zip(layers, saved):
+            m.forward = f
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.1])
+def test_fused_lora_gives_peft_s_loss_and_gradients(tiny_model_dir, dropout):
+    from smalltune.train.methods.lora_fused import _LoraLinear
+
+    model = _lora_model(tiny_model_dir, dropout)
+    model.train()
+    calls = []
+    original = _LoraLinear.forward
+    _LoraLinear.forward = staticmethod(lambda *a: calls.append(1) or original(*a))
+    try:
+        loss, grads = _loss_and_grads(model, fused=True)
+    finally:
+        _LoraLinear.forward = staticmethod(original)
+    assert calls, "the LoRA layers did not take the fused path"
+    ref_loss, ref_grads = _loss_and_grads(model, fused=False)  # peft's forward, the same masks drawn
+    assert loss == pytest.approx(ref_loss, rel=1e-6)
+    assert grads.keys() == ref_grads.keys() and any("lora_A" in n for n in grads)
+    for n, g in grads.items():
+        assert torch.allclose(g, ref_grads[n], rtol=1e-4, atol=1e-6), n
+    if dropout:  # dropout acts: another seed draws other masks, and evaluation mode draws none
+        assert _loss_and_grads(model, fused=True, seed=6)[0] != pytest.approx(loss, rel=1e-7)
+        model.eval()
+        with torch.no_grad():
+            ids = torch.tensor([[1, 2, 3, 4]])
+            torch.manual_seed(0)
+            a = model(input_ids=ids).logits
+            torch.manual_seed(1)
+            assert torch.equal(a, model(input_ids=ids).logits)
+
+
+def test_fused_lora_leaves_other_cases_to_peft(tiny_model_dir):
+    from smalltune.train.methods.lora_fused import _plain_adapter
+
+    model = _lora_model(tiny_model_dir, 0.1)
+    layer = next(m for m in model.modules() if "forward" in m.__dict__)
+    x = torch.randn(2, 3, layer.get_base_layer().in_features)
+    assert _plain_adapter(layer, x, (), {}) == "default"
+    assert _plain_adapter(layer, x, (), {"adapter_names": ["default"]}) is None
+    assert _plain_adapter(layer, x.double(), (), {}) is None
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert _plain_adapter(layer, x, (), {}) is None
+    with model.disable_adapter():
+        assert _plain_adapter(layer, x, (), {}) is None
+        base_out = layer(x)
+    assert torch.equal(base_out, layer.get_base_layer()(x))

@@ -1,48 +1,51 @@
-"""Dropout for LoRA's adapter input at a third to a half of the CPU cost of ``torch.nn.Dropout``.
+"""Dropout for LoRA's adapter input at a fifth to a third of the CPU cost of ``torch.nn.Dropout``.
 
 peft puts an ``nn.Dropout`` before every adapter's ``A`` matrix. On CPU, torch draws one double-precision
 Bernoulli sample per element through its Mersenne Twister, and keeps a float noise tensor of the input's size
 for the backward pass: on the 135M built-in model that made dropout 21% of a LoRA step on an AVX-512 Xeon, ten
-times the cost of the ``A`` matmul it feeds (benchmarks/README.md, "Where a step's time goes"). Here one 32-bit draw gives
-the coin flips of two elements (15 random bits each), and the backward pass keeps a boolean mask: same
-distribution up to ``p`` rounded to a multiple of 1/32768 (0.1 becomes 0.100006), same scaling by
-``1 / (1 - p)``, same seeded generator (runs stay reproducible). On CUDA torch's fused dropout is already
-cheap, and is used.
+times the cost of the ``A`` matmul it feeds (benchmarks/README.md, "Where a step's time goes"). Here the coin
+flips come from numpy's SFC64 generator, 16 random bits per element (four per 64-bit draw), seeded per call by
+one draw of torch's generator (so ``torch.manual_seed`` and a resumed run's restored generator state make the
+masks reproducible), and the mask is a ``uint8`` tensor of ones and zeros: multiplying by it is one vectorised
+pass, where ``masked_fill`` with a boolean mask and boolean-to-float conversion are not vectorised on CPU (5x and
+4x slower on a 2-core AMX Xeon; benchmarks/README.md, "LoRA as one function"). Same distribution up to ``p``
+rounded to a multiple of 1/65536 (0.1 becomes 0.100006), same scaling by ``1 / (1 - p)``. On CUDA torch's fused
+dropout is already cheap, and is used.
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import nn
 
-LEVELS = 1 << 15  # coin-flip resolution: 15 random bits per element
+LEVELS = 1 << 16  # coin-flip resolution: 16 random bits per element
 
 
-def drop_mask(shape, p: float, device=None) -> torch.Tensor:
-    """A boolean tensor of ``shape``, each element True (dropped) with probability ``p`` (to 1/32768)."""
+def keep_mask(shape, p: float, device=None) -> torch.Tensor:
+    """A ``uint8`` tensor of ``shape``: 0 (dropped) with probability ``p`` (to 1/65536), else 1."""
     n = math.prod(shape)
-    # int32 random_() fills [0, 2**31 - 1]: the low 16-bit half is 16 random bits, the high half 15 (its top
-    # bit is 0); masking both to 15 bits gives two uniform draws in [0, 32767] per 32-bit draw.
-    bits = torch.empty((n + 1) // 2, dtype=torch.int32, device=device).random_()
-    halves = bits.view(torch.int16)[:n]
-    return (halves & (LEVELS - 1)).lt(round(p * LEVELS)).view(shape)
+    seed = int(torch.randint(0, 1 << 62, (1,)))  # one draw of torch's generator seeds this call's bits
+    bits = np.random.SFC64(seed).random_raw((n + 3) // 4).view(np.uint16)[:n]
+    keep = torch.from_numpy((bits >= round(p * LEVELS)).view(np.uint8)).view(shape)
+    return keep if device is None else keep.to(device)
 
 
 class _ApplyMask(torch.autograd.Function):
-    """``x`` with the masked elements zeroed and the rest scaled; the backward pass keeps only the mask."""
+    """``x`` with the dropped elements zeroed and the rest scaled; the backward pass keeps only the mask."""
 
     @staticmethod
-    def forward(ctx, x, dropped, scale):
-        ctx.save_for_backward(dropped)
+    def forward(ctx, x, keep, scale):
+        ctx.save_for_backward(keep)
         ctx.scale = scale
-        return x.masked_fill(dropped, 0).mul_(scale)
+        return (x * keep).mul_(scale)
 
     @staticmethod
     def backward(ctx, grad):
-        (dropped,) = ctx.saved_tensors
-        return grad.masked_fill(dropped, 0).mul_(ctx.scale), None, None
+        (keep,) = ctx.saved_tensors
+        return (grad * keep).mul_(ctx.scale), None, None
 
 
 class BitsDropout(nn.Dropout):
@@ -53,7 +56,7 @@ class BitsDropout(nn.Dropout):
             return super().forward(x)
         if self.p == 1:
             return torch.zeros_like(x)
-        return _ApplyMask.apply(x, drop_mask(x.shape, self.p, x.device), 1.0 / (1.0 - self.p))
+        return _ApplyMask.apply(x, keep_mask(x.shape, self.p, x.device), 1.0 / (1.0 - self.p))
 
 
 def use_bits_dropout(model) -> int:

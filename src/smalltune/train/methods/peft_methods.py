@@ -77,8 +77,10 @@ class LoRA(PeftMethod):
 
     def finish(self, model):
         from .dropout import use_bits_dropout
+        from .lora_fused import fuse_lora
 
         use_bits_dropout(model)  # torch's CPU dropout was 21% of a LoRA step (methods/dropout.py)
+        fuse_lora(model)  # the adapter's element-wise passes folded away on CPU (methods/lora_fused.py)
         return model
 
     def weight_deltas(self, model) -> list[WeightDelta]:
