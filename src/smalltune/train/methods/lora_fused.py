@@ -11,8 +11,9 @@ the dropout masks drawn as ``BitsDropout`` draws them (same generator, same orde
 peft's forward to float rounding (tests/test_methods.py).
 
 Only the plain case takes this path: one active vanilla adapter (no DoRA, no adapter bias), unmerged, on a
-frozen ``nn.Linear`` on CPU without autocast; anything else (GPU, bf16 autocast, 4-bit bases, several
-adapters, ``adapter_names``) runs peft's own forward.
+frozen ``nn.Linear`` on CPU, in one dtype or under CPU autocast (every tensor cast to the autocast dtype, as
+autocast casts a linear layer's); anything else (GPU, 4-bit bases, several adapters, ``adapter_names``) runs
+peft's own forward.
 """
 
 from __future__ import annotations
@@ -61,8 +62,6 @@ def _plain_adapter(layer, x, args, kwargs) -> str | None:
     """The one active adapter ``layer`` can run through ``_LoraLinear`` for input ``x``, or None."""
     if args or kwargs or layer.disable_adapters or layer.merged or x.device.type != "cpu":
         return None
-    if torch.is_autocast_enabled(x.device.type):
-        return None
     active = [name for name in layer.active_adapters if name in layer.lora_A]
     if len(active) != 1 or active[0] in getattr(layer, "lora_variant", {}):  # DoRA and other variants
         return None
@@ -72,8 +71,9 @@ def _plain_adapter(layer, x, args, kwargs) -> str | None:
         return None
     if base.bias is not None and base.bias.requires_grad:
         return None
-    dtype = base.weight.dtype
-    return name if x.dtype == dtype == a.weight.dtype == b.weight.dtype else None
+    if torch.is_autocast_enabled("cpu"):  # every tensor is cast to the autocast dtype, as autocast casts a linear's
+        return name if all(t.is_floating_point() for t in (x, base.weight, a.weight, b.weight)) else None
+    return name if x.dtype == base.weight.dtype == a.weight.dtype == b.weight.dtype else None
 
 
 def _forward(self, x, *args, **kwargs):
@@ -82,8 +82,11 @@ def _forward(self, x, *args, **kwargs):
         return type(self).forward(self, x, *args, **kwargs)
     base, dropout = self.get_base_layer(), self.lora_dropout[name]
     p = dropout.p if isinstance(dropout, nn.Dropout) and dropout.training else 0.0
-    return _LoraLinear.apply(x, base.weight, base.bias, self.lora_A[name].weight, self.lora_B[name].weight,
-                             float(self.scaling[name]), float(p))
+    tensors = (x, base.weight, base.bias, self.lora_A[name].weight, self.lora_B[name].weight)
+    if torch.is_autocast_enabled("cpu"):  # the casts are recorded by autograd: the adapter's gradients come back
+        low = torch.get_autocast_dtype("cpu")  # in its own dtype, as under autocast's linear
+        tensors = tuple(None if t is None else t.to(low) for t in tensors)
+    return _LoraLinear.apply(*tensors, float(self.scaling[name]), float(p))
 
 
 def fuse_lora(model) -> int:
