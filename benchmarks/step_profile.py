@@ -1,12 +1,12 @@
-"""Where a training step's time goes (issue 19 item 1): data, forward, backward, optimizer, per method.
+"""Where a training step's time goes (issue 19 item 1): data, forward, backward, optimizer, per variant.
 
-The demo recipe's data (323 examples, batch 8, length-grouped) and model (SmolLM2-135M-Instruct, fp32),
-built by smalltune's own ``setup`` (same optimizer, loader and method code as ``smalltune train``); each
-step is timed in phases with the loss of ``train.loss`` -- logits only where a label follows
-(``scored_positions``), or for every position (the way before 2026-12-02) -- for full fine-tuning and
-the demo's vanilla LoRA (r=8, dropout 0.05, every linear layer), the same LoRA with torch's own dropout (peft's
-``nn.Dropout``, before ``methods/dropout.py``) and without dropout. The
-variants alternate over the same batches, the order flipping each round, so machine load hits all alike.
+The demo recipe's data (323 examples, batch 8, length-grouped) and model (SmolLM2-135M-Instruct), built by
+smalltune's own ``setup`` (same optimizer, loader and method code as ``smalltune train``); each step is timed in
+phases. Variants: full fine-tuning and ``speed_vs_trl.py``'s LoRA (r=16, alpha 32, dropout 0.1, every linear
+layer), each in fp32 and under bf16 autocast, as smalltune runs them now and as it ran them before 2026-12-05
+(LoRA through peft's own forward, not ``methods/lora_fused.py``; attention in bf16 under autocast, not
+``train/attention.py``'s fp32). The variants alternate over the same batches, the order flipping each round, so
+machine load hits all alike.
 
     .venv/bin/python benchmarks/step_profile.py --steps 6 --rounds 2
 """
@@ -18,29 +18,28 @@ import time
 
 from _evidence import DEMO, write_result
 
-VARIANTS = {  # name: (recipe overrides, logits only where a label follows)
-    "full": ([], True),
-    "full, logits everywhere": ([], False),
-    "lora r=8 dropout 0.05": (["method.name=lora", "method.r=8", "method.alpha=16", "method.dropout=0.05",
-                               "train.lr=2e-4"], True),
-    "lora r=8 no dropout": (["method.name=lora", "method.r=8", "method.alpha=16", "method.dropout=0",
-                             "train.lr=2e-4"], True),
-    "lora r=8 dropout 0.05, torch's": (["method.name=lora", "method.r=8", "method.alpha=16", "method.dropout=0.05",
-                                        "train.lr=2e-4"], True),
+LORA = ["method.name=lora", "method.r=16", "method.alpha=32", "method.dropout=0.1", "method.target_modules=all-linear",
+        "train.lr=2e-4"]
+VARIANTS = {  # name: (recipe overrides, what to undo: "peft forward", "bf16 attention")
+    "full fp32": (["train.precision=fp32"], ()),
+    "full bf16": (["train.precision=bf16"], ()),
+    "full bf16, bf16 attention (before)": (["train.precision=bf16"], ("bf16 attention",)),
+    "lora fp32": (LORA + ["train.precision=fp32"], ()),
+    "lora fp32, peft's forward (before)": (LORA + ["train.precision=fp32"], ("peft forward",)),
+    "lora bf16": (LORA + ["train.precision=bf16"], ()),
+    "lora bf16, peft's forward, bf16 attention (before)": (LORA + ["train.precision=bf16"],
+                                                           ("peft forward", "bf16 attention")),
 }
-TORCH_DROPOUT = {"lora r=8 dropout 0.05, torch's"}  # peft's nn.Dropout put back (smalltune's BitsDropout before)
 
 
-def torch_dropout(model) -> None:
-    """Put ``nn.Dropout`` back where smalltune's LoRA put ``BitsDropout`` (the way before 2026-12-02)."""
-    from torch import nn
-
-    from smalltune.train.methods.dropout import BitsDropout
-
-    for module in model.modules():
-        for name, d in list(getattr(module, "lora_dropout", {}).items()):
-            if isinstance(d, BitsDropout):
-                module.lora_dropout[name] = nn.Dropout(d.p)
+def undo(model, what) -> None:
+    """Put back the way before 2026-12-05: peft's own LoRA forward, transformers' SDPA attention under autocast."""
+    if "peft forward" in what:
+        for module in model.modules():
+            module.__dict__.pop("forward", None)  # methods/lora_fused.py routes each layer by an instance forward
+    if "bf16 attention" in what:
+        model.get_base_model().set_attn_implementation("sdpa") if hasattr(model, "get_base_model") \
+            else model.set_attn_implementation("sdpa")
 
 
 def build(base, overrides):
@@ -53,7 +52,7 @@ def build(base, overrides):
     return setup(recipe, model, tok, prepare_data(recipe, tok, model))
 
 
-def timed_steps(parts, keep: bool, steps: int) -> dict:
+def timed_steps(parts, steps: int) -> dict:
     from smalltune.train.loss import batch_logits, causal_lm_loss
 
     model, opt = parts.model, parts.optimizer
@@ -64,7 +63,8 @@ def timed_steps(parts, keep: bool, steps: int) -> dict:
         t0 = time.perf_counter()
         batch = next(it)
         t1 = time.perf_counter()
-        loss = causal_lm_loss(*batch_logits(model, batch, keep))
+        with parts.accelerator.autocast():
+            loss = causal_lm_loss(*batch_logits(model, batch, True))
         t2 = time.perf_counter()
         loss.backward()
         t3 = time.perf_counter()
@@ -92,12 +92,11 @@ def main() -> None:
     runs: dict[str, list[dict]] = {k: [] for k in VARIANTS}
     for r in range(args.rounds):
         for name in (list(VARIANTS) if r % 2 == 0 else list(reversed(VARIANTS))):
-            overrides, keep = VARIANTS[name]
+            overrides, what = VARIANTS[name]
             torch.manual_seed(0)
             parts = build(base, overrides)
-            if name in TORCH_DROPOUT:
-                torch_dropout(parts.model)
-            runs[name].append(timed_steps(parts, keep, args.steps))
+            undo(parts.unwrapped, what)
+            runs[name].append(timed_steps(parts, args.steps))
             print(name, runs[name][-1], flush=True)
     summary = {}
     for name, rows in runs.items():
@@ -107,7 +106,7 @@ def main() -> None:
     write_result("step_profile", {"command": f"python benchmarks/step_profile.py --steps {args.steps} --rounds {args.rounds}",
                                   "threads": torch.get_num_threads(), "runs": runs, "summary": summary})
     for name, s in summary.items():
-        print(f"{name:32s} step {s['step']:.2f} s = data {s['data']:.3f} + forward {s['forward']:.2f} + backward "
+        print(f"{name:52s} step {s['step']:.2f} s = data {s['data']:.3f} + forward {s['forward']:.2f} + backward "
               f"{s['backward']:.2f} + optimizer {s['optimizer']:.2f}; {s['tokens_per_s']} tokens/s")
 
 

@@ -115,3 +115,48 @@ def test_a_resumed_run_keeps_the_precision_it_started_with(make_recipe, on_cpu, 
     assert resolve_precision("auto", recipe) == "no"
     assert P.choose_precision("auto", recipe).reason.endswith("(when the run started; kept on resume)")
     assert len(on_cpu) == 2  # the start and the one new measurement above; keep_recorded measured nothing
+
+
+# --- attention in fp32 under CPU bf16 autocast (train/attention.py) ------------------------------------------
+def test_bf16_training_on_a_cpu_runs_attention_in_fp32_and_saves_a_plain_config(make_recipe, monkeypatch):
+    import json
+    from pathlib import Path
+
+    import torch.nn.functional as F
+
+    from smalltune.train.attention import NAME
+    from smalltune.train.data import prepare_data
+    from smalltune.train.setup import Base, setup
+
+    seen = []
+    sdpa = F.scaled_dot_product_attention
+    monkeypatch.setattr(F, "scaled_dot_product_attention",
+                        lambda q, k, v, *a, **kw: seen.append((q.dtype, k.dtype, v.dtype)) or sdpa(q, k, v, *a, **kw))
+    for precision, attention in (("fp32", "sdpa"), ("bf16", NAME)):
+        recipe = make_recipe(**{"train.precision": precision, "method.name": "full", "train.max_steps": 1})
+        base = Base.load(recipe)
+        model, tok = base.fresh()
+        parts = setup(recipe, model, tok, prepare_data(recipe, tok, model))
+        assert parts.unwrapped.config._attn_implementation == attention, precision
+    seen.clear()
+    batch = next(iter(parts.loader))
+    with parts.accelerator.autocast():
+        parts.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float().sum().backward()
+    assert seen and all(dtypes == (torch.float32,) * 3 for dtypes in seen)  # under bf16 autocast
+    result = train(make_recipe(**{"train.precision": "bf16", "method.name": "full", "train.max_steps": 2}),
+                   progress=False)
+    config = json.loads((Path(result.run_dir) / "model" / "config.json").read_text())
+    assert NAME not in json.dumps(config)  # the saved model loads anywhere with its usual attention
+
+
+def test_fp32_attention_leaves_other_attentions_and_fp32_alone(tiny_model_dir):
+    from smalltune.models import load_model
+    from smalltune.train.attention import fp32_attention
+
+    model, _ = load_model(str(tiny_model_dir))
+    ids = torch.tensor([[1, 2, 3, 4, 5]])
+    before = model(input_ids=ids).logits
+    assert fp32_attention(model)
+    assert torch.equal(model(input_ids=ids).logits, before)  # without autocast: transformers' own SDPA call
+    model.set_attn_implementation("eager")
+    assert not fp32_attention(model) and model.config._attn_implementation == "eager"

@@ -185,10 +185,13 @@ def time_layer(config, rows: int, seq: int, trainable: bool) -> tuple[float, flo
     import torch
     from transformers import AutoModel
 
+    from .attention import fp32_attention
+
     with torch.random.fork_rng(devices=[]):  # random init must not move training's seeded RNG
         body = AutoModel.from_config(config).train()
         x = torch.randn(rows, seq, config.hidden_size, requires_grad=True)
     body.requires_grad_(trainable)
+    fp32_attention(body)  # what a bf16 training on a CPU runs (train/attention.py); fp32 runs the same function
 
     def once(bf16: bool) -> float:
         start = time.perf_counter()

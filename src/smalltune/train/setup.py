@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from ..data.batching import batch_indices, collate
 from ..models import load_from_recipe
+from .attention import fp32_attention
 from .data import PreparedData
 from .guards import GUARDS, CheckpointSelector, build_selector
 from .methods import METHODS, Method, count_parameters
@@ -256,6 +257,8 @@ def setup(recipe, model, tokenizer, data: PreparedData, accelerator=None, extra_
     t = recipe.train
     accelerator = accelerator or make_accelerator(recipe)
     method = METHODS.get(recipe.method.name, "method.name")()
+    if accelerator.mixed_precision != "no" and accelerator.device.type == "cpu":
+        fp32_attention(model)  # torch's CPU flash attention is 3x slower in bf16 (train/attention.py)
     model = method.apply(model, recipe.method, recipe)
     plugins = build_plugins(recipe, REGULARIZERS, GUARDS)
     plugins += sorted(extra_plugins, key=lambda x: x.order)  # the caller's own (tuning's pruner)
