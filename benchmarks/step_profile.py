@@ -103,8 +103,9 @@ def main() -> None:
         best = min(rows, key=lambda x: x["forward"] + x["backward"] + x["optimizer"] + x["data"])
         total = best["forward"] + best["backward"] + best["optimizer"] + best["data"]
         summary[name] = {**best, "step": round(total, 3), "tokens_per_s": round(best["tokens"] / args.steps / total, 1)}
-    write_result("step_profile", {"command": f"python benchmarks/step_profile.py --steps {args.steps} --rounds {args.rounds}",
-                                  "threads": torch.get_num_threads(), "runs": runs, "summary": summary})
+    command = f"python benchmarks/step_profile.py --steps {args.steps} --rounds {args.rounds}"
+    write_result("step_profile", {"command": command, "threads": torch.get_num_threads(), "runs": runs,
+                                  "summary": summary})
     for name, s in summary.items():
         print(f"{name:52s} step {s['step']:.2f} s = data {s['data']:.3f} + forward {s['forward']:.2f} + backward "
               f"{s['backward']:.2f} + optimizer {s['optimizer']:.2f}; {s['tokens_per_s']} tokens/s")

@@ -141,7 +141,8 @@ def test_bf16_training_on_a_cpu_runs_attention_in_fp32_and_saves_a_plain_config(
     seen.clear()
     batch = next(iter(parts.loader))
     with parts.accelerator.autocast():
-        parts.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float().sum().backward()
+        logits = parts.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    logits.float().sum().backward()
     assert seen and all(dtypes == (torch.float32,) * 3 for dtypes in seen)  # under bf16 autocast
     result = train(make_recipe(**{"train.precision": "bf16", "method.name": "full", "train.max_steps": 2}),
                    progress=False)

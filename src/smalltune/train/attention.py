@@ -4,8 +4,8 @@ Under CPU autocast torch runs ``scaled_dot_product_attention`` in bf16, and its 
 slower in bf16 than in fp32 at a small model's shapes: forward and backward of one layer's attention (8 rows of
 68 tokens, 9 heads of 64) took 9.8 ms in bf16 against 3.1 ms in fp32 on a 2-core AMX Xeon, and bf16 attention
 was 18% of a bf16 LoRA step there. Attention has no weights, so computing it in fp32 costs only the casts of
-its inputs: whole bf16 steps ran 1.24x (full fine-tuning) and 1.17x (LoRA) faster with it
-(benchmarks/README.md, "Attention in fp32 under bf16 autocast"). The matmuls of the projections stay in bf16.
+its inputs: a bf16 full fine-tuning step ran 1.17x faster with it (benchmarks/README.md, "LoRA as one function, and
+attention in fp32 under bf16 autocast"). The matmuls of the projections stay in bf16.
 
 transformers lets a model use a registered attention function by name (``AttentionInterface``, with the
 mask format of ``AttentionMaskInterface``); this one is transformers' own SDPA function with autocast off and

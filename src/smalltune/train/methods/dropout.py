@@ -8,7 +8,7 @@ flips come from numpy's SFC64 generator, 16 random bits per element (four per 64
 one draw of torch's generator (so ``torch.manual_seed`` and a resumed run's restored generator state make the
 masks reproducible), and the mask is a ``uint8`` tensor of ones and zeros: multiplying by it is one vectorised
 pass, where ``masked_fill`` with a boolean mask and boolean-to-float conversion are not vectorised on CPU (5x and
-4x slower on a 2-core AMX Xeon; benchmarks/README.md, "LoRA as one function"). Same distribution up to ``p``
+4x slower on a 2-core AMX Xeon; benchmarks/README.md, "LoRA as one function, ..."). Same distribution up to ``p``
 rounded to a multiple of 1/65536 (0.1 becomes 0.100006), same scaling by ``1 / (1 - p)``. On CUDA torch's fused
 dropout is already cheap, and is used.
 """
