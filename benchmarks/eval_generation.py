@@ -9,6 +9,7 @@ is measured in one process so machine load affects both alike.
     .venv/bin/python benchmarks/eval_generation.py --prefix --n 200 --max-new-tokens 24 --batch-size 64
     .venv/bin/python benchmarks/eval_generation.py --drop-finished --n 256 --max-new-tokens 96 --batch-size 64
     .venv/bin/python benchmarks/eval_generation.py --batch-sizes 64 128 256 --n 256 --max-new-tokens 64
+    .venv/bin/python benchmarks/eval_generation.py --grow-cache --n 128 --max-new-tokens 96 --batch-size 64
 
 Results are recorded in benchmarks/README.md.
 """
@@ -36,6 +37,9 @@ def main() -> None:
     ap.add_argument("--drop-finished", action="store_true",
                     help="instead: finished rows leave the batch vs model.generate, on the demo's training and "
                     "test questions (answers of 10-90 tokens, as the task, robustness and memorization probes ask)")
+    ap.add_argument("--grow-cache", action="store_true",
+                    help="instead: the KV cache that grows by doubling vs transformers' DynamicCache (torch.cat per "
+                    "step), on the demo's training and test questions")
     ap.add_argument("--batch-sizes", type=int, nargs="+",
                     help="instead: these generation batch sizes against one another, alternating, on the demo's "
                     "training and test questions")
@@ -47,6 +51,8 @@ def main() -> None:
         return alternate(args, "share_prefix", general_prompts(args))
     if args.drop_finished:
         return alternate(args, "drop_finished", demo_prompts(args))
+    if args.grow_cache:
+        return alternate(args, "grow_cache", demo_prompts(args))
 
     import torch
 

@@ -109,3 +109,46 @@ def test_adapters_and_their_base_answer_as_alone(tiny, tokenizer, method):
     assert tuned == one_by_one(model, tokenizer, texts)
     with model.disable_adapter():
         assert generate_text(model, tokenizer, texts, settings) == one_by_one(model, tokenizer, texts)
+
+
+# --- the KV cache that grows by doubling (kv_cache.py) ----------------------------------------------------------
+def test_growing_layer_holds_what_dynamic_layer_holds_through_growth_row_drops_and_repeats():
+    from transformers.cache_utils import DynamicLayer
+
+    from smalltune.kv_cache import MIN_ROOM, GrowingLayer
+
+    torch.manual_seed(0)
+    grow, ref = GrowingLayer(), DynamicLayer()
+    steps = [torch.randn(1, 3, 9, 4)]  # a shared prefix of 9 positions, then repeated for 4 rows
+    for layer in (grow, ref):
+        layer.update(steps[0], steps[0] * 2)
+        layer.batch_repeat_interleave(4)
+    for n in range(2 * MIN_ROOM):  # past two regrowths, with rows leaving on the way
+        k = torch.randn(grow.keys.shape[0], 3, 1, 4)
+        out = [layer.update(k, -k) for layer in (grow, ref)]
+        assert all(torch.equal(a, b) for a, b in zip(*out))
+        if n in (5, 70):
+            keep = torch.tensor([0, 2]) if n == 5 else torch.tensor([1])
+            for layer in (grow, ref):
+                layer.batch_select_indices(keep)
+    assert grow.get_seq_length() == ref.get_seq_length() == 9 + 2 * MIN_ROOM
+    assert torch.equal(grow.keys, ref.keys) and torch.equal(grow.values, ref.values)
+    assert grow.key_room.shape[-2] >= 2 * MIN_ROOM  # it grew instead of concatenating
+
+
+def test_greedy_decoding_fills_a_growing_cache_where_it_fits(tiny, tokenizer, monkeypatch):
+    from transformers import MistralConfig
+
+    import smalltune.generate as G
+    from smalltune.kv_cache import GrowingCache, fits
+
+    made = []
+    monkeypatch.setattr(G, "GrowingCache", lambda: made.append(GrowingCache()) or made[-1])
+    texts = prompts(tokenizer)
+    assert generate_text(tiny, tokenizer, texts, GenerationSettings(max_new_tokens=12, batch_size=8)) == \
+        one_by_one(tiny, tokenizer, texts)
+    assert made and made[0].get_seq_length() > 0  # the batch's cache was a growing one
+    made.clear()
+    settings = GenerationSettings(max_new_tokens=12, batch_size=8, grow_cache=False)  # transformers' own cache
+    assert generate_text(tiny, tokenizer, texts, settings) == one_by_one(tiny, tokenizer, texts) and not made
+    assert fits(tiny) and not fits(type("M", (), {"config": MistralConfig(sliding_window=16)})())

@@ -10,11 +10,13 @@ opening run once": 200/200 identical greedy answers, 1.5x faster; "Finished rows
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import asdict, dataclass
 
 import torch
 
 from .data.tokenize import render
+from .kv_cache import GrowingCache, fits
 from .models import prompt_learning
 from .recipe import EvalSection
 
@@ -29,6 +31,7 @@ class GenerationSettings:
     seed: int = 0  # sampling only: the draws of each batch are seeded (the global RNG is left untouched)
     share_prefix: bool = True  # run a batch's common opening once (same answers; False: plain left padding)
     drop_finished: bool = True  # greedy: a row leaves the batch when it ends (same answers; False: model.generate)
+    grow_cache: bool = True  # greedy: the KV cache grows by doubling (kv_cache.py; same answers; False: by torch.cat)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -74,7 +77,7 @@ def generate_text(model, tokenizer, prompts: list[str], settings: GenerationSett
         for start in range(0, len(order), s.batch_size):
             idx = order[start: start + s.batch_size]
             batch = _batch([ids[i] for i in idx], tokenizer.pad_token_id, device, share=share)
-            batch |= _prefix_cache(model, batch.pop("prefix"), len(idx))
+            batch |= _prefix_cache(model, batch.pop("prefix"), len(idx), s.grow_cache)
             caps = [limits[i] for i in idx]
             if s.do_sample or not s.drop_finished or prompt_learning(model):
                 with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -85,7 +88,7 @@ def generate_text(model, tokenizer, prompts: list[str], settings: GenerationSett
                 new = [(row[:row.index(end)] if end in row else row)[:cap]
                        for row, cap in zip(out[:, batch["input_ids"].shape[1]:].tolist(), caps)]
             else:
-                new = _greedy(model, batch, caps, tokenizer.eos_token_id)
+                new = _greedy(model, batch, caps, tokenizer.eos_token_id, s.grow_cache)
             for i, row in zip(idx, new):
                 answers[i] = tokenizer.decode(row, skip_special_tokens=True).strip()
             if progress is not None:
@@ -96,7 +99,7 @@ def generate_text(model, tokenizer, prompts: list[str], settings: GenerationSett
     return answers
 
 
-def _greedy(model, batch: dict, limits: list[int], eos_id: int) -> list[list[int]]:
+def _greedy(model, batch: dict, limits: list[int], eos_id: int, grow: bool = True) -> list[list[int]]:
     """Greedy decoding that drops a row from the batch as soon as it ends or reaches its own ``limits`` entry.
 
     ``model.generate`` keeps a finished row in the batch, decoding padding, until the longest answer ends:
@@ -108,6 +111,8 @@ def _greedy(model, batch: dict, limits: list[int], eos_id: int) -> list[list[int
     """
     name = _cache_key(batch)
     cache = batch.get(name)
+    if cache is None:  # no shared prefix: the first step fills a new cache
+        name, cache = _new_cache(model, grow) or (name, None)
     mask = batch["attention_mask"]
     done = cache.get_seq_length() if cache is not None else 0  # the shared prefix, already in the cache
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
@@ -180,15 +185,25 @@ def _shared_length(rows: list[list[int]]) -> int:
     return n
 
 
-def _prefix_cache(model, prefix: torch.Tensor, batch_size: int) -> dict:
+def _prefix_cache(model, prefix: torch.Tensor, batch_size: int, grow: bool = True) -> dict:
     """``generate``'s cache argument: the shared prefix's KV cache, computed once and repeated for every row
     (empty when there is no shared prefix)."""
     if prefix.shape[1] == 0:
         return {}
-    out = model(input_ids=prefix, attention_mask=torch.ones_like(prefix), use_cache=True)
+    start = _new_cache(model, grow)
+    out = model(input_ids=prefix, attention_mask=torch.ones_like(prefix), use_cache=True, **dict([start] if start else []))
     name = _cache_key(out)
     out[name].batch_repeat_interleave(batch_size)
     return {name: out[name]}
+
+
+def _new_cache(model, grow: bool = True) -> tuple[str, GrowingCache] | None:
+    """(forward keyword, empty cache) that makes ``model`` fill a :class:`~smalltune.kv_cache.GrowingCache` where it
+    fits, else None (the model makes its own cache)."""
+    if not grow or not fits(model):
+        return None
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values", GrowingCache()
 
 
 def _cache_key(mapping) -> str:
