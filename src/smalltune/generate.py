@@ -191,7 +191,8 @@ def _prefix_cache(model, prefix: torch.Tensor, batch_size: int, grow: bool = Tru
     if prefix.shape[1] == 0:
         return {}
     start = _new_cache(model, grow)
-    out = model(input_ids=prefix, attention_mask=torch.ones_like(prefix), use_cache=True, **dict([start] if start else []))
+    out = model(input_ids=prefix, attention_mask=torch.ones_like(prefix), use_cache=True,
+                **dict([start] if start else []))
     name = _cache_key(out)
     out[name].batch_repeat_interleave(batch_size)
     return {name: out[name]}
