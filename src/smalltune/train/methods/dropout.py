@@ -24,6 +24,7 @@ from torch import nn
 LEVELS = 1 << 16  # coin-flip resolution: 16 random bits per element
 
 
+@torch.compiler.disable  # drawn eagerly under train.compile too: the same masks as an eager run (tests/test_compile.py)
 def keep_mask(shape, p: float, device=None) -> torch.Tensor:
     """A ``uint8`` tensor of ``shape``: 0 (dropped) with probability ``p`` (to 1/65536), else 1."""
     n = math.prod(shape)
