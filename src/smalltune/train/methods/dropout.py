@@ -1,4 +1,4 @@
-"""Dropout for LoRA's adapter input at a fifth to a third of the CPU cost of ``torch.nn.Dropout``.
+"""Dropout for LoRA's adapter input, several times cheaper on CPU than ``torch.nn.Dropout``.
 
 peft puts an ``nn.Dropout`` before every adapter's ``A`` matrix. On CPU, torch draws one double-precision
 Bernoulli sample per element through its Mersenne Twister, and keeps a float noise tensor of the input's size
