@@ -38,8 +38,7 @@ def undo(model, what) -> None:
         for module in model.modules():
             module.__dict__.pop("forward", None)  # methods/lora_fused.py routes each layer by an instance forward
     if "bf16 attention" in what:
-        model.get_base_model().set_attn_implementation("sdpa") if hasattr(model, "get_base_model") \
-            else model.set_attn_implementation("sdpa")
+        (model.get_base_model() if hasattr(model, "get_base_model") else model).set_attn_implementation("sdpa")
 
 
 def build(base, overrides):

@@ -111,8 +111,8 @@ def _greedy(model, batch: dict, limits: list[int], eos_id: int, grow: bool = Tru
     """
     name = _cache_key(batch)
     cache = batch.get(name)
-    if cache is None:  # no shared prefix: the first step fills a new cache
-        name, cache = _new_cache(model, grow) or (name, None)
+    if cache is None:  # no shared prefix: the first step fills a new cache (or the model makes its own)
+        name, cache = next(iter(_new_cache(model, grow).items()), (name, None))
     mask = batch["attention_mask"]
     done = cache.get_seq_length() if cache is not None else 0  # the shared prefix, already in the cache
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
@@ -190,21 +190,19 @@ def _prefix_cache(model, prefix: torch.Tensor, batch_size: int, grow: bool = Tru
     (empty when there is no shared prefix)."""
     if prefix.shape[1] == 0:
         return {}
-    start = _new_cache(model, grow)
-    out = model(input_ids=prefix, attention_mask=torch.ones_like(prefix), use_cache=True,
-                **dict([start] if start else []))
+    out = model(input_ids=prefix, attention_mask=torch.ones_like(prefix), use_cache=True, **_new_cache(model, grow))
     name = _cache_key(out)
     out[name].batch_repeat_interleave(batch_size)
     return {name: out[name]}
 
 
-def _new_cache(model, grow: bool = True) -> tuple[str, GrowingCache] | None:
-    """(forward keyword, empty cache) that makes ``model`` fill a :class:`~smalltune.kv_cache.GrowingCache` where it
-    fits, else None (the model makes its own cache)."""
+def _new_cache(model, grow: bool = True) -> dict:
+    """Forward keywords that make ``model`` fill a :class:`~smalltune.kv_cache.GrowingCache` where it fits, else
+    none (the model makes its own cache)."""
     if not grow or not fits(model):
-        return None
+        return {}
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values", GrowingCache()
+    return {"cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values": GrowingCache()}
 
 
 def _cache_key(mapping) -> str:
