@@ -10,6 +10,7 @@ is measured in one process so machine load affects both alike.
     .venv/bin/python benchmarks/eval_generation.py --drop-finished --n 256 --max-new-tokens 96 --batch-size 64
     .venv/bin/python benchmarks/eval_generation.py --batch-sizes 64 128 256 --n 256 --max-new-tokens 64
     .venv/bin/python benchmarks/eval_generation.py --grow-cache --n 128 --max-new-tokens 96 --batch-size 64
+    .venv/bin/python benchmarks/eval_generation.py --continuous --n 400 --max-new-tokens 96 --batch-size 128
 
 Results are recorded in benchmarks/README.md.
 """
@@ -40,6 +41,10 @@ def main() -> None:
     ap.add_argument("--grow-cache", action="store_true",
                     help="instead: the KV cache that grows by doubling vs transformers' DynamicCache (torch.cat per "
                     "step), on the demo's training and test questions")
+    ap.add_argument("--continuous", action="store_true",
+                    help="instead: ended answers' places go to the next prompts vs one batch after another, on the "
+                    "demo's training and test questions (each answer capped as the task probe caps it) and as many "
+                    "general questions (24 tokens, as the forgetting probe asks them)")
     ap.add_argument("--batch-sizes", type=int, nargs="+",
                     help="instead: these generation batch sizes against one another, alternating, on the demo's "
                     "training and test questions")
@@ -53,6 +58,8 @@ def main() -> None:
         return alternate(args, "drop_finished", demo_prompts(args))
     if args.grow_cache:
         return alternate(args, "grow_cache", demo_prompts(args))
+    if args.continuous:
+        return alternate(args, "continuous", *evaluation_mix(args))
 
     import torch
 
@@ -108,10 +115,27 @@ def demo_prompts(args) -> list[str]:
     return [render(tok, ex.prompt(system), add_generation_prompt=True) for ex in examples[: args.n]]
 
 
-def alternate(args, setting: str, prompts: list[str]) -> None:
-    """The prompts answered with ``setting`` on and off, alternating (on, off, off, on), in one process."""
-    import torch
+def evaluation_mix(args) -> tuple[list[str], list[int]]:
+    """Prompts with answer caps of several lengths, as one evaluation pass asks them: the demo's questions (twice
+    the reference answer's tokens plus the slack, within ``--max-new-tokens``) and general questions (24 tokens)."""
+    from smalltune.data import load_examples
+    from smalltune.evaluate.probes.forgetting import ANSWER_TOKENS
+    from smalltune.evaluate.probes.task import ANSWER_FACTOR, ANSWER_SLACK
+    from smalltune.models import load_tokenizer
 
+    tok = load_tokenizer(args.model)
+    demo = Path(__file__).resolve().parents[1] / "examples" / "dental"
+    targets = [ex.target for ex in load_examples(demo / "train.jsonl") + load_examples(demo / "test.jsonl")]
+    asked = demo_prompts(args)
+    limits = [min(ANSWER_FACTOR * len(tok(t, add_special_tokens=False).input_ids) + ANSWER_SLACK, args.max_new_tokens)
+              for t in targets[: len(asked)]]
+    general = general_prompts(args)
+    return asked + general, limits + [min(ANSWER_TOKENS, args.max_new_tokens)] * len(general)
+
+
+def alternate(args, setting: str, prompts: list[str], limits: list[int] | None = None) -> None:
+    """The prompts answered with ``setting`` on and off, alternating (on, off, off, on), in one process."""
+    import _evidence as E
     from smalltune.generate import GenerationSettings, generate_text
     from smalltune.models import load_model
 
@@ -122,12 +146,12 @@ def alternate(args, setting: str, prompts: list[str]) -> None:
         for on in ((True, False) if rnd == 0 else (False, True)):
             t = time.perf_counter()
             answers[on] = generate_text(model, tok, prompts, GenerationSettings(
-                max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, **{setting: on}))
+                max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, **{setting: on}), limits=limits)
             times[on].append(round(time.perf_counter() - t, 2))
     lengths = [len(tok(a, add_special_tokens=False).input_ids) for a in answers[True]]
     print(json.dumps({
         "setting": setting, "prompts": len(prompts), "max_new_tokens": args.max_new_tokens,
-        "batch_size": args.batch_size, "threads": torch.get_num_threads(), "answer_tokens_mean": round(
+        "batch_size": args.batch_size, "machine": E.machine(), "answer_tokens_mean": round(
             sum(lengths) / len(lengths), 1), "answer_tokens_max": max(lengths), f"{setting}_s": times[True],
         "without_s": times[False], "speedup": round(min(times[False]) / min(times[True]), 2),
         "identical_answers": f"{sum(a == b for a, b in zip(answers[True], answers[False]))}/{len(prompts)}",

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from smalltune.data.tokenize import render
-from smalltune.generate import MIN_SHARED_PREFIX, GenerationSettings, _batch, generate_text
+from smalltune.generate import GenerationSettings, generate_text
+from smalltune.prompt_batch import MIN_SHARED_PREFIX, batch_rows
 
 QUESTIONS = ["When are you open?", "How much is a cleaning?", "Where is the clinic, and is there parking nearby?",
              "Hi", "Do you take new patients on Saturdays or only on weekdays?"]
@@ -44,14 +45,14 @@ def one_by_one(model, tokenizer, texts, n=12, eos=None):
 
 def test_shared_prefix_is_run_once_and_padding_sits_after_it(tokenizer):
     rows = [tokenizer(t, add_special_tokens=False).input_ids for t in prompts(tokenizer)]
-    batch = _batch(rows, tokenizer.pad_token_id, "cpu")
+    batch = batch_rows(rows, tokenizer.pad_token_id, "cpu")
     shared = batch["prefix"].shape[1]
     assert shared >= MIN_SHARED_PREFIX and all(r[:shared] == rows[0][:shared] for r in rows)
     for row, r in zip(range(len(rows)), rows):
         mask, ids = batch["attention_mask"][row], batch["input_ids"][row]
         assert int(mask.sum()) == len(r) and ids[mask.bool()].tolist() == r  # every own token, in order
         assert mask[:shared].all() and mask[-1] == 1  # the next token is in the last column
-    assert _batch(rows, tokenizer.pad_token_id, "cpu", share=False)["prefix"].shape[1] == 0
+    assert batch_rows(rows, tokenizer.pad_token_id, "cpu", share=False)["prefix"].shape[1] == 0
 
 
 def test_batched_answers_equal_one_prompt_at_a_time(tiny, tokenizer):
@@ -60,38 +61,84 @@ def test_batched_answers_equal_one_prompt_at_a_time(tiny, tokenizer):
     assert batched == one_by_one(tiny, tokenizer, texts)
 
 
-def test_rows_that_end_early_or_reach_their_cap_leave_the_batch_and_the_others_answer_as_alone(tokenizer):
+@pytest.fixture(scope="module")
+def varied(tokenizer):
+    """A random model with large weights, which answers varied tokens (the fixture's repeats one), and a tokenizer
+    whose end token is one that several of its answers produce: they end early, at different steps."""
     import copy
 
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    # a random model with large weights answers varied tokens (the fixture's repeats one)
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, initializer_range=1.0, tie_word_embeddings=True)
     torch.manual_seed(0)
     model = LlamaForCausalLM(config).eval()
-    texts = prompts(tokenizer)
     counts = {}
-    for row in (alone(model, tokenizer, t, eos=tokenizer.eos_token_id) for t in texts):
+    for row in (alone(model, tokenizer, t, eos=tokenizer.eos_token_id) for t in prompts(tokenizer)):
         for t in set(row):
             counts[t] = counts.get(t, 0) + 1
-    eos = max(counts, key=counts.get)  # a token several answers produce becomes the end token: they end early
+    eos = max(counts, key=counts.get)
     tok = copy.deepcopy(tokenizer)
     tok.eos_token = tok.convert_ids_to_tokens(eos)
+    return model, tok, eos
+
+
+LIMITS = [3, 12, 5, 1, 8]  # each prompt's own cap
+
+
+def test_rows_that_end_early_or_reach_their_cap_leave_the_batch_and_the_others_answer_as_alone(varied):
+    model, tok, eos = varied
+    texts = prompts(tok)
     lengths = {len(alone(model, tok, t, eos=eos)) for t in texts}
     assert len(lengths) > 1 and min(lengths) < 12  # rows end at different steps
     batched = generate_text(model, tok, texts, GenerationSettings(max_new_tokens=12, batch_size=8))
     assert batched == one_by_one(model, tok, texts, eos=eos)
 
     # Rows capped at their own lengths in one pass answer as alone with that cap, on both decoding paths.
-    limits = [3, 12, 5, 1, 8]
-    alone_capped = [one_by_one(model, tok, [t], n, eos=eos)[0] for t, n in zip(texts, limits)]
+    alone_capped = [one_by_one(model, tok, [t], n, eos=eos)[0] for t, n in zip(texts, LIMITS)]
     for drop in (True, False):
         settings = GenerationSettings(max_new_tokens=12, batch_size=8, drop_finished=drop)
-        assert generate_text(model, tok, texts, settings, limits=limits) == alone_capped
-    settings = GenerationSettings(max_new_tokens=12, batch_size=2)  # several batches, each row its own cap
-    assert generate_text(model, tok, texts, settings, limits=limits) == alone_capped
+        assert generate_text(model, tok, texts, settings, limits=LIMITS) == alone_capped
     assert alone_capped != batched  # the caps cut some answers short
+
+
+@pytest.mark.parametrize("continuous", [True, False])
+@pytest.mark.parametrize("batch_size", [2, 3])
+def test_ended_answers_give_their_places_to_the_next_prompts_and_every_answer_is_alone(varied, monkeypatch,
+                                                                                       continuous, batch_size):
+    from smalltune import greedy
+    from smalltune.kv_cache import GrowingCache
+
+    model, tok, eos = varied
+    texts = prompts(tok)
+    joins, trims = [], []
+    join, trim = greedy._Places.join, GrowingCache.trim
+    monkeypatch.setattr(greedy._Places, "join", lambda self, chunk: joins.append(len(chunk.owners)) or join(self, chunk))
+    monkeypatch.setattr(GrowingCache, "trim", lambda self, n: trims.append(n) or trim(self, n))
+    settings = GenerationSettings(max_new_tokens=12, batch_size=batch_size, continuous=continuous)
+    assert generate_text(model, tok, texts, settings, limits=LIMITS) == \
+        [one_by_one(model, tok, [t], n, eos=eos)[0] for t, n in zip(texts, LIMITS)]
+    if continuous:  # prompts joined a running batch, and positions nobody attended to any more left the window
+        assert sum(joins) == len(texts) - batch_size and trims
+    else:
+        assert not joins and not trims
+
+
+def test_a_longer_prompt_joining_widens_the_window_ahead(varied, monkeypatch):
+    from smalltune import greedy
+
+    model, tok, eos = varied
+    short = prompts(tok)[3]  # "Hi"
+    long = render(tok, [{"role": "user", "content": " ".join(QUESTIONS * 3)}], add_generation_prompt=True)
+    widths = []
+    join = greedy._Places.join
+    monkeypatch.setattr(greedy._Places, "join",
+                        lambda self, chunk: widths.append((chunk.mask.shape[1], self.mask.shape[1])) or join(self, chunk))
+    texts, limits = [short, short + " Hello", long], [1, 6, 4]  # the first ends at once: the long one joins
+    settings = GenerationSettings(max_new_tokens=12, batch_size=2)
+    assert generate_text(model, tok, texts, settings, limits=limits) == \
+        [one_by_one(model, tok, [t], n, eos=eos)[0] for t, n in zip(texts, limits)]
+    assert widths and widths[0][0] > widths[0][1]  # wider than the window it joined
 
 
 @pytest.mark.parametrize("method", ["lora", "prompt"])
@@ -104,11 +151,12 @@ def test_adapters_and_their_base_answer_as_alone(tiny, tokenizer, method):
               else PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4))
     model = get_peft_model(copy.deepcopy(tiny), config)
     texts = prompts(tokenizer)
-    settings = GenerationSettings(max_new_tokens=12, batch_size=8)
-    tuned = generate_text(model, tokenizer, texts, settings)
-    assert tuned == one_by_one(model, tokenizer, texts)
+    # own caps and two places: answers end at different steps and the next prompts take their places
+    settings = GenerationSettings(max_new_tokens=12, batch_size=2)
+    alone_capped = lambda: [one_by_one(model, tokenizer, [t], n)[0] for t, n in zip(texts, LIMITS)]  # noqa: E731
+    assert generate_text(model, tokenizer, texts, settings, limits=LIMITS) == alone_capped()
     with model.disable_adapter():
-        assert generate_text(model, tokenizer, texts, settings) == one_by_one(model, tokenizer, texts)
+        assert generate_text(model, tokenizer, texts, settings, limits=LIMITS) == alone_capped()
 
 
 # --- the KV cache that grows by doubling (kv_cache.py) ----------------------------------------------------------
@@ -136,10 +184,33 @@ def test_growing_layer_holds_what_dynamic_layer_holds_through_growth_row_drops_a
     assert grow.key_room.shape[-2] >= 2 * MIN_ROOM  # it grew instead of concatenating
 
 
+def test_growing_layer_trims_its_window_and_places_other_rows_at_its_end():
+    from smalltune.kv_cache import GrowingLayer
+
+    torch.manual_seed(0)
+    layer = GrowingLayer()
+    first = torch.randn(3, 2, 5, 4)
+    layer.update(first, -first)
+    layer.trim(2)
+    assert layer.get_seq_length() == 3 and torch.equal(layer.keys, first[..., 2:, :])
+    other = torch.randn(2, 2, 2, 4)  # narrower than the window: rows 0 and 2 take its last two positions
+    layer.place(torch.tensor([0, 2]), other, -other)
+    assert torch.equal(layer.keys[[0, 2], :, 1:], other) and torch.equal(layer.values[[0, 2], :, 1:], -other)
+    assert torch.equal(layer.keys[1], first[1, :, 2:]) and torch.equal(layer.keys[[0, 2], :, :1], first[[0, 2], :, 2:3])
+    wide = torch.randn(1, 2, 7, 4)  # wider: the window widens ahead of the old rows (finite there: they are masked)
+    layer.place(torch.tensor([1]), wide, -wide)
+    assert layer.get_seq_length() == 7 and torch.equal(layer.keys[1], wide[0])
+    assert torch.equal(layer.keys[[0, 2], :, 4:], torch.cat([first[[0, 2], :, 2:3], other], dim=2))
+    assert torch.isfinite(layer.keys).all()
+    step = torch.randn(3, 2, 1, 4)
+    keys, values = layer.update(step, -step)
+    assert keys.shape[-2] == 8 and torch.equal(keys[..., -1:, :], step) and torch.equal(values[..., -1:, :], -step)
+
+
 def test_greedy_decoding_fills_a_growing_cache_where_it_fits(tiny, tokenizer, monkeypatch):
     from transformers import MistralConfig
 
-    import smalltune.generate as G
+    import smalltune.prompt_batch as G
     from smalltune.kv_cache import GrowingCache, fits
 
     made = []
