@@ -7,7 +7,7 @@ import pytest
 
 from smalltune.data.reference import TRIVIA_EXCLUDED, general_qa, general_questions
 from smalltune.evaluate import metrics as M
-from smalltune.evaluate.context import QUICK, Caps, EvalContext
+from smalltune.evaluate.context import GENERATION_BATCH_FACTOR, QUICK, Caps, EvalContext
 from smalltune.evaluate.probes import forgetting
 from smalltune.evaluate.runner import caps_from_recipe
 
@@ -72,7 +72,7 @@ def test_probe_scores_short_answers_with_a_paired_ci(make_recipe, tiny_model_dir
     ctx.generate = fake_generate
     res = forgetting.run(ctx)
     assert [(w, t) for w, t, _ in calls] == [("base", 24), ("finetuned", 24)]
-    assert ctx.settings().batch_size == 64  # generation batches are 4 evaluation batches (16)
+    assert ctx.settings().batch_size == GENERATION_BATCH_FACTOR * ctx.batch_size  # several evaluation batches
     assert not any("dental" in p for p in calls[0][2])  # asked without the run's system prompt
     acc = res["general_accuracy"]
     assert acc["n"] == res["questions"]["asked"] == 200

@@ -65,7 +65,7 @@ QUICK = Caps(test=16, memorization=16, reference_paragraphs=8, probe_questions=2
 # Generation batches are this many evaluation batches: a decoding step holds only the KV cache, no activations
 # for backward, and reading the weights dominates small batches on a CPU (192 general questions, 24 new tokens, the
 # 135M model, 2 cores: batch 16 took 26-28 s, batch 64 18 s; a cold evaluation's 1,224 base answers with
-# continuous batching, greedy.py: 64 places 152 s, 128 places 135 s, 256 places 127 s).
+# continuous batching joining at 1/8 free, greedy.py: 64 places 152 s, 128 places 135 s, 256 places 127 s).
 GENERATION_BATCH_FACTOR = 8
 
 
