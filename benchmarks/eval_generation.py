@@ -102,35 +102,36 @@ def general_prompts(args) -> list[str]:
             for _, q, _ in general_questions()[: args.n]]
 
 
+def demo_examples(args) -> list:
+    """The demo's first ``--n`` training then test examples."""
+    from smalltune.data import load_examples
+
+    demo = Path(__file__).resolve().parents[1] / "examples" / "dental"
+    return (load_examples(demo / "train.jsonl") + load_examples(demo / "test.jsonl"))[: args.n]
+
+
 def demo_prompts(args) -> list[str]:
     """The demo's training then test questions with its system prompt, as `smalltune evaluate` renders them."""
-    from smalltune.data import load_examples
     from smalltune.data.tokenize import render
     from smalltune.models import load_tokenizer
 
     tok = load_tokenizer(args.model)
-    demo = Path(__file__).resolve().parents[1] / "examples" / "dental"
-    examples = load_examples(demo / "train.jsonl") + load_examples(demo / "test.jsonl")
     system = "You are the receptionist at Brightside Dental."
-    return [render(tok, ex.prompt(system), add_generation_prompt=True) for ex in examples[: args.n]]
+    return [render(tok, ex.prompt(system), add_generation_prompt=True) for ex in demo_examples(args)]
 
 
 def evaluation_mix(args) -> tuple[list[str], list[int]]:
     """Prompts with answer caps of several lengths, as one evaluation pass asks them: the demo's questions (twice
     the reference answer's tokens plus the slack, within ``--max-new-tokens``) and general questions (24 tokens)."""
-    from smalltune.data import load_examples
     from smalltune.evaluate.probes.forgetting import ANSWER_TOKENS
     from smalltune.evaluate.probes.task import ANSWER_FACTOR, ANSWER_SLACK
     from smalltune.models import load_tokenizer
 
     tok = load_tokenizer(args.model)
-    demo = Path(__file__).resolve().parents[1] / "examples" / "dental"
-    targets = [ex.target for ex in load_examples(demo / "train.jsonl") + load_examples(demo / "test.jsonl")]
-    asked = demo_prompts(args)
-    limits = [min(ANSWER_FACTOR * len(tok(t, add_special_tokens=False).input_ids) + ANSWER_SLACK, args.max_new_tokens)
-              for t in targets[: len(asked)]]
+    limits = [min(ANSWER_FACTOR * len(tok(ex.target, add_special_tokens=False).input_ids) + ANSWER_SLACK,
+                  args.max_new_tokens) for ex in demo_examples(args)]
     general = general_prompts(args)
-    return asked + general, limits + [min(ANSWER_TOKENS, args.max_new_tokens)] * len(general)
+    return demo_prompts(args) + general, limits + [min(ANSWER_TOKENS, args.max_new_tokens)] * len(general)
 
 
 def alternate(args, setting: str, prompts: list[str], limits: list[int] | None = None) -> None:

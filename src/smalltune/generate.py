@@ -67,39 +67,40 @@ def generate_text(model, tokenizer, prompts: list[str], settings: GenerationSett
     limits = list(limits) if limits is not None else [s.max_new_tokens] * len(prompts)
     ids = [tokenizer(p, add_special_tokens=False).input_ids for p in prompts]
     order = sorted(range(len(prompts)), key=lambda i: len(ids[i]))  # similar lengths, less padding
-    answers: list[str] = [""] * len(prompts)
     was_training = model.training
     model.eval()
-    # Sampling draws from the model's own distribution: temperature 1 and no top-k/top-p truncation,
-    # whatever the model's generation_config suggests for chat.
-    sampling = dict(do_sample=True, temperature=1.0, top_k=0, top_p=1.0) if s.do_sample else dict(do_sample=False)
     # peft's prefix and prompt tuning put their virtual tokens into the first step's cache or inputs themselves
-    share = s.share_prefix and not prompt_learning(model)
+    learning = prompt_learning(model)
+    share = s.share_prefix and not learning
     try:
-        if s.do_sample or not s.drop_finished or prompt_learning(model):
+        if s.do_sample or not s.drop_finished or learning:
+            new = []
             for start in range(0, len(order), s.batch_size):
                 idx = order[start: start + s.batch_size]
-                for i, row in zip(idx, _generate_batch(model, tokenizer, [ids[i] for i in idx], [limits[i] for i in idx],
-                                                       s, sampling, share, seed=s.seed + start)):
-                    answers[i] = tokenizer.decode(row, skip_special_tokens=True).strip()
+                new += _generate_batch(model, tokenizer, [ids[i] for i in idx], [limits[i] for i in idx], s, share,
+                                       seed=s.seed + start)
                 if progress is not None:
                     progress.update(len(idx))
         else:
             new = greedy(model, [ids[i] for i in order], [limits[i] for i in order], tokenizer.eos_token_id,
                          tokenizer.pad_token_id, s.batch_size, share=share, grow=s.grow_cache,
                          continuous=s.continuous, progress=progress)
-            for i, row in zip(order, new):
-                answers[i] = tokenizer.decode(row, skip_special_tokens=True).strip()
     finally:
         if was_training:
             model.train()
+    answers: list[str] = [""] * len(prompts)
+    for i, row in zip(order, new):
+        answers[i] = tokenizer.decode(row, skip_special_tokens=True).strip()
     return answers
 
 
-def _generate_batch(model, tokenizer, rows: list[list[int]], caps: list[int], s: GenerationSettings, sampling: dict,
-                    share: bool, seed: int) -> list[list[int]]:
+def _generate_batch(model, tokenizer, rows: list[list[int]], caps: list[int], s: GenerationSettings, share: bool,
+                    seed: int) -> list[list[int]]:
     """One batch through ``model.generate`` (sampling, prompt learning, or ``drop_finished: false``): each row's new
     token ids up to its end token and its own cap, as :func:`~smalltune.greedy.greedy` returns them."""
+    # Sampling draws from the model's own distribution: temperature 1 and no top-k/top-p truncation,
+    # whatever the model's generation_config suggests for chat.
+    sampling = dict(do_sample=True, temperature=1.0, top_k=0, top_p=1.0) if s.do_sample else dict(do_sample=False)
     device = next(model.parameters()).device
     batch = batch_rows(rows, tokenizer.pad_token_id, device, share=share)
     batch |= prefix_cache(model, batch.pop("prefix"), len(rows), s.grow_cache)
