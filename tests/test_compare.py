@@ -23,7 +23,8 @@ def m(base, tuned, ci=None, n=20) -> dict:
 
 
 def write_run(path: Path, lr: float, score: float | None = None, forget: float | None = None, memorized: float = 0.0,
-              method: str = "lora", summary: bool = True, name: str | None = None, rouge_only: bool = False) -> Path:
+              method: str = "lora", summary: bool = True, name: str | None = None, rouge_only: bool = False,
+              evaluated_in: str | None = None) -> Path:
     """A run directory by hand: recipe, training summary, and (when ``score`` is given) eval.json."""
     path.mkdir(parents=True)
     recipe = {"name": name or path.name, "output_dir": str(path), "model": {"name": "tiny"},
@@ -42,7 +43,8 @@ def write_run(path: Path, lr: float, score: float | None = None, forget: float |
                                  "reference_ppl_relative_change": {"value": forget, "ci": [forget - 0.02, forget + 0.03], "n": 30},
                                  "general_accuracy": m(0.5, 0.45, [-0.1, 0.0])},
                   "memorization": {"memorized_rate": m(0.0, memorized, [0.0, memorized])}}
-        (path / "eval.json").write_text(json.dumps({"provenance": {}, "settings": {}, "probes": probes,
+        settings = {"generation": {"precision": evaluated_in}} if evaluated_in else {}
+        (path / "eval.json").write_text(json.dumps({"provenance": {}, "settings": settings, "probes": probes,
                                                     "verdicts": [], "samples": []}))
     return path
 
@@ -102,6 +104,18 @@ def test_markdown_table(runs, capsys):
     assert "| 0.6 (+0.5 [+0.4, +0.65]) | +5.0% [+3.0%, +8.0%] | 45% (-5.0% [-10.0%, +0.0%]) | 50% (+50.0% [+0.0%, +50.0%]) | ★ |" in table["fast"]
     assert "| not evaluated: 12 steps, stopped by early_stopping; best validation loss 1.25 |" in table["unevaluated"]
     assert len(lines) == 2 + 5
+
+
+def test_runs_evaluated_in_different_precisions_show_it_among_their_differences(tmp_path):
+    """``eval.precision: auto`` follows each run's training, so two runs of one recipe can be evaluated in fp32 and
+    bf16: the page lists the precision each evaluation used as a difference, never as a shared setting."""
+    mixed = build([write_run(tmp_path / "a", 1e-4, score=0.5, forget=0.02, evaluated_in="fp32"),
+                   write_run(tmp_path / "b", 1e-4, score=0.5, forget=0.02, evaluated_in="bf16")])
+    assert mixed.keys == ["eval.precision"]
+    assert [r.differences["eval.precision"] for r in mixed.rows] == ["fp32", "bf16"]
+    same = build([write_run(tmp_path / "c", 1e-4, score=0.5, forget=0.02, evaluated_in="bf16"),
+                  write_run(tmp_path / "d", 1e-3, score=0.5, forget=0.02, evaluated_in="bf16")])
+    assert same.keys == ["train.lr"] and same.common["eval.precision"] == "bf16"
 
 
 def test_study_folder_stands_for_its_trials_in_order(tmp_path):

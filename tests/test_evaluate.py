@@ -319,6 +319,33 @@ def test_a_bf16_evaluation_runs_under_autocast_and_keeps_base_outputs_of_its_own
     assert len(set(cache.glob("base-*.json")) - fp32_files) == 2
 
 
+def test_auto_precision_evaluates_in_the_arithmetic_the_run_trained_in(lora_run, monkeypatch):
+    """`eval.precision: auto` (the default) reads the run's start event: the fixture trained in fp32, so it evaluates
+    in fp32; a run recorded as trained under bf16 autocast is evaluated under it; a recipe's explicit value wins."""
+    from smalltune.evaluate import context
+    from smalltune.recipe import load_recipe
+
+    recipe = load_recipe(RunDir(lora_run).recipe)
+    assert recipe.eval.precision == "auto"
+    assert context.evaluation_precision(recipe, lora_run) == ("fp32", "auto: the run trained in fp32")
+    assert context.evaluation_precision(recipe, None) == ("fp32", "auto: the run recorded no training precision")
+    autocast = _autocast_spy(monkeypatch)
+    result = evaluate(lora_run, quick=True, probes=["task"], progress=False).to_dict()
+    assert autocast == [False, False] and result["settings"]["generation"]["precision"] == "fp32"
+
+    monkeypatch.setattr(context, "recorded_precision", lambda run_dir: {"precision": "bf16", "requested": "auto"})
+    assert context.evaluation_precision(recipe, lora_run) == ("bf16", "auto: the run trained in bf16")
+    autocast = _autocast_spy(monkeypatch)
+    result = evaluate(lora_run, quick=True, probes=["task"], progress=False).to_dict()
+    assert autocast == [True, True]  # both models in bf16: the base's fp32 answers are not reused
+    assert result["settings"]["generation"]["precision_reason"] == "auto: the run trained in bf16"
+    explicit = load_recipe(RunDir(lora_run).recipe, ["eval.precision=fp32"])
+    assert context.evaluation_precision(explicit, lora_run) == ("fp32", "set in the recipe")
+    fp16 = lambda run_dir: {"precision": "fp16"}  # noqa: E731 - a GPU without bf16 trained with a loss scaler
+    monkeypatch.setattr(context, "recorded_precision", fp16)
+    assert context.evaluation_precision(recipe, lora_run)[0] == "fp32"
+
+
 def test_evaluate_precision_flag_overrides_the_recipe_and_a_bad_value_is_one_line(lora_run, monkeypatch, capsys):
     from smalltune.cli import main
 

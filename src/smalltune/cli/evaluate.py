@@ -1,4 +1,4 @@
-"""smalltune evaluate RUN_DIR [--test FILE] [--reference FILE] [--quick] [--probes a,b] [--precision fp32|bf16]"""
+"""smalltune evaluate RUN_DIR [--test FILE] [--reference FILE] [--quick] [--probes a,b] [--precision fp32|bf16|auto]"""
 
 NAME = "evaluate"
 HELP = "compare base and fine-tuned model: task quality, memorization, forgetting, robustness; writes eval.json"
@@ -12,8 +12,8 @@ def configure(p):
     p.add_argument("--quick", action="store_true", help="small sample caps (a couple of minutes on a CPU)")
     p.add_argument("--probes", help="comma-separated probes to run (default: all that apply): "
                                     "task, memorization, forgetting, robustness, diversity")
-    p.add_argument("--precision", help="eval.precision for this evaluation: fp32 or bf16 (default: the run's "
-                                       "recipe, fp32 unless set; docs/evaluation.md)")
+    p.add_argument("--precision", help="eval.precision for this evaluation: fp32, bf16 or auto (default: the run's "
+                                       "recipe; auto = the precision the run trained in; docs/evaluation.md)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 

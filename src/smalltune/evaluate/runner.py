@@ -88,7 +88,8 @@ def evaluate(run_dir, test=None, reference=None, quick: bool = False, probes=Non
             results[name] = probe.run(ctx)
     training = read_training(run)
     settings = EvalSettings(
-        generation={**ctx.settings().to_dict(), "greedy": True, "precision": recipe.eval.precision,
+        generation={**ctx.settings().to_dict(), "greedy": True, "precision": ctx.precision,
+                    "precision_reason": ctx.precision_reason,
                     "base_answers_reused": ctx.base_answers_reused},
         quick=quick, caps=dict(caps.__dict__), seed=seed, heldout=source,
         reference=ref_source, skipped=skipped, wall_seconds=round(time.perf_counter() - started, 1),

@@ -37,7 +37,8 @@ def _delta(fmt: str, m: Metric) -> str:
 
 
 def print_summary(result: EvalResult) -> None:
-    table = Table(title="evaluation: base vs fine-tuned (95% CI of the change)", title_justify="left")
+    precision = (result.settings.generation or {}).get("precision", "fp32")  # compare evaluations of one precision
+    table = Table(title=f"evaluation in {precision}: base vs fine-tuned (95% CI of the change)", title_justify="left")
     for col in ("metric", "base", "fine-tuned", "change [CI]", "n"):
         table.add_column(col, justify="left" if col == "metric" else "right")
     for probe, key, label, fmt in HEADLINES:

@@ -211,16 +211,23 @@ def time_layer(config, rows: int, seq: int, trainable: bool) -> tuple[float, flo
     return best[0], best[1]
 
 
-def keep_recorded(recipe, run_dir) -> None:
-    """On --resume: train on in the precision the run started with (its start event), not a new measurement --
-    a ratio near :data:`BF16_MIN_SPEEDUP` could otherwise flip the precision halfway through a run."""
+def recorded_precision(run_dir) -> dict:
+    """What a run's start event recorded of its precision (:meth:`PrecisionChoice.to_dict`); {} when nothing was."""
     from ..rundir import RunDir
 
     run = RunDir(run_dir)
-    if recipe.train.precision != "auto" or training_device() != "cpu" or not run.metrics.exists():
-        return
+    if not run.metrics.exists():
+        return {}
     start = next((r for r in run.read_metrics() if r.kind == "event" and r.event == "start"), None)
-    recorded = (start.extra.get("precision") or {}) if start else {}
+    return (start.extra.get("precision") or {}) if start else {}
+
+
+def keep_recorded(recipe, run_dir) -> None:
+    """On --resume: train on in the precision the run started with (its start event), not a new measurement --
+    a ratio near :data:`BF16_MIN_SPEEDUP` could otherwise flip the precision halfway through a run."""
+    if recipe.train.precision != "auto" or training_device() != "cpu":
+        return
+    recorded = recorded_precision(run_dir)
     if recorded.get("requested") != "auto":
         return
     try:

@@ -119,7 +119,7 @@ def build(paths: list[str | Path], metric: str | None = None) -> Comparison:
         r.forgetting = _forgetting(probes)
         r.general = _metric(probes, "forgetting", "general_accuracy")
         r.memorization = _metric(probes, "memorization", "memorized_rate") or _metric(probes, "memorization", "verbatim_rate")
-    flat = [_flatten(r.run.recipe) for r in rows]
+    flat = [_flatten(r.run.recipe) | _evaluated_in(r.run) for r in rows]
     keys = sorted({k for f in flat for k in f} - IGNORED_KEYS)
     differing = [k for k in keys if len({repr(f.get(k)) for f in flat}) > 1]
     for r, f in zip(rows, flat):
@@ -175,6 +175,13 @@ def _forgetting(probes: dict) -> dict | None:
     if ppl and _num(ppl.get("base")) and _num(ppl.get("finetuned")) and ppl["base"] > 0:  # older eval.json: no CI
         return {"value": ppl["finetuned"] / ppl["base"] - 1, "ci": [None, None], "n": ppl.get("n")}
     return None
+
+
+def _evaluated_in(run: RunView) -> dict[str, Any]:
+    """``eval.precision`` as the evaluation resolved it (``auto`` follows each run's training), so runs evaluated in
+    different arithmetic show it among their differences."""
+    precision = (((run.eval or {}).get("settings") or {}).get("generation") or {}).get("precision")
+    return {"eval.precision": precision} if precision else {}
 
 
 def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
