@@ -346,6 +346,33 @@ def test_auto_precision_evaluates_in_the_arithmetic_the_run_trained_in(lora_run,
     assert context.evaluation_precision(recipe, lora_run)[0] == "fp32"
 
 
+def test_generation_takes_fewer_places_where_their_kv_cache_would_not_fit(lora_run, monkeypatch, capsys):
+    """8 x eval.batch_size places, unless their KV cache would not fit beside the weights in the usable memory: then
+    fewer, said once, and the same answers (each prompt's own, whatever shares its batch)."""
+    import dataclasses
+
+    from smalltune.evaluate import context
+    from smalltune.kv_cache import bytes_per_position
+    from smalltune.plan import hardware
+    from smalltune.train import load_trained
+
+    monkeypatch.setattr(context, "_BASE_RESULTS", {})
+    roomy = evaluate(lora_run, quick=True, probes=["task"], progress=False).to_dict()
+    model, _, recipe = load_trained(lora_run)
+    assert roomy["settings"]["generation"]["batch_size"] == context.GENERATION_BATCH_FACTOR * recipe.eval.batch_size
+    assert "prompts at a time" not in capsys.readouterr().err
+    per_place = 2 * (recipe.data.max_length + context.QUICK.max_new_tokens) * bytes_per_position(model, 4)
+    usable = context.model_bytes(model) + int(3.5 * per_place / context.KV_SHARE)  # an adapter: one copy of weights
+    real = hardware.detect_device()
+    monkeypatch.setattr(hardware, "detect_device", lambda memory_gib=None: dataclasses.replace(real, usable=usable))
+    tight = evaluate(lora_run, quick=True, probes=["task"], progress=False).to_dict()
+    assert tight["settings"]["generation"]["batch_size"] == 3
+    err = capsys.readouterr().err
+    assert err.count("generating 3 prompts at a time instead of") == 1
+    assert tight["settings"]["generation"]["base_answers_reused"] == 0  # other places: not the roomy run's answers
+    assert [(s["base"], s["finetuned"]) for s in tight["samples"]] == [(s["base"], s["finetuned"]) for s in roomy["samples"]]
+
+
 def test_evaluate_precision_flag_overrides_the_recipe_and_a_bad_value_is_one_line(lora_run, monkeypatch, capsys):
     from smalltune.cli import main
 

@@ -124,9 +124,22 @@ class GrowingCache(DynamicCache):
             mine.place(rows, theirs.keys, theirs.values)
 
 
+def bytes_per_position(model, dtype_bytes: int) -> int:
+    """Bytes one batch row's keys and values take per position, every layer together (``dtype_bytes`` each)."""
+    config = _text_config(model)
+    heads = config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    return 2 * config.num_hidden_layers * kv_heads * head_dim * dtype_bytes
+
+
+def _text_config(model):
+    return model.config.get_text_config(decoder=True) if hasattr(model.config, "get_text_config") else model.config
+
+
 def fits(model) -> bool:
     """Whether every decoder layer of ``model`` attends to all earlier positions (no sliding window, no other
     layer kinds), so :class:`GrowingCache` computes what its own cache would."""
-    config = model.config.get_text_config(decoder=True) if hasattr(model.config, "get_text_config") else model.config
+    config = _text_config(model)
     kinds = getattr(config, "layer_types", None) or ["full_attention"]
     return set(kinds) == {"full_attention"} and not getattr(config, "sliding_window", None)

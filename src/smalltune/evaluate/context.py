@@ -13,6 +13,7 @@ import random
 import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -68,6 +69,11 @@ QUICK = Caps(test=16, memorization=16, reference_paragraphs=8, probe_questions=2
 # 135M model, 2 cores: batch 16 took 26-28 s, batch 64 18 s; a cold evaluation's 1,224 base answers with
 # continuous batching joining at 1/8 free, greedy.py: 64 places 152 s, 128 places 135 s, 256 places 127 s).
 GENERATION_BATCH_FACTOR = 8
+# Fewer places where their KV cache would not fit: it may take this share of the memory the weights leave (the rest
+# is for a chunk's prefill activations, the logits, the process and the OS). The built-in model at 288 positions
+# needs 26 MB a place (fp32, room for doubling); a 1.7B model without grouped KV heads needs 226 MB, so 128 places
+# would want 29 GB.
+KV_SHARE = 0.5
 
 
 def evaluation_precision(recipe, run_dir=None) -> tuple[str, str]:
@@ -141,13 +147,37 @@ class EvalContext:
 
     def settings(self) -> GenerationSettings:
         """How every answer is generated (the caps' length: a probe may ask for fewer tokens per prompt)."""
-        return GenerationSettings(max_new_tokens=self.caps.max_new_tokens,
-                                  batch_size=GENERATION_BATCH_FACTOR * self.batch_size)
+        return GenerationSettings(max_new_tokens=self.caps.max_new_tokens, batch_size=self.places)
+
+    def weight_bytes(self) -> int:
+        """The weights both models hold in memory (an adapter's base is the trained model's own)."""
+        return model_bytes(self.model) * (1 if self._models.shares_weights else 2)
+
+    @cached_property
+    def places(self) -> int:
+        """Prompts generated at once: :data:`GENERATION_BATCH_FACTOR` x the evaluation batch, fewer (said once)
+        where their KV cache would not fit beside both models' weights in the device's usable memory."""
+        from .. import console
+        from ..kv_cache import bytes_per_position
+        from ..plan.hardware import GIB, detect_device
+
+        wanted = GENERATION_BATCH_FACTOR * self.batch_size
+        weights = self.weight_bytes()
+        usable = detect_device().usable
+        positions = self.recipe.data.max_length + self.caps.max_new_tokens  # a prompt and its longest answer
+        element = 2 if self.precision == "bf16" else next(self.model.parameters()).element_size()
+        per_place = 2 * positions * bytes_per_position(self.model, element)  # x2: a buffer doubles when full
+        fit = max(1, int(max(usable - weights, 0) * KV_SHARE // per_place))
+        if fit < wanted:
+            console.warn(f"evaluation: generating {fit} prompts at a time instead of {wanted}: each one's KV cache "
+                         f"({per_place / GIB:.2f} GiB at {positions} positions) must fit beside the weights in "
+                         f"{usable / GIB:.1f} GiB of usable memory")
+        return min(wanted, fit)
 
     def base_key(self) -> tuple:
         """What the base model's outputs depend on: the model, its loading, precision, device and batching."""
         return (*base_cache.model_key(self.recipe), self.recipe.train.precision,
-                self.precision, str(self.device), self.batch_size)
+                self.precision, str(self.device), self.batch_size, self.places)
 
     def autocast(self):
         """The context every generation and loss pass runs in (:attr:`precision`): bf16 autocast, or nothing."""
@@ -262,6 +292,11 @@ class EvalContext:
             if self._shared(which):
                 self._write("losses", cache)
         return cache[key]
+
+
+def model_bytes(model) -> int:
+    """Bytes of a model's parameters."""
+    return sum(p.numel() * p.element_size() for p in model.parameters())
 
 
 def weighted_loss(rows) -> float:

@@ -46,12 +46,17 @@ class ModelPair:
         self.trained, self.recipe = trained, recipe
         self._base: Any = None
 
+    @property
+    def shares_weights(self) -> bool:
+        """Whether the base is the trained model with its adapter off (no second copy of the weights)."""
+        return hasattr(self.trained, "disable_adapter")
+
     @contextlib.contextmanager
     def use(self, which: str):
         """Yield the model called ``which`` ("finetuned" or "base") ready for inference."""
         if which == "finetuned":
             yield self.trained
-        elif hasattr(self.trained, "disable_adapter"):
+        elif self.shares_weights:
             with self.trained.disable_adapter():
                 yield self.trained
         else:

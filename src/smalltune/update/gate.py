@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from ..errors import SmalltuneError
-from ..evaluate.context import Caps, EvalContext
+from ..evaluate.context import Caps, EvalContext, model_bytes
 
 # (section, metric, recipe key of the threshold, how the change is read)
 CHECKS = (
@@ -47,6 +47,9 @@ class VersusContext(EvalContext):
     @contextlib.contextmanager
     def use(self, which: str):
         yield self.model if which == "finetuned" else self.parent
+
+    def weight_bytes(self) -> int:
+        return model_bytes(self.model) + model_bytes(self.parent)  # two loaded versions, adapters or not
 
 
 @dataclass
