@@ -1,0 +1,97 @@
+"""Issue 19 item 6: is a first full `smalltune evaluate` no slower than the training it evaluates?
+
+Not a test: a measurement to run by hand on a quiet machine and record in benchmarks/README.md. For each training
+precision arm (``auto``: what the demo recipe does; ``fp32``) it trains the demo recipe, then evaluates the run cold
+(a new answer-cache folder, so the base model's answers and losses are computed as on a first run) in each asked
+evaluation precision (``auto`` = the training's, the default; ``fp32``). Each is its own ``smalltune`` process, timed
+whole, as a user runs them; one row per (training arm, evaluation precision) goes to
+``results/eval_vs_train.jsonl`` with the machine and commit, so an interrupted measurement resumes where it stopped
+(rows of this commit on this CPU are kept) and another machine's rows sit beside this one's.
+
+    python benchmarks/eval_vs_train.py                                   # auto and fp32 training, auto evaluation
+    python benchmarks/eval_vs_train.py --train auto --eval auto fp32     # the default run, evaluated both ways
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from _evidence import RESULTS, ROOT, WORK, machine
+
+RECIPE = ROOT / "examples" / "dental" / "recipe.yaml"
+OUT = RESULTS / "eval_vs_train.jsonl"
+SMALLTUNE = [sys.executable, "-m", "smalltune"]
+
+
+def timed(cmd: list[str], env: dict | None = None) -> float:
+    started = time.perf_counter()
+    done = subprocess.run(cmd, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                          text=True)
+    if done.returncode:
+        sys.exit(f"{' '.join(map(str, cmd))} failed:\n{done.stderr[-2000:]}")
+    return round(time.perf_counter() - started, 2)
+
+
+def commit() -> str:
+    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+
+
+def train(arm: str) -> tuple[Path, dict]:
+    """A fresh run of the demo recipe in ``arm``'s precision: its folder and what its training recorded."""
+    run = WORK / "eval-vs-train" / arm
+    shutil.rmtree(run, ignore_errors=True)
+    seconds = timed([*SMALLTUNE, "train", "--no-progress", str(RECIPE), f"output_dir={run}", f"train.precision={arm}"])
+    summary = json.loads((run / "train_summary.json").read_text())
+    start = next(json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()
+                 if '"event": "start"' in line)
+    return run, {"train_seconds": seconds, "steps": summary["steps"], "stopped": summary["stopped"],
+                 "train_precision": (start.get("precision") or {}).get("precision"),
+                 "precision_reason": (start.get("precision") or {}).get("reason")}
+
+
+def evaluate(run: Path, precision: str) -> dict:
+    """A cold full evaluation of ``run`` in ``precision``: process seconds and where eval.json says the time went."""
+    cache = WORK / "eval-vs-train" / f"answers-{run.name}-{precision}"
+    shutil.rmtree(cache, ignore_errors=True)
+    seconds = timed([*SMALLTUNE, "evaluate", str(run), "--no-progress", "--precision", precision],
+                    {"SMALLTUNE_ANSWER_CACHE": str(cache)})
+    settings = json.loads((run / "eval.json").read_text())["settings"]
+    return {"eval_seconds": seconds, "eval_precision": settings["generation"]["precision"],
+            "phase_seconds": settings["phase_seconds"]}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--train", nargs="+", default=["auto", "fp32"], choices=["auto", "fp32", "bf16"])
+    p.add_argument("--eval", nargs="+", default=["auto"], choices=["auto", "fp32", "bf16"], dest="evals")
+    args = p.parse_args()
+    where, at = machine(), commit()
+    rows = [json.loads(line) for line in OUT.read_text().splitlines()] if OUT.exists() else []
+    done = {(r["arm"], r["eval"]) for r in rows if r["commit"] == at and r["machine"]["cpu"] == where["cpu"]}
+    for arm in args.train:
+        wanted = [e for e in args.evals if (arm, e) not in done]
+        if not wanted:
+            continue
+        run, trained = train(arm)
+        measured = set()  # precisions this run was evaluated in: fp32 asked after an auto that resolved to fp32 is a repeat
+        for precision in wanted:
+            if precision in measured:
+                continue
+            row = {"arm": arm, "eval": precision, "commit": at, "machine": where, **trained, **evaluate(run, precision)}
+            measured.add(row["eval_precision"])
+            row["eval_over_train"] = round(row["eval_seconds"] / row["train_seconds"], 3)
+            OUT.parent.mkdir(parents=True, exist_ok=True)
+            with OUT.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+            print(json.dumps({k: v for k, v in row.items() if k not in ("machine", "phase_seconds")}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
