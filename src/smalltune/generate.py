@@ -18,7 +18,7 @@ import torch
 from .data.tokenize import render
 from .greedy import greedy
 from .models import prompt_learning
-from .prompt_batch import batch_rows, prefix_cache
+from .prompt_batch import model_batch
 from .recipe import EvalSection
 
 _EVAL = EvalSection()  # without settings, generate as `smalltune evaluate` does with a default recipe
@@ -102,8 +102,7 @@ def _generate_batch(model, tokenizer, rows: list[list[int]], caps: list[int], s:
     # whatever the model's generation_config suggests for chat.
     sampling = dict(do_sample=True, temperature=1.0, top_k=0, top_p=1.0) if s.do_sample else dict(do_sample=False)
     device = next(model.parameters()).device
-    batch = batch_rows(rows, tokenizer.pad_token_id, device, share=share)
-    batch |= prefix_cache(model, batch.pop("prefix"), len(rows), s.grow_cache)
+    batch = model_batch(model, rows, tokenizer.pad_token_id, share, s.grow_cache)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         out = model.generate(**batch, max_new_tokens=max(caps), **sampling, pad_token_id=tokenizer.pad_token_id,

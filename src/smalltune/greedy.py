@@ -21,7 +21,7 @@ from collections import deque
 import torch
 
 from .kv_cache import GrowingCache
-from .prompt_batch import batch_rows, cache_key, new_cache, prefix_cache
+from .prompt_batch import cache_key, model_batch, new_cache
 
 # New prompts join once this share of the places is free: each join is one prefill pass (reading every weight
 # once more), and until then a free place decodes nothing useful. A cold evaluation's 1,224 base answers, 128
@@ -40,8 +40,7 @@ class _Places:
     @classmethod
     def prefill(cls, model, rows: list[list[int]], owners: list[int], pad_id: int, share: bool, grow: bool):
         """A chunk of prompts run up to their first new token."""
-        batch = batch_rows(rows, pad_id, next(model.parameters()).device, share=share)
-        batch |= prefix_cache(model, batch.pop("prefix"), len(rows), grow)
+        batch = model_batch(model, rows, pad_id, share, grow)
         name = cache_key(batch)
         cache = batch.get(name)
         if cache is None:  # no shared prefix: this pass fills a new cache (or the model makes its own)

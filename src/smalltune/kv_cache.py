@@ -21,6 +21,8 @@ from __future__ import annotations
 import torch
 from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 
+from .models import attention_dims
+
 MIN_ROOM = 64  # positions a layer's first buffer holds at least
 
 
@@ -127,9 +129,7 @@ class GrowingCache(DynamicCache):
 def bytes_per_position(model, dtype_bytes: int) -> int:
     """Bytes one batch row's keys and values take per position, every layer together (``dtype_bytes`` each)."""
     config = _text_config(model)
-    heads = config.num_attention_heads
-    kv_heads = getattr(config, "num_key_value_heads", None) or heads
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    _, kv_heads, head_dim = attention_dims(config)
     return 2 * config.num_hidden_layers * kv_heads * head_dim * dtype_bytes
 
 

@@ -260,6 +260,14 @@ def four_bit_arguments() -> dict:
     return {"quantization_config": config, "device_map": {"": int(os.environ.get("LOCAL_RANK", 0))}}
 
 
+def attention_dims(config) -> tuple[int, int, int]:
+    """(attention heads, key/value heads, head size) of a decoder's text config: configs without grouped KV heads or
+    an explicit head size leave them to these defaults (the planner's memory estimate and the KV cache's size)."""
+    heads = config.num_attention_heads
+    return (heads, getattr(config, "num_key_value_heads", None) or heads,
+            getattr(config, "head_dim", None) or config.hidden_size // heads)
+
+
 def prompt_learning(model):
     """The active peft prompt/prefix-tuning config of ``model`` (its virtual tokens are prepended to the
     input or put into the first step's cache), else None."""

@@ -48,6 +48,13 @@ def _shared_length(rows: list[list[int]]) -> int:
     return n
 
 
+def model_batch(model, rows: list[list[int]], pad_id: int, share: bool = True, grow: bool = True) -> dict:
+    """Forward keywords for ``rows`` on ``model``'s device: :func:`batch_rows` with the shared opening already run
+    into the KV cache (:func:`prefix_cache`)."""
+    batch = batch_rows(rows, pad_id, next(model.parameters()).device, share=share)
+    return batch | prefix_cache(model, batch.pop("prefix"), len(rows), grow)
+
+
 def prefix_cache(model, prefix: torch.Tensor, batch_size: int, grow: bool = True) -> dict:
     """``generate``'s cache argument: the shared prefix's KV cache, computed once and repeated for every row
     (empty when there is no shared prefix)."""

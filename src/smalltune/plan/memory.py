@@ -79,7 +79,7 @@ def model_shape(name: str) -> ModelShape:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from ..models import _hub_error, resolve
+    from ..models import _hub_error, attention_dims, resolve
 
     where = resolve(name)
     try:
@@ -91,15 +91,14 @@ def model_shape(name: str) -> ModelShape:
     text = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
     layers = getattr(text, "num_hidden_layers")
     hidden = getattr(text, "hidden_size")
-    heads = getattr(text, "num_attention_heads")
+    heads, kv_heads, head_dim = attention_dims(text)
     block = _first_block(model)
     linears = [(n, m.in_features, m.out_features) for n, m in block.named_modules()
                if isinstance(m, torch.nn.Linear)]
     return ModelShape(
         name=str(name), total_params=sum(p.numel() for p in model.parameters()), layers=layers, hidden=hidden,
         intermediate=getattr(text, "intermediate_size", 4 * hidden), heads=heads,
-        kv_heads=getattr(text, "num_key_value_heads", None) or heads,
-        head_dim=getattr(text, "head_dim", None) or hidden // heads, vocab=getattr(text, "vocab_size"),
+        kv_heads=kv_heads, head_dim=head_dim, vocab=getattr(text, "vocab_size"),
         max_positions=getattr(text, "max_position_embeddings", 2048) or 2048,
         layer_linears=linears, layer_params=sum(p.numel() for p in block.parameters()),
     )
