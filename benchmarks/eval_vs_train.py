@@ -48,12 +48,12 @@ def train(arm: str) -> tuple[Path, dict]:
     run = WORK / "eval-vs-train" / arm
     shutil.rmtree(run, ignore_errors=True)
     seconds = timed([*SMALLTUNE, "train", "--no-progress", str(RECIPE), f"output_dir={run}", f"train.precision={arm}"])
+    from smalltune.train.precision import recorded_precision
+
     summary = json.loads((run / "train_summary.json").read_text())
-    start = next(json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()
-                 if '"event": "start"' in line)
+    precision = recorded_precision(run)
     return run, {"train_seconds": seconds, "steps": summary["steps"], "stopped": summary["stopped"],
-                 "train_precision": (start.get("precision") or {}).get("precision"),
-                 "precision_reason": (start.get("precision") or {}).get("reason")}
+                 "train_precision": precision.get("precision"), "precision_reason": precision.get("reason")}
 
 
 def evaluate(run: Path, precision: str) -> dict:
