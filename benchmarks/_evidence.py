@@ -31,6 +31,13 @@ WORK = Path(os.environ.get("SMALLTUNE_BENCH_WORK", "/tmp/smalltune-bench"))  # r
 MAX_STEPS = os.environ.get("SMALLTUNE_BENCH_MAX_STEPS")
 
 
+def commit() -> str:
+    """The checkout's short commit, for result rows (an interrupted measurement resumes only on the same code)."""
+    import subprocess
+
+    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+
+
 def machine() -> dict:
     import torch
 

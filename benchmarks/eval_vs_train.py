@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from _evidence import RESULTS, ROOT, WORK, machine
+from _evidence import RESULTS, ROOT, WORK, commit, machine
 
 RECIPE = ROOT / "examples" / "dental" / "recipe.yaml"
 OUT = RESULTS / "eval_vs_train.jsonl"
@@ -37,10 +37,6 @@ def timed(cmd: list[str], env: dict | None = None) -> float:
     if done.returncode:
         sys.exit(f"{' '.join(map(str, cmd))} failed:\n{done.stderr[-2000:]}")
     return round(time.perf_counter() - started, 2)
-
-
-def commit() -> str:
-    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
 
 
 def train(arm: str) -> tuple[Path, dict]:

@@ -13,7 +13,7 @@ from smalltune.recipe import recipe_from_dict
 from smalltune.rundir import RunDir
 from smalltune.train.guards import (
     CheckpointSelector, Convergence, EarlyStopping, ForgettingBudget, NumericalHealth, OverfittingGap,
-    OverMemorization, build_guards, build_selector, keep_best, restore_best,
+    OverMemorization, Snapshots, build_guards, build_selector, keep_best, restore_best,
 )
 from smalltune.train.guards.overfitting import slope
 
@@ -122,19 +122,24 @@ class _Linear(torch.nn.Module):
         self.w = torch.nn.Parameter(torch.zeros(3))
 
 
+def _fill(model, value):
+    with torch.no_grad():
+        model.w.fill_(value)
+
+
 def test_keep_best_keeps_candidates_on_disk_and_restores_a_retroactive_choice(tmp_path):
     from smalltune.train.methods import Method
 
     run, method, model, s = RunDir(tmp_path), Method(), _Linear(), CheckpointSelector("auto", ppl_factor=1.5)
+    snaps = Snapshots(run, method, model, in_memory=False)  # as under several processes
     for step, ppl, acc, flag in [(10, 4.0, 0.50, False), (20, 5.0, 0.58, False), (30, 6.5, 0.58, True)]:
-        with torch.no_grad():
-            model.w.fill_(step)
-        keep_best(run, method, model, s, rec(step, ppl, acc, over_memorization=flag), step)
+        _fill(model, step)
+        keep_best(snaps, s, rec(step, ppl, acc, over_memorization=flag), step)
         assert json.loads((run.best / "state.json").read_text())["step"] == s.best_step
     assert s.best_step == 20
     kept = sorted(p.name for p in (run.checkpoints / "evals").glob("*.safetensors"))
     assert kept == ["step-000010.safetensors", "step-000020.safetensors"]  # 30 is over the cap: dropped
-    assert restore_best(run, method, model, s)
+    assert restore_best(snaps, s)
     assert torch.equal(model.w, torch.full((3,), 20.0))
 
 
@@ -144,17 +149,48 @@ def test_keep_best_keeps_protected_snapshots_and_replaces_a_best_the_selector_do
     from smalltune.train.methods import Method
 
     run, method, model, s = RunDir(tmp_path), Method(), _Linear(), CheckpointSelector("eval_loss")
+    snaps = Snapshots(run, method, model, in_memory=False)
     for step, ppl in [(10, 5.0), (20, 4.0)]:  # the lowest loss moves to 20: 10 is no longer a candidate
-        with torch.no_grad():
-            model.w.fill_(step)
-        keep_best(run, method, model, s, rec(step, ppl, 0.5), step, protect=[10])
+        _fill(model, step)
+        keep_best(snaps, s, rec(step, ppl, 0.5), step, protect=[10])
     assert (run.checkpoints / "evals" / "step-000010.safetensors").exists()
     assert (run.best / "trainable.safetensors").stat().st_nlink == 2  # linked to its snapshot, not copied
     resumed = CheckpointSelector("eval_loss")  # as restored from a checkpoint written after step 10
     resumed.update(rec(10, 5.0, 0.5), 10)
-    keep_best(run, method, model, resumed, rec(15, 6.0, 0.5), 15)
+    snaps = Snapshots(run, method, model)  # a resumed process holds nothing in memory yet
+    keep_best(snaps, resumed, rec(15, 6.0, 0.5), 15)
     assert json.loads((run.best / "state.json").read_text())["step"] == 10
-    assert restore_best(run, method, model, resumed) and torch.equal(model.w, torch.full((3,), 10.0))
+    assert restore_best(snaps, resumed) and torch.equal(model.w, torch.full((3,), 10.0))
+
+
+def test_snapshots_stay_in_memory_until_a_checkpoint_needs_them(tmp_path, monkeypatch):
+    """One process: no file per new best; a --resume checkpoint writes its candidates and links best/ to the choice;
+    a snapshot that does not fit in the host-memory share is written at once."""
+    from smalltune.train.guards import snapshots
+    from smalltune.train.methods import Method
+
+    run, method, model, s = RunDir(tmp_path), Method(), _Linear(), CheckpointSelector("auto", ppl_factor=1.5)
+    snaps = Snapshots(run, method, model)
+    for step, ppl, acc, flag in [(10, 4.0, 0.50, False), (20, 5.0, 0.58, False), (30, 6.5, 0.58, True)]:
+        _fill(model, step)
+        keep_best(snaps, s, rec(step, ppl, acc, over_memorization=flag), step)
+    assert sorted(snaps.held) == [10, 20] and not (run.checkpoints / "evals").exists() and not run.best.exists()
+    assert restore_best(snaps, s) and torch.equal(model.w, torch.full((3,), 20.0))
+    snaps.persist(s.candidates(), s)
+    kept = sorted(p.name for p in (run.checkpoints / "evals").glob("*.safetensors"))
+    assert kept == ["step-000010.safetensors", "step-000020.safetensors"]
+    assert json.loads((run.best / "state.json").read_text())["step"] == 20
+    assert (run.best / "trainable.safetensors").stat().st_nlink == 2
+    _fill(model, 40)
+    keep_best(snaps, s, rec(40, 3.0, 0.60), 40)  # the new minimum shrinks the cap: 10 and 20 are out
+    assert sorted(snaps.held) == [40] and not list((run.checkpoints / "evals").glob("*.safetensors"))
+    monkeypatch.setattr(snapshots, "HOST_SHARE", 0.0)  # nothing fits: a file at once
+    _fill(model, 50)
+    keep_best(snaps, s, rec(50, 2.9, 0.61), 50)
+    assert 50 not in snaps.held and (run.checkpoints / "evals" / "step-000050.safetensors").exists()
+    assert json.loads((run.best / "state.json").read_text())["step"] == 50  # a file: best/ follows at once
+    snaps.drop()
+    assert not snaps.held and not (run.checkpoints / "evals").exists() and run.best.exists()
 
 
 # --- forgetting --------------------------------------------------------------------------------

@@ -3,6 +3,7 @@ checkpoint write -- and resumed, a run ends with the bitwise-same adapter as an 
 
 from __future__ import annotations
 
+import json
 import shutil
 from types import SimpleNamespace
 
@@ -97,22 +98,35 @@ def test_sparse_checkpoints_resume_bitwise(make_recipe, tmp_path, monkeypatch):
 
 
 def test_checkpoint_cadence_writes_none_in_a_short_run_and_changes_nothing(make_recipe, tmp_path, monkeypatch):
+    """Without a --resume checkpoint the best-model snapshots stay in memory: one file in the whole run, best/."""
     from smalltune.train import loop
+    from smalltune.train.guards.snapshots import Snapshots
 
-    written = {}
-    real_save = loop.save_checkpoint
+    written, snapshots = {}, {}
+    real_save, real_write = loop.save_checkpoint, Snapshots._write
 
     def save(run, *args, **kwargs):
         written[run.path.name] = written.get(run.path.name, 0) + 1
         return real_save(run, *args, **kwargs)
 
+    def write(self, step, state):
+        snapshots.setdefault(self.run.path.name, []).append(step)
+        return real_write(self, step, state)
+
     monkeypatch.setattr(loop, "save_checkpoint", save)
+    monkeypatch.setattr(Snapshots, "_write", write)
     every = train(make_recipe(**COMMON, output_dir=str(tmp_path / "every")), progress=False)
     rare = train(make_recipe(**COMMON, **{"train.checkpoint_minutes": 60}, output_dir=str(tmp_path / "rare")),
                  progress=False)
     assert written.get("every") and not written.get("rare")
+    assert snapshots["rare"] == [rare.best_step] and len(snapshots["every"]) > 1
+    best = load_file(str(RunDir(rare.run_dir).best / "trainable.safetensors"))  # written from memory at the end
+    assert json.loads((RunDir(rare.run_dir).best / "state.json").read_text())["step"] == rare.best_step
+    assert not (RunDir(rare.run_dir).checkpoints / "evals").exists()
     a, b = adapter(every.run_dir), adapter(rare.run_dir)
     assert all(torch.equal(a[k], b[k]) for k in a) and rare.best_step == every.best_step
+    every_best = load_file(str(RunDir(every.run_dir).best / "trainable.safetensors"))
+    assert best.keys() == every_best.keys() and all(torch.equal(best[k], every_best[k]) for k in best)
 
 
 def test_resume_of_a_finished_run_returns_its_summary_and_trains_nothing(make_recipe, tmp_path, monkeypatch):

@@ -26,7 +26,7 @@ from ..schema import TrainSummary
 from .checkpoint import (clean_interrupted, drop_checkpoints, latest_checkpoint, load_checkpoint, prune_checkpoints,
                          rng_state, save_checkpoint)
 from .data import PreparedData, prepare_data
-from .guards import UNSAFE_STOPS, drop_snapshots, keep_best, restore_best, snapshot_path
+from .guards import UNSAFE_STOPS, Snapshots, keep_best, restore_best, snapshot_path
 from .loss import batch_logits, causal_lm_loss, dataset_metrics, keeps_logits
 from .plugins import GuardEvent, PluginEnv
 from .precision import choose_precision, keep_recorded
@@ -140,6 +140,8 @@ def fit(parts: Parts, data: PreparedData, run: RunDir, resume: bool = False, pro
     regularizers = [x.name for x in plugins if x.name in _regularizer_names()]
 
     keep = keeps_logits(p.unwrapped)  # logits only where a label follows (loss.scored_positions)
+    # the weights selection may still choose: in host memory in one process (no write per new best)
+    snapshots = Snapshots(run, p.method, p.unwrapped, write=main, in_memory=acc.num_processes == 1)
 
     def objective(batch):
         """(task loss, total loss to minimise = task loss + plugin penalties) of one micro-batch."""
@@ -186,8 +188,7 @@ def fit(parts: Parts, data: PreparedData, run: RunDir, resume: bool = False, pro
         record.update(step=state.step, epoch=round(state.step / p.steps_per_epoch, 3), train_loss=window_loss())
         for event in plugins.evaluate(record, state.step, env):  # also adds each guard's signal to the record
             note(event)
-        keep_best(run, p.method, p.unwrapped, selector, record, state.step, write=main,  # sees the guards' flags
-                  protect=state.protected)
+        keep_best(snapshots, selector, record, state.step, protect=state.protected)  # sees the guards' flags
         log({"type": "eval", **record, "best_step": selector.best_step})
         if main:
             bar.set_postfix(eval_loss=f"{record['eval_loss']:.3f}", best=selector.best_step)
@@ -201,6 +202,8 @@ def fit(parts: Parts, data: PreparedData, run: RunDir, resume: bool = False, pro
 
     def checkpoint() -> None:
         state.checkpointed_at, state.protected = elapsed(), sorted(selector.candidates())
+        if main:  # a run resumed from this checkpoint may choose any of its candidates: they become files first
+            snapshots.persist(state.protected, selector)
         rngs = gather_object([rng_state()]) if acc.num_processes > 1 else [rng_state()]
         snapshot = snapshot_path(run, state.step)  # this step's weights, when selection kept them
         # every rank: under FSDP2 the checkpoint gathers each rank's shard (a collective); the main process writes
@@ -260,7 +263,7 @@ def fit(parts: Parts, data: PreparedData, run: RunDir, resume: bool = False, pro
     plugins.close()
 
     # --- finish: restore the best checkpoint, publish it if it beats the base, summarise --------------
-    publish, why_not = _publishable(run, p, selector, state)
+    publish, why_not = _publishable(p, snapshots, selector, state)
     if main and publish:
         tmp = run.path / f".{p.method.artifact}.tmp"
         p.method.save(p.unwrapped, tmp)
@@ -268,7 +271,8 @@ def fit(parts: Parts, data: PreparedData, run: RunDir, resume: bool = False, pro
         publish_dir(tmp, run.path / p.method.artifact)
     acc.wait_for_everyone()  # every process has restored the chosen weights before they go
     if main:
-        drop_snapshots(run)
+        snapshots.persist([selector.best_step], selector)  # best/ stays for inspection
+        snapshots.drop()
     if why_not:
         state.stop_message = "; ".join(x for x in (state.stop_message, why_not) if x)
     planned = math.ceil(t.epochs * p.steps_per_epoch)
@@ -365,9 +369,9 @@ def _start_ceiling(recipe, base_eval: dict | None, started_from: bool) -> float 
     return None if slack is None else base_eval["eval_loss"] + slack
 
 
-def _publishable(run: RunDir, p: Parts, selector, state: LoopState) -> tuple[bool, str]:
+def _publishable(p: Parts, snapshots: Snapshots, selector, state: LoopState) -> tuple[bool, str]:
     """Restore the chosen checkpoint; publish it unless nothing safe was chosen or it is worse than the start."""
-    chosen = restore_best(run, p.method, p.unwrapped, selector)
+    chosen = restore_best(snapshots, selector)
     if not chosen and state.stop_reason in UNSAFE_STOPS:
         return False, f"no checkpoint passed the guards, so no {p.method.artifact}/ was written"
     best, base, ceiling = selector.best_record, state.base_eval, selector.loss_ceiling

@@ -9,8 +9,8 @@ One module per guard, all of one shape (:class:`Guard`), registered in :data:`GU
 * ``convergence``        training loss flat within ``guards.converged_delta`` per epoch: note
 * ``early_stopping``     validation loss stopped improving: stop
 
-``selection.py`` decides which evaluation's weights the run keeps. The loop only calls
-:func:`build_guards`, :func:`build_selector` and the two functions of ``selection``.
+``selection.py`` decides which evaluation's weights the run keeps; ``snapshots.py`` keeps them. The loop only
+calls :func:`build_guards`, :func:`build_selector`, :class:`Snapshots` and the two functions of ``snapshots``.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from .forgetting import ForgettingBudget
 from .numerical import NumericalHealth
 from .over_memorization import OverMemorization
 from .overfitting import OverfittingGap
-from .selection import BestSelector, CheckpointSelector, drop_snapshots, keep_best, restore_best, snapshot_path
+from .selection import BestSelector, CheckpointSelector
+from .snapshots import Snapshots, keep_best, restore_best, snapshot_path
 
 # Stops that leave the last weights untrustworthy: without a chosen checkpoint, publish nothing.
 UNSAFE_STOPS = ("numerical", "forgetting_budget")
@@ -64,6 +65,6 @@ def build_selector(recipe) -> CheckpointSelector:
 __all__ = [
     "GUARDS", "Guard", "GuardContext", "GuardEvent", "GuardSet", "Convergence", "EarlyStopping",
     "ForgettingBudget", "NumericalHealth", "OverMemorization", "OverfittingGap", "BestSelector",
-    "CheckpointSelector", "UNSAFE_STOPS", "unsafe_stop_message", "build_guards", "build_selector", "keep_best", "restore_best", "snapshot_path",
-    "drop_snapshots",
+    "CheckpointSelector", "UNSAFE_STOPS", "unsafe_stop_message", "build_guards", "build_selector", "Snapshots",
+    "keep_best", "restore_best", "snapshot_path",
 ]

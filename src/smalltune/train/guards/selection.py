@@ -24,19 +24,13 @@ while its task loss flattened), so a difference smaller than the one early stopp
 not buy extra forgetting.
 
 The accuracy rule can change its mind about the past (the cap shrinks when perplexity reaches a
-new minimum), so we keep the trainable weights of every evaluation that could still be chosen
-(the accuracy/perplexity Pareto front under the cap: small for adapters) as safetensors under
-``checkpoints/evals/``, and ``checkpoints/best/`` always holds the current choice.
+new minimum), so the weights of every evaluation that could still be chosen are kept (the accuracy/perplexity
+Pareto front under the cap: :meth:`CheckpointSelector.candidates`; ``snapshots.py`` keeps them).
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import shutil
-import tempfile
-from pathlib import Path
 
 from .base import EARLY_STOPPING_DEFAULTS, GUARD_DEFAULTS
 
@@ -165,78 +159,3 @@ class CheckpointSelector:
 
 
 BestSelector = CheckpointSelector  # the foundation's name
-
-
-# --- the weights behind the choice -----------------------------------------------------------
-def snapshot_path(run, step: int) -> Path:
-    return run.checkpoints / "evals" / f"step-{step:06d}.safetensors"
-
-
-def keep_best(run, method, model, selector: CheckpointSelector, record: dict, step: int, write: bool = True,
-              protect=()) -> None:
-    """Give ``selector`` this evaluation; keep the weights it may choose; make ``best/`` its current choice.
-
-    ``protect``: steps whose snapshots must outlive this choice -- the candidates of the last --resume
-    checkpoint, which a resumed run's selector may still choose."""
-    from ...rundir import atomic_write_json, publish_dir
-    from ..checkpoint import STATE, WEIGHTS, link_or_copy, save_trainable
-
-    selector.update(record, step)
-    keep = selector.candidates() | set(protect)
-    folder = run.checkpoints / "evals"
-    tmp = folder / f".step-{step:06d}.tmp"
-    if step in keep:  # every rank: under FSDP2 the snapshot is gathered from all of them
-        if write:
-            folder.mkdir(parents=True, exist_ok=True)
-        save_trainable(method, model, tmp, write=write)
-    if not write:
-        return
-    if step in keep:
-        os.replace(tmp, snapshot_path(run, step))
-    for p in folder.glob("step-*.safetensors"):
-        if int(p.stem.split("-")[1]) not in keep:
-            p.unlink(missing_ok=True)
-    if selector.best_step is None or best_step_on_disk(run) == selector.best_step:
-        return  # (after a resume from an earlier checkpoint best/ may hold a later step: then it is replaced)
-    source = snapshot_path(run, selector.best_step)
-    if not source.exists():
-        raise RuntimeError(f"selection chose step {selector.best_step} but its weights were not kept")
-    tmp_dir = Path(tempfile.mkdtemp(dir=run.checkpoints, prefix=".best."))
-    try:
-        link_or_copy(source, tmp_dir / WEIGHTS)  # snapshots are never rewritten in place: a link is safe
-        atomic_write_json(tmp_dir / STATE, {"step": selector.best_step, "record": selector.best_record,
-                                            "selection": selector.reason()})
-        publish_dir(tmp_dir, run.best)
-    finally:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-
-
-def best_step_on_disk(run) -> int | None:
-    """The step whose weights ``best/`` holds (None when there is none)."""
-    state = run.best / "state.json"
-    return json.loads(state.read_text()).get("step") if state.exists() else None
-
-
-def restore_best(run, method, model, selector: CheckpointSelector) -> bool:
-    """Load the chosen evaluation's weights into ``model``; False when nothing was chosen.
-
-    Every rank calls it (one machine: every rank sees the run directory; under FSDP2 rank 0 reads and
-    each rank receives its shards)."""
-    from ..checkpoint import load_trainable
-
-    if selector.best_step is None:
-        return False
-    snapshot = snapshot_path(run, selector.best_step)
-    best = run.best / "trainable.safetensors"
-    if snapshot.exists():
-        load_trainable(method, model, snapshot)
-    elif best.exists() and best_step_on_disk(run) == selector.best_step:
-        load_trainable(method, model, best)
-    else:
-        return False
-    return True
-
-
-def drop_snapshots(run) -> None:
-    """After the run: ``best/`` holds the chosen weights; the other candidates are no longer needed."""
-    shutil.rmtree(run.checkpoints / "evals", ignore_errors=True)
