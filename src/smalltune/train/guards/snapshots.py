@@ -5,8 +5,8 @@ Every evaluation selection may still choose keeps its trainable weights until it
 * in memory, in one process, while the snapshots take at most ``HOST_SHARE`` of the host memory they would
   otherwise leave available (a full fine-tune of the built-in model: 540 MB each; usually one to three are
   candidates). Writing each new best to disk took 0.2-3.2 s on this project's 2-core VM against 0.07-0.16 s for the
-  copy alone, i.e. 26-52 s of a ~200 s demo training, and its time varied with the disk more than anything else
-  the loop does (benchmarks/README.md, "Best-model snapshots in memory");
+  copy alone: 32-35 s of a ~200 s demo training against 1-2 s in memory, with the same chosen weights to the bit
+  (benchmarks/README.md, "Best-model snapshots in memory");
 * on disk, ``checkpoints/evals/step-NNNNNN.safetensors``, where they do not fit, under several processes (every
   rank restores the choice from the file; under FSDP2 taking one is a collective), and for every candidate when a
   --resume checkpoint is written: after a resume its selector may choose them (``LoopState.protected``).
