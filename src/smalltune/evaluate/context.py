@@ -22,6 +22,7 @@ from ..errors import SmalltuneError
 from ..generate import GenerationSettings, generate_text
 from ..recipe import EvalSection
 from ..train.artifact import ModelPair
+from ..train.autocast import cast_once
 from ..train.loss import item_token_stats
 from ..train.precision import recorded_precision
 
@@ -239,7 +240,7 @@ class EvalContext:
             self._base_generated |= set(missing)
         if missing:
             bar = _bar(len(missing), f"{desc} ({which})", not self.progress)
-            with self.use(which) as model, self.autocast():
+            with self.use(which) as model, self.autocast(), cast_once(model):
                 outs = generate_text(model, self.tokenizer, [p for _, p in missing], self.settings(), progress=bar,
                                      limits=[new for new, _ in missing])
             bar.close()

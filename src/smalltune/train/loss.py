@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from ..data.batching import collate, eval_batches
 from ..data.tokenize import IGNORE
+from .autocast import cast_once
 
 
 # Without a gradient, losses are taken this many positions at a time: one fp32 copy of a whole evaluation batch's
@@ -97,7 +98,10 @@ def item_token_stats(model, items, batch_size: int, device, pad_id: int, autocas
     model.eval()
     keep = keeps_logits(model)
     out: list[tuple[float, int, int]] = [(0.0, 0, 0)] * len(items)
-    with autocast() if autocast else contextlib.nullcontext():  # one context: weights cast to bf16 once a pass
+    with contextlib.ExitStack() as precision:
+        if autocast:  # one autocast context for the pass, frozen weights cast once in it too (train/autocast.py)
+            precision.enter_context(autocast())
+            precision.enter_context(cast_once(model))
         for idx in eval_batches(items, batch_size):
             batch = {k: v.to(device) for k, v in collate([items[i] for i in idx], pad_id).items()}
             logits, labels = batch_logits(model, batch, keep)

@@ -1,0 +1,82 @@
+"""Frozen weights cast once per pass (``train/autocast.py``): a cold evaluation of a LoRA run in bf16, before/after.
+
+Not a test: a measurement to run by hand on a quiet machine and record in benchmarks/README.md. Autocast keeps a
+weight's bf16 copy for its context only when the weight requires grad; peft freezes a LoRA model's base (and, for
+inference, its adapter), so before ``cast_once`` every decoding step cast every weight again. Two arms evaluate one
+trained run (default: the demo's vanilla LoRA arm, trained under bf16 autocast, so evaluated in bf16) cold -- a new
+answer-cache folder each time, so the base model's answers are generated too -- in this process, alternating:
+``once`` (now) and ``each`` (``cast_once`` replaced by plain ``no_grad``, as before). One row per (arm, pair) in
+``results/eval_cast_once.jsonl`` with the machine and commit (resumable), the phase seconds from eval.json, and
+whether every probe's metrics equal the other arm's (same casts, so the same numbers are expected).
+
+    python benchmarks/eval_cast_once.py RUN_DIR --pairs 1           # e.g. runs/demo-.../vanilla
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+from _evidence import RESULTS, WORK, commit, machine
+
+OUT = RESULTS / "eval_cast_once.jsonl"
+
+
+@contextlib.contextmanager
+def _each(model):  # the behaviour before: frozen weights cast by autocast at every call
+    import torch
+
+    with torch.no_grad():
+        yield model
+
+
+def one(run: Path, arm: str, pair: int, quick: bool) -> dict:
+    from smalltune.evaluate import context, evaluate
+    from smalltune.train import autocast, loss
+
+    for module in (context, loss):
+        module.cast_once = autocast.cast_once if arm == "once" else _each
+    context._BASE_RESULTS.clear()  # the base model's outputs kept in this process: cold means cold
+    cache = WORK / "eval-cast-once" / f"answers-{arm}-{pair}"
+    shutil.rmtree(cache, ignore_errors=True)
+    os.environ["SMALLTUNE_ANSWER_CACHE"] = str(cache)
+    started = time.perf_counter()
+    evaluate(run, quick=quick, progress=False)
+    seconds = round(time.perf_counter() - started, 2)
+    result = json.loads((run / "eval.json").read_text())
+    probes = json.dumps(result["probes"], sort_keys=True)
+    return {"arm": arm, "pair": pair, "quick": quick, "eval_seconds": seconds,
+            "precision": result["settings"]["generation"]["precision"],
+            "phase_seconds": result["settings"]["phase_seconds"],
+            "probes_sha256": hashlib.sha256(probes.encode()).hexdigest()[:16]}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("run", type=Path)
+    p.add_argument("--pairs", type=int, default=1)
+    p.add_argument("--quick", action="store_true")
+    args = p.parse_args()
+    where, at = machine(), commit()
+    rows = [json.loads(line) for line in OUT.read_text().splitlines()] if OUT.exists() else []
+    done = {(r["arm"], r["pair"]) for r in rows if r["commit"] == at and r["machine"]["cpu"] == where["cpu"]
+            and r["quick"] == args.quick and r["run"] == str(args.run)}
+    for pair in range(args.pairs):
+        for arm in ("once", "each") if pair % 2 == 0 else ("each", "once"):
+            if (arm, pair) in done:
+                continue
+            row = {**one(args.run, arm, pair, args.quick), "run": str(args.run), "commit": at, "machine": where}
+            OUT.parent.mkdir(parents=True, exist_ok=True)
+            with OUT.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+            print(json.dumps({k: v for k, v in row.items() if k != "machine"}), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,65 @@
+"""Frozen weights cast to bf16 once per inference pass (train/autocast.py): same numbers, fewer casts."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from smalltune.train.autocast import cast_once, frozen_copy
+
+
+class CountCasts(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.casts = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.casts += func is torch.ops.aten._to_copy.default
+        return func(*args, **(kwargs or {}))
+
+
+def frozen_model():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4))
+    return model.requires_grad_(False)
+
+
+def run(model, x, calls: int, once: bool):
+    counter, outs = CountCasts(), []
+    with torch.autocast("cpu", dtype=torch.bfloat16), counter:
+        with cast_once(model) if once else torch.no_grad():
+            for _ in range(calls):  # e.g. decoding steps in one generation pass
+                outs.append(model(x))
+    return torch.stack(outs), counter.casts
+
+
+def test_cast_once_casts_frozen_weights_once_per_pass_with_the_same_outputs():
+    model, x = frozen_model(), torch.randn(3, 8)
+    plain, plain_casts = run(model, x, 4, once=False)
+    once, once_casts = run(model, x, 4, once=True)
+    assert torch.equal(plain, once)
+    # per call: two inputs cast; the four weight and bias tensors 4 times without, once with
+    assert plain_casts - once_casts == 3 * 4
+    assert not any(p.requires_grad for p in model.parameters())  # frozen again after the pass
+
+
+def test_cast_once_leaves_trainable_weights_alone_and_restores_flags_after_an_error():
+    model = frozen_model()
+    model[0].weight.requires_grad_(True)
+    with pytest.raises(RuntimeError), cast_once(model):
+        assert all(p.requires_grad for p in model.parameters()) and not torch.is_grad_enabled()
+        raise RuntimeError("stop")
+    assert [p.requires_grad for p in model.parameters()] == [True, False, False, False]
+
+
+def test_frozen_copy_is_made_once_and_again_when_the_weight_changes():
+    layer = torch.nn.Linear(4, 4).requires_grad_(False)
+    first = frozen_copy(layer, layer.weight, torch.bfloat16)
+    assert first.dtype == torch.bfloat16 and frozen_copy(layer, layer.weight, torch.bfloat16) is first
+    assert torch.equal(first, layer.weight.to(torch.bfloat16))
+    with torch.no_grad():
+        layer.weight.add_(1.0)  # e.g. an adapter merged into it
+    again = frozen_copy(layer, layer.weight, torch.bfloat16)
+    assert again is not first and torch.equal(again, layer.weight.to(torch.bfloat16))
+    assert "_smalltune_cast" not in str(list(layer.state_dict()))
