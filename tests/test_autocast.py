@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from smalltune.train.autocast import cast_once, frozen_copy
+from smalltune.train.autocast import cast_once
 
 
 class CountCasts(TorchDispatchMode):
@@ -51,15 +51,3 @@ def test_cast_once_leaves_trainable_weights_alone_and_restores_flags_after_an_er
         assert all(p.requires_grad for p in model.parameters()) and not torch.is_grad_enabled()
         raise RuntimeError("stop")
     assert [p.requires_grad for p in model.parameters()] == [True, False, False, False]
-
-
-def test_frozen_copy_is_made_once_and_again_when_the_weight_changes():
-    layer = torch.nn.Linear(4, 4).requires_grad_(False)
-    first = frozen_copy(layer, layer.weight, torch.bfloat16)
-    assert first.dtype == torch.bfloat16 and frozen_copy(layer, layer.weight, torch.bfloat16) is first
-    assert torch.equal(first, layer.weight.to(torch.bfloat16))
-    with torch.no_grad():
-        layer.weight.add_(1.0)  # e.g. an adapter merged into it
-    again = frozen_copy(layer, layer.weight, torch.bfloat16)
-    assert again is not first and torch.equal(again, layer.weight.to(torch.bfloat16))
-    assert "_smalltune_cast" not in str(list(layer.state_dict()))

@@ -154,6 +154,12 @@ class EvalContext:
         """The weights both models hold in memory (an adapter's base is the trained model's own)."""
         return model_bytes(self.model) * (1 if self._models.shares_weights else 2)
 
+    def cast_bytes(self) -> int:
+        """The bf16 copies of one model's fp32 weights a bf16 pass keeps (train/autocast.py: cast once a pass)."""
+        if self.precision != "bf16":
+            return 0
+        return sum(p.numel() * 2 for p in self.model.parameters() if p.element_size() == 4 and p.is_floating_point())
+
     @cached_property
     def places(self) -> int:
         """Prompts generated at once: :data:`GENERATION_BATCH_FACTOR` x the evaluation batch, fewer (said once)
@@ -163,7 +169,7 @@ class EvalContext:
         from ..plan.hardware import GIB, detect_device
 
         wanted = GENERATION_BATCH_FACTOR * self.batch_size
-        weights = self.weight_bytes()
+        weights = self.weight_bytes() + self.cast_bytes()
         usable = detect_device().usable
         positions = self.recipe.data.max_length + self.caps.max_new_tokens  # a prompt and its longest answer
         element = 2 if self.precision == "bf16" else next(self.model.parameters()).element_size()

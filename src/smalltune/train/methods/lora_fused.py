@@ -24,7 +24,6 @@ import types
 import torch
 from torch import nn
 
-from ..autocast import frozen_copy
 from .dropout import keep_mask
 
 
@@ -69,18 +68,13 @@ def _plain_adapter(layer, x, args, kwargs) -> str | None:
         return None
     name = active[0]
     base, a, b = layer.get_base_layer(), layer.lora_A[name], layer.lora_B[name]
-    if type(base) is not nn.Linear or b.bias is not None or not _frozen(base.weight):
+    if type(base) is not nn.Linear or b.bias is not None or base.weight.requires_grad:
         return None
-    if base.bias is not None and not _frozen(base.bias):
+    if base.bias is not None and base.bias.requires_grad:
         return None
     if torch.is_autocast_enabled("cpu"):  # every tensor is cast to the autocast dtype, as autocast casts a linear's
         return name if all(t.is_floating_point() for t in (x, base.weight, a.weight, b.weight)) else None
     return name if x.dtype == base.weight.dtype == a.weight.dtype == b.weight.dtype else None
-
-
-def _frozen(t) -> bool:
-    """No gradient for ``t`` (an inference pass may mark frozen weights as requiring one: autocast.cast_once)."""
-    return not (t.requires_grad and torch.is_grad_enabled())
 
 
 def _forward(self, x, *args, **kwargs):
@@ -89,13 +83,11 @@ def _forward(self, x, *args, **kwargs):
         return type(self).forward(self, x, *args, **kwargs)
     base, dropout = self.get_base_layer(), self.lora_dropout[name]
     p = dropout.p if isinstance(dropout, nn.Dropout) and dropout.training else 0.0
-    weight, rest = base.weight, (x, base.bias, self.lora_A[name].weight, self.lora_B[name].weight)
+    tensors = (x, base.weight, base.bias, self.lora_A[name].weight, self.lora_B[name].weight)
     if torch.is_autocast_enabled("cpu"):  # the casts are recorded by autograd: the adapter's gradients come back
         low = torch.get_autocast_dtype("cpu")  # in its own dtype, as under autocast's linear
-        rest = tuple(None if t is None else t.to(low) for t in rest)
-        weight = frozen_copy(self, weight, low)  # frozen: cast once, not at every step as autocast does (~5%)
-    x, bias, a, b = rest
-    return _LoraLinear.apply(x, weight, bias, a, b, float(self.scaling[name]), float(p))
+        tensors = tuple(None if t is None else t.to(low) for t in tensors)
+    return _LoraLinear.apply(*tensors, float(self.scaling[name]), float(p))
 
 
 def fuse_lora(model) -> int:
