@@ -23,7 +23,7 @@ import shutil
 import time
 from pathlib import Path
 
-from _evidence import RESULTS, WORK, commit, machine
+from _evidence import RESULTS, WORK, alternate_pairs
 
 OUT = RESULTS / "eval_cast_once.jsonl"
 
@@ -51,7 +51,7 @@ def one(run: Path, arm: str, pair: int, quick: bool) -> dict:
     seconds = round(time.perf_counter() - started, 2)
     result = json.loads((run / "eval.json").read_text())
     probes = json.dumps(result["probes"], sort_keys=True)
-    return {"arm": arm, "pair": pair, "quick": quick, "eval_seconds": seconds,
+    return {"eval_seconds": seconds,
             "precision": result["settings"]["generation"]["precision"],
             "phase_seconds": result["settings"]["phase_seconds"],
             "probes_sha256": hashlib.sha256(probes.encode()).hexdigest()[:16]}
@@ -63,19 +63,8 @@ def main() -> None:
     p.add_argument("--pairs", type=int, default=1)
     p.add_argument("--quick", action="store_true")
     args = p.parse_args()
-    where, at = machine(), commit()
-    rows = [json.loads(line) for line in OUT.read_text().splitlines()] if OUT.exists() else []
-    done = {(r["arm"], r["pair"]) for r in rows if r["commit"] == at and r["machine"]["cpu"] == where["cpu"]
-            and r["quick"] == args.quick and r["run"] == str(args.run)}
-    for pair in range(args.pairs):
-        for arm in ("once", "each") if pair % 2 == 0 else ("each", "once"):
-            if (arm, pair) in done:
-                continue
-            row = {**one(args.run, arm, pair, args.quick), "run": str(args.run), "commit": at, "machine": where}
-            OUT.parent.mkdir(parents=True, exist_ok=True)
-            with OUT.open("a") as f:
-                f.write(json.dumps(row) + "\n")
-            print(json.dumps({k: v for k, v in row.items() if k != "machine"}), flush=True)
+    alternate_pairs(OUT, ("once", "each"), args.pairs, lambda arm, pair: one(args.run, arm, pair, args.quick),
+                    {"quick": args.quick, "run": str(args.run)})
 
 
 if __name__ == "__main__":

@@ -18,11 +18,10 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import shutil
 
-from _evidence import RESULTS, ROOT, WORK, commit, machine
+from _evidence import RESULTS, ROOT, WORK, alternate_pairs
 from guards_overhead import install_timers
 
 RECIPE = ROOT / "examples" / "dental" / "recipe.yaml"
@@ -40,7 +39,7 @@ def one_run(arm: str, pair: int, max_steps: int | None, spent: dict) -> dict:
     before = dict(spent)
     result = train(load_recipe(RECIPE, overrides), progress=False)
     weights = (run / "checkpoints" / "best" / "trainable.safetensors").read_bytes()
-    return {"arm": arm, "pair": pair, "loop_seconds": result.wall_seconds,
+    return {"loop_seconds": result.wall_seconds,
             "keep_best_seconds": round(spent["keep_best"] - before["keep_best"], 2),
             "base_validation_seconds": round(spent["base_validation"] - before["base_validation"], 2),
             "steps": result.steps, "evaluations": (run / "metrics.jsonl").read_text().count('"type": "eval"'),
@@ -52,22 +51,10 @@ def main() -> None:
     p.add_argument("--pairs", type=int, default=2)
     p.add_argument("--max-steps", type=int, default=None, help="cap each training (default: the recipe's whole run)")
     args = p.parse_args()
-    where, at = machine(), commit()
-    rows = [json.loads(line) for line in OUT.read_text().splitlines()] if OUT.exists() else []
-    done = {(r["arm"], r["pair"]) for r in rows if r["commit"] == at and r["machine"]["cpu"] == where["cpu"]
-            and r["max_steps"] == args.max_steps}
     spent = install_timers()
     os.environ.setdefault("SMALLTUNE_ANSWER_CACHE", str(WORK / "snapshots-memory" / "base-outputs"))
-    for pair in range(args.pairs):
-        for arm in ("memory", "disk") if pair % 2 == 0 else ("disk", "memory"):
-            if (arm, pair) in done:
-                continue
-            row = {**one_run(arm, pair, args.max_steps, spent), "max_steps": args.max_steps, "commit": at,
-                   "machine": where}
-            OUT.parent.mkdir(parents=True, exist_ok=True)
-            with OUT.open("a") as f:
-                f.write(json.dumps(row) + "\n")
-            print(json.dumps({k: v for k, v in row.items() if k != "machine"}), flush=True)
+    alternate_pairs(OUT, ("memory", "disk"), args.pairs, lambda arm, pair: one_run(arm, pair, args.max_steps, spent),
+                    {"max_steps": args.max_steps})
 
 
 if __name__ == "__main__":
