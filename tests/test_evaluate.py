@@ -373,6 +373,27 @@ def test_generation_takes_fewer_places_where_their_kv_cache_would_not_fit(lora_r
     assert [(s["base"], s["finetuned"]) for s in tight["samples"]] == [(s["base"], s["finetuned"]) for s in roomy["samples"]]
 
 
+def test_bf16_generation_places_leave_room_for_the_weights_bf16_copies(lora_run, monkeypatch):
+    """A bf16 pass keeps a bf16 copy of every fp32 weight (train/autocast.py): the places are sized beside them."""
+    import dataclasses
+
+    from smalltune.evaluate import context
+    from smalltune.kv_cache import bytes_per_position
+    from smalltune.plan import hardware
+    from smalltune.train import load_trained
+
+    model, _, recipe = load_trained(lora_run)
+    per_place = 2 * (recipe.data.max_length + context.QUICK.max_new_tokens) * bytes_per_position(model, 2)
+    copies = sum(p.numel() * 2 for p in model.parameters())
+    assert copies * context.KV_SHARE // per_place >= 1  # not counting them would give more places
+    usable = context.model_bytes(model) + copies + int(3.5 * per_place / context.KV_SHARE)
+    real = hardware.detect_device()
+    monkeypatch.setattr(hardware, "detect_device", lambda memory_gib=None: dataclasses.replace(real, usable=usable))
+    result = evaluate(lora_run, quick=True, probes=["task"], progress=False, precision="bf16").to_dict()
+    assert result["settings"]["generation"]["precision"] == "bf16"
+    assert result["settings"]["generation"]["batch_size"] == 3
+
+
 def test_evaluate_precision_flag_overrides_the_recipe_and_a_bad_value_is_one_line(lora_run, monkeypatch, capsys):
     from smalltune.cli import main
 
