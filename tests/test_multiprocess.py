@@ -173,6 +173,25 @@ def test_two_processes_write_one_valid_run_directory(two_process_run):
     assert starts[0]["train_tokens"] * 2 == [r for r in recs if r["type"] == "train"][-1]["tokens"]
 
 
+def test_two_processes_train_and_validate_a_lora_model_under_bf16_autocast(two_process_run, tmp_path):
+    """bf16 under DDP: every rank's validation passes mark the frozen base as requiring grad for the pass
+    (train/autocast.py's cast_once, under no_grad); the run still trains, validates and writes its adapter."""
+    cwd, recipe_path, _, _ = two_process_run
+    recipe = yaml.safe_load(recipe_path.read_text())
+    recipe["train"].update(precision="bf16", epochs=1)
+    recipe["output_dir"] = str(tmp_path / "bf16")
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    result = launch(tmp_path, ["train", "recipe.yaml", "--no-progress"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    recs = records(tmp_path / "bf16")
+    assert next(r for r in recs if r.get("event") == "start")["precision"]["precision"] == "bf16"
+    evals = [r for r in recs if r["type"] == "eval"]
+    assert [r["step"] for r in evals] == [4, 8] and all(math.isfinite(r["eval_loss"]) for r in evals)
+    assert evals[-1]["eval_loss"] < next(r for r in recs if r.get("event") == "start")["base_eval"]["eval_loss"]
+    trained = adapter(tmp_path / "bf16")
+    assert trained and all(math.isfinite(float(v.float().abs().sum())) for v in trained.values())
+
+
 def test_two_processes_match_one_process_with_the_same_effective_batch(two_process_run, tmp_path):
     """2 ranks x batch 2 against 1 process x batch 4, in this test process: same schedule, loss and adapter."""
     from smalltune import load_recipe, train
