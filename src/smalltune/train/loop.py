@@ -210,7 +210,7 @@ def fit(parts: Parts, data: PreparedData, run: RunDir, resume: bool = False, pro
         save_checkpoint(run, run.checkpoint(state.step), p.method, p.unwrapped,
                         {"loop": asdict(state) | {"elapsed": elapsed()}, "selector": selector.state_dict(),
                          "plugins": plugins.state_dict()}, p.optimizer, p.scheduler, rngs, write=main,
-                        weights_from=snapshot if state.step in selector.candidates() else None)
+                        weights_from=snapshot if state.step in state.protected else None)
         if main:
             prune_checkpoints(run, t.keep_checkpoints)
 

@@ -51,13 +51,8 @@ class Snapshots:
         """This step's weights: in memory where they fit, else a file (every process calls it)."""
         from ..checkpoint import save_trainable
 
-        if not self.in_memory:
-            tmp = self.folder / f".step-{step:06d}.tmp"
-            if self.write:
-                self.folder.mkdir(parents=True, exist_ok=True)
-            save_trainable(self.method, self.model, tmp, write=self.write)  # under FSDP2 a gather on every rank
-            if self.write:
-                os.replace(tmp, snapshot_path(self.run, step))
+        if not self.in_memory:  # under FSDP2 a gather on every rank
+            self._file(step, lambda tmp: save_trainable(self.method, self.model, tmp, write=self.write))
             return
         state = self.method.trainable_state(self.model)  # a copy on the host, as a file write makes anyway
         if _fits(state, self.held.values()):
@@ -124,12 +119,19 @@ class Snapshots:
         shutil.rmtree(self.folder, ignore_errors=True)
 
     def _write(self, step: int, state: dict[str, torch.Tensor]) -> None:
-        from safetensors.torch import save_file
+        from ..checkpoint import _write_trainable
 
-        self.folder.mkdir(parents=True, exist_ok=True)
+        self._file(step, lambda tmp: _write_trainable(self.method, self.model, state, tmp))
+
+    def _file(self, step: int, write_to) -> None:
+        """``step``'s snapshot file, written by ``write_to(tmp)`` (every process calls it; ``write``: this one's
+        file) and then moved into place: a killed write leaves only a temporary file (clean_interrupted)."""
         tmp = self.folder / f".step-{step:06d}.tmp"
-        save_file({k: v.contiguous() for k, v in state.items()}, str(tmp))
-        os.replace(tmp, snapshot_path(self.run, step))
+        if self.write:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        write_to(tmp)
+        if self.write:
+            os.replace(tmp, snapshot_path(self.run, step))
 
 
 def keep_best(snapshots: Snapshots, selector, record: dict, step: int, protect=()) -> None:
