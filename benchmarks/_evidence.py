@@ -67,6 +67,30 @@ def alternate_pairs(out: Path, arms: tuple[str, str], pairs: int, measure, same:
             print(json.dumps({k: v for k, v in row.items() if k != "machine"}), flush=True)
 
 
+def cold_evaluation(run: Path, tag: str, quick: bool = False) -> dict:
+    """Evaluate ``run`` cold in this process (no base outputs kept from earlier calls, a new answer-cache folder
+    named by ``tag``, so the base model's answers are generated too): its seconds, precision, where eval.json says
+    the time went, and a hash of every probe's results (arms expected to compute the same numbers compare it)."""
+    import hashlib
+    import shutil
+
+    from smalltune.evaluate import context, evaluate
+
+    context._BASE_RESULTS.clear()
+    cache = WORK / "cold-eval" / f"answers-{tag}"
+    shutil.rmtree(cache, ignore_errors=True)
+    os.environ["SMALLTUNE_ANSWER_CACHE"] = str(cache)
+    started = time.perf_counter()
+    evaluate(run, quick=quick, progress=False)
+    seconds = round(time.perf_counter() - started, 2)
+    result = json.loads((run / "eval.json").read_text())
+    probes = json.dumps(result["probes"], sort_keys=True)
+    return {"eval_seconds": seconds,
+            "precision": result["settings"]["generation"]["precision"],
+            "phase_seconds": result["settings"]["phase_seconds"],
+            "probes_sha256": hashlib.sha256(probes.encode()).hexdigest()[:16]}
+
+
 def demo_subset(n: int) -> Path:
     """The first ``n`` demo training examples of a fixed category-stratified shuffle (seed 0), as a file."""
     path = WORK / "data" / f"train-{n}.jsonl"

@@ -16,14 +16,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
-import json
-import os
-import shutil
-import time
 from pathlib import Path
 
-from _evidence import RESULTS, WORK, alternate_pairs
+from _evidence import RESULTS, alternate_pairs, cold_evaluation
 
 OUT = RESULTS / "eval_cast_once.jsonl"
 
@@ -37,24 +32,12 @@ def _each(model):  # the behaviour before: frozen weights cast by autocast at ev
 
 
 def one(run: Path, arm: str, pair: int, quick: bool) -> dict:
-    from smalltune.evaluate import context, evaluate
+    from smalltune.evaluate import context
     from smalltune.train import autocast, loss
 
     for module in (context, loss):
         module.cast_once = autocast.cast_once if arm == "once" else _each
-    context._BASE_RESULTS.clear()  # the base model's outputs kept in this process: cold means cold
-    cache = WORK / "eval-cast-once" / f"answers-{arm}-{pair}"
-    shutil.rmtree(cache, ignore_errors=True)
-    os.environ["SMALLTUNE_ANSWER_CACHE"] = str(cache)
-    started = time.perf_counter()
-    evaluate(run, quick=quick, progress=False)
-    seconds = round(time.perf_counter() - started, 2)
-    result = json.loads((run / "eval.json").read_text())
-    probes = json.dumps(result["probes"], sort_keys=True)
-    return {"eval_seconds": seconds,
-            "precision": result["settings"]["generation"]["precision"],
-            "phase_seconds": result["settings"]["phase_seconds"],
-            "probes_sha256": hashlib.sha256(probes.encode()).hexdigest()[:16]}
+    return cold_evaluation(run, f"cast-{arm}-{pair}", quick)
 
 
 def main() -> None:

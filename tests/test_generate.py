@@ -223,3 +223,27 @@ def test_greedy_decoding_fills_a_growing_cache_where_it_fits(tiny, tokenizer, mo
     settings = GenerationSettings(max_new_tokens=12, batch_size=8, grow_cache=False)  # transformers' own cache
     assert generate_text(tiny, tokenizer, texts, settings) == one_by_one(tiny, tokenizer, texts) and not made
     assert fits(tiny) and not fits(type("M", (), {"config": MistralConfig(sliding_window=16)})())
+
+
+def test_under_autocast_the_growing_cache_holds_bf16_and_the_logits_are_those_of_an_fp32_cache(varied, monkeypatch):
+    """Attention under autocast reads keys and values in bf16: the cache keeps them so (rounded once, when they
+    enter) instead of holding fp32 keys that autocast casts again at every step, and every logit is the same."""
+    from smalltune import kv_cache
+
+    model, tok, _ = varied
+    ids = tok(prompts(tok)[2], add_special_tokens=False, return_tensors="pt").input_ids
+
+    def decode(cast):
+        monkeypatch.setattr(kv_cache, "_as_attended", cast)
+        cache, logits, step = kv_cache.GrowingCache(), [], ids
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            for _ in range(4):
+                out = model(input_ids=step, past_key_values=cache, use_cache=True)
+                logits.append(out.logits[:, -1])
+                step = out.logits[:, -1:].argmax(-1)
+        return cache.layers[0].keys.dtype, cache.layers[0].values.dtype, torch.stack(logits)
+
+    kept = decode(kv_cache._as_attended)
+    plain = decode(lambda states: states)
+    assert kept[:2] == (torch.bfloat16, torch.bfloat16) and plain[0] == torch.float32  # rotary keys leave in fp32
+    assert torch.equal(kept[2], plain[2])

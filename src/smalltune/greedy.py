@@ -29,6 +29,13 @@ from .prompt_batch import cache_key, model_batch, new_cache
 JOIN_SHARE = 1 / 16
 
 
+def _next_tokens(logits: torch.Tensor) -> torch.Tensor:
+    """Each row's most likely next token. Taken over fp32 logits: argmax over bf16 ones (autocast's output) ran
+    unvectorised, 10.4 ms for 128 rows of the built-in model's 49,152 logits against 7.6 ms with the exact cast
+    first (2-core AMX Xeon); ties go to the first index either way."""
+    return logits[:, -1].float().argmax(-1)
+
+
 class _Places:
     """The batch being decoded: its KV cache (a forward keyword ``name``), attention mask, each place's latest
     position and the token it feeds next, and which prompt each place answers (-1: free)."""
@@ -51,7 +58,7 @@ class _Places:
         out = model(input_ids=batch["input_ids"][:, done:], position_ids=positions[:, done:], attention_mask=mask,
                     **({name: cache} if cache is not None else {}), use_cache=True, logits_to_keep=1)
         name = cache_key(out)
-        return cls(out[name], name, mask, positions[:, -1], out.logits[:, -1].argmax(-1), list(owners))
+        return cls(out[name], name, mask, positions[:, -1], _next_tokens(out.logits), list(owners))
 
     def step(self, model) -> None:
         """Every place feeds its token and gets its next one."""
@@ -61,7 +68,7 @@ class _Places:
                     **{self.name: self.cache}, use_cache=True, logits_to_keep=1)
         self.name = cache_key(out)
         self.cache = out[self.name]
-        self.tokens = out.logits[:, -1].argmax(-1)
+        self.tokens = _next_tokens(out.logits)
 
     def free(self) -> list[int]:
         return [j for j, owner in enumerate(self.owners) if owner < 0]

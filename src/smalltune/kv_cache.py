@@ -36,6 +36,7 @@ class GrowingLayer(DynamicLayer):
         self.key_room = self.value_room = None
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        key_states, value_states = _as_attended(key_states), _as_attended(value_states)
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
         n = key_states.shape[-2]
@@ -98,6 +99,20 @@ class GrowingLayer(DynamicLayer):
 
     def crop(self, tokens_to_remove: int) -> None:
         raise NotImplementedError("GrowingLayer is for greedy decoding, which never crops")
+
+
+def _as_attended(states: torch.Tensor) -> torch.Tensor:
+    """``states`` in the precision attention reads them in: under autocast, fp32 becomes its lower precision.
+
+    The keys leave the rotary embedding in fp32 (its cos and sin are fp32) while the values are bf16, and attention
+    under autocast casts both to bf16: kept in fp32, the whole cached window of keys was cast again at every decoding
+    step, in every layer (a third of a 128-row step of the built-in model on a 2-core AMX Xeon; benchmarks/README.md,
+    "KV cache kept in bf16"). The same rounding made once per position: the same numbers, half the memory.
+    """
+    kind = states.device.type
+    if states.dtype == torch.float32 and torch.is_autocast_enabled(kind):
+        return states.to(torch.get_autocast_dtype(kind))
+    return states
 
 
 def _buffer(window: torch.Tensor | None, like: torch.Tensor, room: int, at: int) -> torch.Tensor:
