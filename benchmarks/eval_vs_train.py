@@ -10,6 +10,7 @@ whole, as a user runs them; one row per (training arm, evaluation precision) goe
 
     python benchmarks/eval_vs_train.py                                   # auto and fp32 training, auto evaluation
     python benchmarks/eval_vs_train.py --train auto --eval auto fp32     # the default run, evaluated both ways
+    python benchmarks/eval_vs_train.py --method lora --train auto        # the demo's vanilla arm (a tutorial's LoRA)
 """
 
 from __future__ import annotations
@@ -39,11 +40,16 @@ def timed(cmd: list[str], env: dict | None = None) -> float:
     return round(time.perf_counter() - started, 2)
 
 
-def train(arm: str) -> tuple[Path, dict]:
-    """A fresh run of the demo recipe in ``arm``'s precision: its folder and what its training recorded."""
-    run = WORK / "eval-vs-train" / arm
+def train(arm: str, method: str) -> tuple[Path, dict]:
+    """A fresh run of the demo recipe (``full``: as it is; ``lora``: with the demo's vanilla-arm overrides) in
+    ``arm``'s precision: its folder and what its training recorded."""
+    from smalltune.demo import VANILLA_OVERRIDES
+
+    run = WORK / "eval-vs-train" / f"{method}-{arm}"
     shutil.rmtree(run, ignore_errors=True)
-    seconds = timed([*SMALLTUNE, "train", "--no-progress", str(RECIPE), f"output_dir={run}", f"train.precision={arm}"])
+    overrides = VANILLA_OVERRIDES if method == "lora" else []
+    seconds = timed([*SMALLTUNE, "train", "--no-progress", str(RECIPE), f"output_dir={run}", f"train.precision={arm}",
+                     *overrides])
     from smalltune.train.precision import recorded_precision
 
     summary = json.loads((run / "train_summary.json").read_text())
@@ -67,20 +73,23 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--train", nargs="+", default=["auto", "fp32"], choices=["auto", "fp32", "bf16"])
     p.add_argument("--eval", nargs="+", default=["auto"], choices=["auto", "fp32", "bf16"], dest="evals")
+    p.add_argument("--method", default="full", choices=["full", "lora"])
     args = p.parse_args()
     where, at = machine(), commit()
     rows = [json.loads(line) for line in OUT.read_text().splitlines()] if OUT.exists() else []
-    done = {(r["arm"], r["eval"]) for r in rows if r["commit"] == at and r["machine"]["cpu"] == where["cpu"]}
+    done = {(r["arm"], r["eval"]) for r in rows if r["commit"] == at and r["machine"]["cpu"] == where["cpu"]
+            and r.get("method", "full") == args.method}
     for arm in args.train:
         wanted = [e for e in args.evals if (arm, e) not in done]
         if not wanted:
             continue
-        run, trained = train(arm)
+        run, trained = train(arm, args.method)
         measured = set()  # precisions this run was evaluated in: fp32 asked after an auto that resolved to fp32 is a repeat
         for precision in wanted:
             if precision in measured:
                 continue
-            row = {"arm": arm, "eval": precision, "commit": at, "machine": where, **trained, **evaluate(run, precision)}
+            row = {"arm": arm, "method": args.method, "eval": precision, "commit": at, "machine": where, **trained,
+                   **evaluate(run, precision)}
             measured.add(row["eval_precision"])
             row["eval_over_train"] = round(row["eval_seconds"] / row["train_seconds"], 3)
             OUT.parent.mkdir(parents=True, exist_ok=True)
