@@ -12,6 +12,9 @@ beside another process (a cold full evaluation, 717 s against 720 s).
 For continuous batching (greedy.py) the window moves: positions no row attends to any more leave it at the front
 (:meth:`GrowingLayer.trim`), and prompts that join take free rows as its last positions (:meth:`GrowingLayer.place`).
 
+Under autocast the cache holds keys and values in autocast's precision (:func:`_as_attended`), the precision
+attention reads them in.
+
 Only for models whose every layer attends to all earlier positions (:func:`fits`): sliding-window and other layer
 kinds keep transformers' own cache.
 """
@@ -106,8 +109,9 @@ def _as_attended(states: torch.Tensor) -> torch.Tensor:
 
     The keys leave the rotary embedding in fp32 (its cos and sin are fp32) while the values are bf16, and attention
     under autocast casts both to bf16: kept in fp32, the whole cached window of keys was cast again at every decoding
-    step, in every layer (a third of a 128-row step of the built-in model on a 2-core AMX Xeon; benchmarks/README.md,
-    "KV cache kept in bf16"). The same rounding made once per position: the same numbers, half the memory.
+    step, in every layer (a 128-row step of the built-in model at ~116 positions: 170 ms, 148 ms without those casts,
+    2-core AMX Xeon; benchmarks/README.md, "The KV cache kept in bf16"). The same rounding made once per position:
+    the same numbers, half the memory.
     """
     kind = states.device.type
     if states.dtype == torch.float32 and torch.is_autocast_enabled(kind):
