@@ -110,7 +110,9 @@ def test_hft_redraws_the_mask_at_each_epoch_of_training(make_recipe, monkeypatch
 
 
 def _assert_tied_embeddings_survive(run: RunDir, reloaded) -> None:
-    state = load_file(str(run.best / "trainable.safetensors"))  # one copy of the shared tensor
+    snapshot = run.path / "snapshot.safetensors"  # as a best-model snapshot or checkpoint writes the weights
+    METHODS.get("full")().save_state(reloaded, snapshot)
+    state = load_file(str(snapshot))  # one copy of the shared tensor
     assert "model.embed_tokens.weight" in state and "lm_head.weight" not in state
     assert reloaded.lm_head.weight.data_ptr() == reloaded.model.embed_tokens.weight.data_ptr()
     assert (run.path / "model" / "model.safetensors").exists() and not (run.path / "adapter").exists()

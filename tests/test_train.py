@@ -33,19 +33,25 @@ def test_only_adapter_weights_change_and_base_stays(make_recipe, tiny_model_dir)
         assert torch.equal(merged_names[name], p), f"base weight {name} changed"
 
 
-def test_saved_adapter_reloads_to_identical_logits(make_recipe, tiny_model_dir):
+def test_saved_adapter_reloads_to_identical_logits(make_recipe, tiny_model_dir, monkeypatch):
+    from smalltune import load_trained
+    from smalltune.models import load_model
+    from smalltune.train.methods import METHODS
+
+    lora = METHODS.get("lora")
+    chosen, save = {}, lora.save
+    monkeypatch.setattr(lora, "save", lambda self, model, path: chosen.update(self.trainable_state(model))
+                        or save(self, model, path))
     recipe = make_recipe(**{"train.max_steps": 4, "early_stopping.enabled": False})
     result = train(recipe, progress=False)
-    from smalltune import load_trained
-    from smalltune.train.methods import METHODS
-    from smalltune.models import load_model
+    assert chosen and not RunDir(result.run_dir).best.exists()  # the adapter holds the chosen weights: no copy
 
     model, tok, _ = load_trained(result.run_dir)
-    # The same weights restored into a fresh PEFT model from the best checkpoint give the same logits.
+    # The weights the run published, restored into a fresh PEFT model, give the same logits.
     base, _ = load_model(str(tiny_model_dir))
-    method = METHODS.get("lora")()
+    method = lora()
     fresh = method.apply(base, recipe.method)
-    method.load_state(fresh, RunDir(result.run_dir).best / "trainable.safetensors")
+    method.load_trainable_state(fresh, chosen)
     fresh.eval()
     ids = tok("Where is the clinic?", return_tensors="pt")
     with torch.no_grad():

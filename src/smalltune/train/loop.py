@@ -271,7 +271,8 @@ def fit(parts: Parts, data: PreparedData, run: RunDir, resume: bool = False, pro
         publish_dir(tmp, run.path / p.method.artifact)
     acc.wait_for_everyone()  # every process has restored the chosen weights before they go
     if main:
-        snapshots.persist([selector.best_step], selector)  # best/ stays for inspection
+        if not publish:  # best/ keeps what selection chose; a published artifact holds it instead (drop_checkpoints)
+            snapshots.persist([selector.best_step], selector)
         snapshots.drop()
     if why_not:
         state.stop_message = "; ".join(x for x in (state.stop_message, why_not) if x)
@@ -292,7 +293,7 @@ def fit(parts: Parts, data: PreparedData, run: RunDir, resume: bool = False, pro
         log({"type": "event", "event": "end", "step": state.step, "stopped": stopped})
         result.provenance = provenance(recipe, **data.counts())
         atomic_write_json(run.train_summary, result.to_dict())
-        drop_checkpoints(run)  # after the summary, which ends the run: a kill between the two leaves them for _finished
+        drop_checkpoints(run, publish)  # after the summary, which ends the run: a kill between leaves them for _finished
         if verbose:
             console.train_footer(result)
     # No rank leaves before the main process has written everything: a launcher (torchrun) stops the
@@ -313,7 +314,7 @@ def _finished(run: RunDir, main: bool, verbose: bool) -> TrainResult:
     after the summary would redo the steps after it and could not find the dropped best-model snapshots)."""
     result = TrainResult.from_dict(json.loads(run.train_summary.read_text(encoding="utf-8")), str(run.train_summary))
     if main:
-        drop_checkpoints(run)  # left by a run killed after its summary was written
+        drop_checkpoints(run, result.artifact_written)  # left by a run killed after its summary was written
     if main and verbose:
         console.info(f"{run.path}: training already finished ({result.stopped} at step {result.steps}); nothing to resume")
     return result

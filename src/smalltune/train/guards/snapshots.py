@@ -11,8 +11,9 @@ Every evaluation selection may still choose keeps its trainable weights until it
   rank restores the choice from the file; under FSDP2 taking one is a collective), and for every candidate when a
   --resume checkpoint is written: after a resume its selector may choose them (``LoopState.protected``).
 
-``checkpoints/best/`` holds the choice as of the last --resume checkpoint and, after the run, the final one (kept
-for inspection); its weights are a hard link to a snapshot file, not a second copy.
+``checkpoints/best/`` holds the choice as of the last --resume checkpoint, its weights a hard link to a snapshot
+file, not a second copy. After the run the published artifact holds the final choice and ``best/`` is removed with
+the checkpoints; a run that publishes nothing keeps its final choice there (``persist``).
 """
 
 from __future__ import annotations
@@ -114,7 +115,8 @@ class Snapshots:
         return True
 
     def drop(self) -> None:
-        """After the run: ``best/`` holds the chosen weights; the other candidates are no longer needed."""
+        """After the run: the artifact (or, when none is published, ``best/``) holds the chosen weights; the other
+        candidates are no longer needed."""
         self.held.clear()
         shutil.rmtree(self.folder, ignore_errors=True)
 
