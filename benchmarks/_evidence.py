@@ -91,6 +91,18 @@ def cold_evaluation(run: Path, tag: str, quick: bool = False) -> dict:
             "probes_sha256": hashlib.sha256(probes.encode()).hexdigest()[:16]}
 
 
+def cold_evaluation_pairs(description: str, out: Path, arms: tuple[str, str], one) -> None:
+    """The command line of an A/B of cold evaluations of one run (``RUN --pairs N [--quick]``): ``one(run, arm, pair,
+    quick) -> row`` measured in alternating pairs (:func:`alternate_pairs`)."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("run", type=Path)
+    p.add_argument("--pairs", type=int, default=1)
+    p.add_argument("--quick", action="store_true")
+    args = p.parse_args()
+    alternate_pairs(out, arms, args.pairs, lambda arm, pair: one(args.run, arm, pair, args.quick),
+                    {"quick": args.quick, "run": str(args.run)})
+
+
 def demo_subset(n: int) -> Path:
     """The first ``n`` demo training examples of a fixed category-stratified shuffle (seed 0), as a file."""
     path = WORK / "data" / f"train-{n}.jsonl"

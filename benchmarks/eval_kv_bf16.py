@@ -14,10 +14,9 @@ are expected from both arms).
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
-from _evidence import RESULTS, alternate_pairs, cold_evaluation
+from _evidence import RESULTS, cold_evaluation, cold_evaluation_pairs
 
 OUT = RESULTS / "eval_kv_bf16.jsonl"
 
@@ -36,13 +35,7 @@ def one(run: Path, arm: str, pair: int, quick: bool) -> dict:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("run", type=Path)
-    p.add_argument("--pairs", type=int, default=1)
-    p.add_argument("--quick", action="store_true")
-    args = p.parse_args()
-    alternate_pairs(OUT, ("kept", "cast"), args.pairs, lambda arm, pair: one(args.run, arm, pair, args.quick),
-                    {"quick": args.quick, "run": str(args.run)})
+    cold_evaluation_pairs(__doc__.splitlines()[0], OUT, ("kept", "cast"), one)
 
 
 if __name__ == "__main__":
