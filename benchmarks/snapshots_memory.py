@@ -38,7 +38,8 @@ def one_run(arm: str, pair: int, max_steps: int | None, spent: dict) -> dict:
     overrides = [f"output_dir={run}"] + ([f"train.max_steps={max_steps}"] if max_steps else [])
     before = dict(spent)
     result = train(load_recipe(RECIPE, overrides), progress=False)
-    weights = (run / "checkpoints" / "best" / "trainable.safetensors").read_bytes()
+    # the published artifact holds the chosen weights (best/ goes once it is written; before stop 41 it stayed)
+    weights = b"".join(f.read_bytes() for f in sorted((run / "model").glob("*.safetensors")))
     return {"loop_seconds": result.wall_seconds,
             "keep_best_seconds": round(spent["keep_best"] - before["keep_best"], 2),
             "base_validation_seconds": round(spent["base_validation"] - before["base_validation"], 2),
