@@ -129,7 +129,8 @@ def test_a_longer_prompt_joining_widens_the_window_ahead(varied, monkeypatch):
 
     model, tok, eos = varied
     short = prompts(tok)[3]  # "Hi"
-    long = render(tok, [{"role": "user", "content": " ".join(QUESTIONS * 3)}], add_generation_prompt=True)
+    system = {"role": "system", "content": "You are the receptionist at Brightside Dental."}  # one opening: by length
+    long = render(tok, [system, {"role": "user", "content": " ".join(QUESTIONS * 3)}], add_generation_prompt=True)
     widths = []
     join = greedy._Places.join
     monkeypatch.setattr(greedy._Places, "join",
@@ -247,3 +248,40 @@ def test_under_autocast_the_growing_cache_holds_bf16_and_the_logits_are_those_of
     plain = decode(lambda states: states)
     assert kept[:2] == (torch.bfloat16, torch.bfloat16) and plain[0] == torch.float32  # rotary keys leave in fp32
     assert torch.equal(kept[2], plain[2])
+
+
+def test_prompts_batch_by_opening_then_by_length(tokenizer):
+    from smalltune.prompt_batch import by_opening
+
+    general = [render(tokenizer, [{"role": "user", "content": q}], add_generation_prompt=True) for q in QUESTIONS]
+    texts = [t for pair in zip(prompts(tokenizer), general) for t in pair]  # the two openings interleaved
+    rows = [tokenizer(t, add_special_tokens=False).input_ids for t in texts]
+    order = by_opening(rows)
+    assert sorted(order) == list(range(len(rows)))
+    groups = [order[:len(QUESTIONS)], order[len(QUESTIONS):]]
+    assert {frozenset(g) for g in groups} == {frozenset(range(0, 10, 2)), frozenset(range(1, 10, 2))}
+    for group in groups:  # within an opening, by length
+        assert [len(rows[i]) for i in group] == sorted(len(rows[i]) for i in group)
+
+
+def test_a_shared_opening_runs_once_per_pass_and_its_copies_hold_the_same_keys(tiny, tokenizer):
+    from smalltune.prompt_batch import prefix_cache
+
+    prefix = tokenizer(prompts(tokenizer)[0], add_special_tokens=False, return_tensors="pt").input_ids[:, :12]
+    runs = []
+    forward = tiny.forward
+    tiny.forward = lambda *a, **k: runs.append(1) or forward(*a, **k)
+    try:
+        openings = {}
+        with torch.no_grad():
+            first = next(iter(prefix_cache(tiny, prefix, 3, openings=openings).values()))
+            second = next(iter(prefix_cache(tiny, prefix, 2, openings=openings).values()))
+            alone = next(iter(prefix_cache(tiny, prefix, 2).values()))
+    finally:
+        del tiny.forward
+    assert len(runs) == 2  # once for the two batches that share it, once without ``openings``
+    assert first.layers[0].keys.shape[0] == 3 and second.layers[0].keys.shape[0] == 2
+    kept = next(iter(openings.values()))[1]
+    assert kept.layers[0].keys.shape[0] == 1  # the kept opening stays one row
+    assert all(torch.equal(a.keys, b.keys) and torch.equal(a.values, b.values)
+               for a, b in zip(second.layers, alone.layers))

@@ -18,7 +18,7 @@ import torch
 from .data.tokenize import render
 from .greedy import greedy
 from .models import prompt_learning
-from .prompt_batch import model_batch
+from .prompt_batch import by_opening, model_batch
 from .recipe import EvalSection
 
 _EVAL = EvalSection()  # without settings, generate as `smalltune evaluate` does with a default recipe
@@ -66,7 +66,7 @@ def generate_text(model, tokenizer, prompts: list[str], settings: GenerationSett
     s = settings or GenerationSettings()
     limits = list(limits) if limits is not None else [s.max_new_tokens] * len(prompts)
     ids = [tokenizer(p, add_special_tokens=False).input_ids for p in prompts]
-    order = sorted(range(len(prompts)), key=lambda i: len(ids[i]))  # similar lengths, less padding
+    order = by_opening(ids)
     was_training = model.training
     model.eval()
     # peft's prefix and prompt tuning put their virtual tokens into the first step's cache or inputs themselves

@@ -45,9 +45,10 @@ class _Places:
         self.cache, self.name, self.mask, self.last, self.tokens, self.owners = cache, name, mask, last, tokens, owners
 
     @classmethod
-    def prefill(cls, model, rows: list[list[int]], owners: list[int], pad_id: int, share: bool, grow: bool):
-        """A chunk of prompts run up to their first new token."""
-        batch = model_batch(model, rows, pad_id, share, grow)
+    def prefill(cls, model, rows: list[list[int]], owners: list[int], pad_id: int, share: bool, grow: bool,
+                openings: dict | None = None):
+        """A chunk of prompts run up to their first new token (``openings``: shared openings already run)."""
+        batch = model_batch(model, rows, pad_id, share, grow, openings)
         name = cache_key(batch)
         cache = batch.get(name)
         if cache is None:  # no shared prefix: this pass fills a new cache (or the model makes its own)
@@ -121,12 +122,13 @@ def greedy(model, rows: list[list[int]], limits: list[int], eos_id: int, pad_id:
     places: _Places | None = None
     refill = False  # whether free places take new prompts (decided by the first chunk's cache)
     join_at = max(1, round(batch_size * JOIN_SHARE))
+    openings: dict = {}  # a shared opening's KV cache, run once for every chunk that starts with it
     while True:
         busy = len(places.owners) - len(places.free()) if places else 0
         free = len(places.owners) - busy if busy else batch_size  # places a chunk can take now
         if queue and (busy == 0 or (refill and free >= join_at)):
             take = [queue.popleft() for _ in range(min(free, len(queue)))]
-            chunk = _Places.prefill(model, [rows[i] for i in take], take, pad_id, share, grow)
+            chunk = _Places.prefill(model, [rows[i] for i in take], take, pad_id, share, grow, openings)
             if busy:
                 places.join(chunk)
             else:
