@@ -58,6 +58,7 @@ def by_opening(rows: list[list[int]]) -> list[int]:
 
 
 def _common(a: list[int], b: list[int]) -> int:
+    """Tokens ``a`` and ``b`` start with alike."""
     n = 0
     for x, y in zip(a, b):
         if x != y:
@@ -68,12 +69,7 @@ def _common(a: list[int], b: list[int]) -> int:
 
 def _shared_length(rows: list[list[int]]) -> int:
     """Tokens every row starts with, leaving each row at least one token of its own to start generating."""
-    limit = min(len(r) for r in rows) - 1
-    first = rows[0]
-    n = 0
-    while n < limit and all(r[n] == first[n] for r in rows):
-        n += 1
-    return n
+    return min([min(len(r) for r in rows) - 1, *(_common(rows[0], r) for r in rows[1:])])
 
 
 def model_batch(model, rows: list[list[int]], pad_id: int, share: bool = True, grow: bool = True,
@@ -90,14 +86,11 @@ def prefix_cache(model, prefix: torch.Tensor, batch_size: int, grow: bool = True
     computed for an earlier batch is copied instead of run again: the same keys and values."""
     if prefix.shape[1] == 0:
         return {}
+    openings = {} if openings is None else openings
     key = tuple(prefix[0].tolist())
-    if openings is None or key not in openings:
+    if key not in openings:
         out = model(input_ids=prefix, attention_mask=torch.ones_like(prefix), use_cache=True, **new_cache(model, grow))
-        computed = (cache_key(out), out[cache_key(out)])
-        if openings is None:
-            computed[1].batch_repeat_interleave(batch_size)
-            return {computed[0]: computed[1]}
-        openings[key] = computed
+        openings[key] = (cache_key(out), out[cache_key(out)])
     name, cache = openings[key]
     cache = copy.deepcopy(cache)  # repeating replaces its tensors; the kept one stays one row
     cache.batch_repeat_interleave(batch_size)
