@@ -126,6 +126,17 @@ def test_memory_parts_scale_as_they_should(tiny_model_dir):
     assert lora.adapter_file_bytes == 4 * lora.trainable_params
 
 
+def test_a_cpu_plan_counts_one_best_model_snapshot_in_host_memory(tiny_model_dir):
+    s = model_shape(str(tiny_model_dir))
+    gpu, cpu = (estimate(s, "full", MethodSection(), 4, 128, device=d) for d in ("cuda", "cpu"))
+    assert gpu.snapshots == 0  # a GPU's memory holds none: they are copied to the host
+    assert cpu.snapshots == 4 * s.total_params  # every weight is trainable, in fp32
+    assert cpu.total == cpu.weights + cpu.gradients + cpu.optimizer_states + cpu.activations + cpu.snapshots
+    assert "snapshots" in cpu.summary() and "snapshots" not in gpu.summary()
+    two = estimate(s, "full", MethodSection(), 4, 128, device="cpu", processes=2)
+    assert two.snapshots == 0  # several processes write theirs as files
+
+
 def test_memory_picks_the_largest_batch_that_fits(tiny_model_dir):
     s = model_shape(str(tiny_model_dir))
     kind = detect_device().kind

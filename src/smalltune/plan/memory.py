@@ -14,6 +14,9 @@ a 70B config is planned without a byte of weights. Memory is the sum of
   small models with big vocabularies are a large share (SmolLM2: 49,152 logits per token). On a
   CPU, a measured heap overhead (``CPU_HEAP_OVERHEAD``) is added on top of the counted tensors.
   A 4-bit base trains with gradient checkpointing: each layer keeps only its input.
+* on a CPU, where the host memory is the device's, one best-model snapshot of the trainable weights
+  (``train/guards/snapshots.py`` keeps the weights checkpoint selection may still choose in host memory while
+  they take at most a quarter of what is available, else writes them as files; one is the floor),
 * over several processes (``processes``), what ``sharding`` divides among them: nothing for DDP,
   gradients and optimizer states for DeepSpeed ZeRO-2, and also the weights for ZeRO-3 and FSDP,
   which then hold one all-gathered unit (a decoder layer, or the embeddings) at a time besides.
@@ -157,6 +160,7 @@ class MemoryEstimate:
     optimizer_states: int
     activations: int
     total: int
+    snapshots: int = 0  # best-model snapshots held in host memory, counted where that is the device's (a CPU)
     device_memory: int | None = None
     fits: bool | None = None
     adapter_file_bytes: int = 0
@@ -169,15 +173,15 @@ class MemoryEstimate:
 
     def to_dict(self) -> dict:
         out = asdict(self)
-        for k in ("weights", "gradients", "optimizer_states", "activations", "total", "device_memory",
+        for k in ("weights", "gradients", "optimizer_states", "activations", "snapshots", "total", "device_memory",
                   "adapter_file_bytes"):
             if out[k] is not None:
                 out[f"{k}_gib"] = round(out[k] / GIB, 3)
         return out
 
     def summary(self) -> str:
-        parts = ", ".join(f"{p.replace('_', ' ')} {self.gib(p):.2f}" for p in
-                          ("weights", "gradients", "optimizer_states", "activations"))
+        shown = ("weights", "gradients", "optimizer_states", "activations") + (("snapshots",) if self.snapshots else ())
+        parts = ", ".join(f"{p.replace('_', ' ')} {self.gib(p):.2f}" for p in shown)
         dev = f" of {self.device_memory / GIB:.1f} GiB" if self.device_memory else ""
         how = [f"per process of {self.processes} ({self.sharding})"] if self.processes > 1 else []
         how += ["4-bit base"] if self.load_in_4bit else []
@@ -226,12 +230,14 @@ def estimate(s: ModelShape, method: str, method_cfg, batch_size: int, seq_len: i
         # The unit being computed and the one prefetched are whole (all-gathered) on every process.
         unit = max(s.layer_params, s.total_params - s.layers * s.layer_params)
         weights = weights // processes + 2 * 4 * unit
-    total = weights + gradients + optimizer + activations
-    adapter = 4 * (new if plugin.frozen_base else trainable)
+    adapter = 4 * (new if plugin.frozen_base else trainable)  # also one snapshot of the trainable weights
+    # Several processes write their snapshots as files (every rank restores the choice from one).
+    snapshots = adapter if device == "cpu" and processes == 1 else 0
+    total = weights + gradients + optimizer + activations + snapshots
     return MemoryEstimate(
         method=method, batch_size=batch_size, seq_len=seq_len, precision=precision, trainable_params=trainable,
         total_params=s.total_params + new, weights=weights, gradients=gradients, optimizer_states=optimizer,
-        activations=activations, total=total, device_memory=device_memory,
+        activations=activations, total=total, snapshots=snapshots, device_memory=device_memory,
         fits=None if device_memory is None else total <= device_memory, adapter_file_bytes=adapter,
         processes=processes, sharding=sharding, load_in_4bit=load_in_4bit,
     )
