@@ -145,9 +145,28 @@ def test_memory_picks_the_largest_batch_that_fits(tiny_model_dir):
     budget = (b8 + b4) / 2  # room for batch 4, not for 8
     p = plan_from_facts(DataFacts(300, {}, 100, 80, "test"), "t.jsonl", str(tiny_model_dir),
                         device_memory_gib=budget / USABLE[kind] / GIB)
-    assert p.fits and p.recipe.train.precision in ("fp32", "bf16")
-    if p.recipe.train.precision == "fp32":
+    assert p.fits and p.recipe.train.precision in ("fp32", "bf16", "auto")
+    if p.recipe.train.precision in ("fp32", "auto"):  # auto: both fit at the batch chosen
         assert (p.recipe.train.batch_size, p.recipe.train.grad_accum) == (4, 2)
+
+
+# Short sequences: the half copy of the weights outweighs the halved activations (bf16 needs more); long: less.
+@pytest.mark.parametrize("room, seq", [("both", 128), ("fp32 only", 8), ("bf16 only", 512)])
+def test_a_cpu_plan_leaves_the_precision_to_auto_where_both_fit(tiny_model_dir, room, seq):
+    from smalltune.plan.hardware import Device
+    from smalltune.plan.planner import fit_memory
+
+    s, cfg = model_shape(str(tiny_model_dir)), MethodSection()
+    fp32, bf16 = (estimate(s, "full", cfg, 8, seq, p, device="cpu").total for p in ("fp32", "bf16"))
+    memory = {"both": max(fp32, bf16), "fp32 only": fp32, "bf16 only": bf16}[room]
+    assert room == "both" or memory < max(fp32, bf16)  # the other precision does not fit
+    ctx = Context(n_train=300, n_smallest=300, smallest_category=None, has_validation_file=False, model_params=10**6,
+                  update=False, band=band_for(300), schedule=band_for(300), method="full", max_length=seq)
+    chosen, _ = fit_memory(ctx, s, cfg, Device(kind="cpu", total=memory, usable=memory, source="test", bf16=True))
+    assert chosen.fits and chosen.batch_size == ctx.batch_size == 8
+    assert ctx.precision == {"both": "auto", "fp32 only": "fp32", "bf16 only": "bf16"}[room]
+    if room == "both":  # the memory shown is the larger of the two: whichever auto takes fits
+        assert chosen.total == max(fp32, bf16) and "measures one decoder layer" in ctx.why["train.precision"]
 
 
 def test_tiny_model_fits_and_huge_model_does_not(tiny_model_dir, huge_model_dir):

@@ -18,6 +18,7 @@ from ..errors import SmalltuneError
 from ..recipe import MethodSection, Recipe, recipe_from_dict
 from .hardware import GIB, USABLE, Device, detect_device
 from .memory import SHARDING, MemoryEstimate, ModelShape, estimate, human_bytes, max_seq_that_fits, model_shape
+from ..train.precision import BF16_MIN_SPEEDUP
 from .rules import BANDS, RULES, Context, band_for
 
 LENGTH_SAMPLE = 2000  # examples tokenised to measure lengths (a seeded sample of bigger files)
@@ -144,15 +145,23 @@ def fit_memory(ctx: Context, shape: ModelShape, cfg, device: Device,
     ctx.batch_size, ctx.precision = chosen.batch_size, chosen.precision
     ctx.grad_accum = max(1, effective // (chosen.batch_size * n))
     where = f"{device.usable / GIB:.1f} GiB usable of {device.source}"
-    if chosen.fits:
-        ctx.why["train.batch_size"] = f"largest micro-batch whose estimate fits: {chosen.summary()} ({where})"
-        ctx.why["train.precision"] = (f"{chosen.precision}: the first precision that fits"
-                                      + (" (train.precision: auto would measure whether bf16 autocast is faster "
-                                         "on this CPU)" if device.kind == "cpu"
-                                         and chosen.precision == "fp32" and device.bf16 else ""))
-    else:
+    if not chosen.fits:
         ctx.why["train.batch_size"] = f"DOES NOT FIT even at batch 1: needs {chosen.summary()} ({where})"
         ctx.why["train.precision"] = f"{chosen.precision}: the most compact precision, still too big"
+        return chosen, suggestions
+    ctx.why["train.precision"] = f"{chosen.precision}: the first precision that fits"
+    if device.kind == "cpu" and len(precisions) > 1:
+        # Which is faster depends on the CPU that trains (bf16 autocast 1.45-1.54x fp32's steps on a Zen 4 EPYC
+        # with AVX512_BF16 at the same decisions and end quality; slower without a fast bf16 path: benchmarks/
+        # README.md, "bf16 vs fp32 over whole demo runs"), so where both fit, auto measures it at train time.
+        both = [estimate(shape, ctx.method, cfg, chosen.batch_size, ctx.max_length, p, device.usable, device.kind,
+                         **layout) for p in precisions]
+        if all(e.fits for e in both):
+            chosen, ctx.precision = max(both, key=lambda e: e.total), "auto"
+            ctx.why["train.precision"] = (f"auto: {' and '.join(precisions)} both fit; training measures one decoder "
+                                          f"layer in each on its CPU and takes bf16 autocast at >= "
+                                          f"{BF16_MIN_SPEEDUP:g}x fp32's speed")
+    ctx.why["train.batch_size"] = f"largest micro-batch whose estimate fits: {chosen.summary()} ({where})"
     return chosen, suggestions
 
 

@@ -194,10 +194,11 @@ RULES: tuple[Rule, ...] = (
          "8/16/32/64", "small batches give small data more optimizer steps", lambda c: (
              c.grad_accum, f"effective batch {c.batch_size * c.grad_accum * c.processes} = {c.batch_size} x "
                            f"{c.grad_accum}" + (f" x {c.processes} processes" if c.processes > 1 else ""))),
-    Rule("train.precision", "GPU: bf16 (fp16 without bf16 support); CPU: fp32, bf16 only if fp32 does not fit. "
-         f"auto (the recipe default) decides at train time: GPU as here; CPU bf16 autocast only where one decoder "
-         f"layer at the training shapes measures >= {BF16_MIN_SPEEDUP:g}x fp32's speed",
-         "mixed precision halves activation memory", lambda c: (c.precision, c.why["train.precision"])),
+    Rule("train.precision", "GPU: bf16 (fp16 without bf16 support); CPU: auto where fp32 and bf16 both fit (at "
+         f"train time bf16 autocast only where one decoder layer at the training shapes measures >= "
+         f"{BF16_MIN_SPEEDUP:g}x fp32's speed), else the one that fits",
+         "mixed precision halves activation memory; on CPUs bf16 is 1.5x faster or slower by CPU (benchmarks/"
+         "README.md, \"bf16 vs fp32 over whole demo runs\")", lambda c: (c.precision, c.why["train.precision"])),
     Rule("train.warmup_ratio", "10% of planned steps, at most half an epoch", "QLoRA 3%, Alpaca 3%; "
          "common 3-10%", _warmup),
     Rule("train.weight_decay", "band weight decay (0.01-0.05, stronger for less data)", "AdamW arXiv 1711.05101",
