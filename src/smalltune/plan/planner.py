@@ -16,9 +16,9 @@ from pathlib import Path
 
 from ..errors import SmalltuneError
 from ..recipe import MethodSection, Recipe, recipe_from_dict
+from ..train.precision import BF16_MIN_SPEEDUP
 from .hardware import GIB, USABLE, Device, detect_device
 from .memory import SHARDING, MemoryEstimate, ModelShape, estimate, human_bytes, max_seq_that_fits, model_shape
-from ..train.precision import BF16_MIN_SPEEDUP
 from .rules import BANDS, RULES, Context, band_for
 
 LENGTH_SAMPLE = 2000  # examples tokenised to measure lengths (a seeded sample of bigger files)
