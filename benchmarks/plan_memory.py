@@ -4,7 +4,9 @@ Runs a few optimizer steps of a model with a method at a fixed batch x sequence 
 peak memory, and prints it next to ``smalltune.plan.memory.estimate`` for the same settings.
 
 * CPU: peak resident set size (RSS), sampled every millisecond by a thread, minus the RSS after the
-  model, method and optimizer exist, plus the exact bytes of the weights then present. The
+  model, method and optimizer exist, plus the exact bytes of the weights then present. After the first
+  step it takes one best-model snapshot of the trainable weights and holds it, as a training run does from
+  its first evaluation on (``train/guards/snapshots.py``; the estimate's ``snapshots`` part). The
   process's Python/torch baseline is thus excluded, as the estimate excludes it.
 * CUDA: ``torch.cuda.max_memory_allocated`` (weights included), after a reset.
 
@@ -86,7 +88,8 @@ def main() -> None:
     est = estimate(shape, args.method, cfg, args.batch_size, args.seq_len, args.precision, device=args.device)
 
     model, _tok = load_model(args.model)
-    model = METHODS.get(args.method)().apply(model, cfg)
+    plugin = METHODS.get(args.method)()
+    model = plugin.apply(model, cfg)
     model.to(args.device).train()
     optimizer = build_optimizer(model, TrainSection(lr=1e-5))
     trainable, total = count_parameters(model)
@@ -130,8 +133,10 @@ def main() -> None:
                 p.sum()
         base = psutil.Process().memory_info().rss
         with PeakRSS() as peak:
-            for _ in range(args.steps):
+            for i in range(args.steps):
                 step()
+                if i == 0:  # one best-model snapshot in host memory, as a run holds after its first evaluation
+                    snapshot = plugin.trainable_state(model)  # noqa: F841 - held for the peak
         measured = peak.peak - base + weight_bytes
     seconds = time.perf_counter() - started
     result = {
@@ -140,7 +145,7 @@ def main() -> None:
         "trainable_params": trainable, "estimated_trainable_params": est.trainable_params, "total_params": total,
         "measured_gib": round(measured / GIB, 3), "estimated_gib": round(est.total / GIB, 3),
         "estimate_parts_gib": {k: round(getattr(est, k) / GIB, 3) for k in
-                               ("weights", "gradients", "optimizer_states", "activations")},
+                               ("weights", "gradients", "optimizer_states", "activations", "snapshots")},
         "ratio_estimate_to_measured": round(est.total / measured, 3), "seconds": round(seconds, 1),
         # what autograd keeps (first step), next to the estimate's counted activations before overheads
         "saved_tensors_gib": round(sum(saved.values()) / GIB, 3),
