@@ -71,6 +71,8 @@ def main() -> None:
     ap.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
     ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     ap.add_argument("--dropout", type=float, default=0.1)
+    ap.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step (gradients are kept "
+                    "between them)")
     args = ap.parse_args()
 
     import torch
@@ -112,8 +114,9 @@ def main() -> None:
             logits = model(input_ids=data["input_ids"], attention_mask=data["attention_mask"]).logits
             loss = causal_lm_loss(logits, data["labels"])
         loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        if step.calls % args.grad_accum == 0:
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
         return loss.item()
 
     step.calls = 0
@@ -141,7 +144,7 @@ def main() -> None:
     seconds = time.perf_counter() - started
     result = {
         "model": args.model, "method": args.method, "device": args.device, "precision": args.precision,
-        "batch_size": args.batch_size, "seq_len": args.seq_len, "steps": args.steps,
+        "batch_size": args.batch_size, "seq_len": args.seq_len, "steps": args.steps, "grad_accum": args.grad_accum,
         "trainable_params": trainable, "estimated_trainable_params": est.trainable_params, "total_params": total,
         "measured_gib": round(measured / GIB, 3), "estimated_gib": round(est.total / GIB, 3),
         "estimate_parts_gib": {k: round(getattr(est, k) / GIB, 3) for k in
