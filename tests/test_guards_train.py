@@ -63,3 +63,22 @@ def test_a_checkpoint_better_than_base_is_published(make_recipe):
     ids = tok("When are you open?", return_tensors="pt")
     with torch.no_grad():
         assert torch.isfinite(model(**ids).logits).all()
+
+
+def test_a_plugin_that_abandons_the_run_leaves_no_weights(make_recipe):
+    # A pruned tuning trial: never chosen, so neither its artifact nor best/ (hundreds of MB each) is written.
+    from smalltune.train.plugins import GuardEvent, Plugin
+
+    class Abandon(Plugin):
+        name = "abandoner"
+
+        def check(self, record, step):
+            return GuardEvent(self.name, "abandon", step, "not wanted") if step >= 4 else None
+
+    recipe = make_recipe(**{"eval.every_steps": 2, "train.max_steps": 12, "train.checkpoint_minutes": 0.0})
+    result = train(recipe, progress=False, plugins=[Abandon()])
+    run = RunDir(result.run_dir)
+    assert result.stopped == "abandoner" and result.steps == 4 and result.best_step is not None
+    assert not result.artifact_written and "abandoner abandoned the run" in result.stop_message
+    assert not run.adapter.exists() and not run.best.exists() and not list(run.step_checkpoints())
+    assert json.loads(run.train_summary.read_text())["artifact_written"] is False

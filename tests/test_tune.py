@@ -37,7 +37,7 @@ def test_rungs_and_pruning_decision():
     assert keep.check({"eval_loss": 1.5}, 10) is None  # within the best half (cutoff 2.0)
     cut = HalvingPruner(Trial(), Study(), eta=2, min_trials=2)
     event = cut.check({"eval_loss": 2.5}, 10)
-    assert event.action == "stop" and "cutoff 2.0000" in event.message and cut.pruned_at == 10
+    assert event.action == "abandon" and "cutoff 2.0000" in event.message and cut.pruned_at == 10
 
 
 def test_tune_runs_trials_chooses_within_budget_and_resumes(make_recipe, tmp_path):
@@ -62,6 +62,11 @@ def test_tune_runs_trials_chooses_within_budget_and_resumes(make_recipe, tmp_pat
     assert (folder / "recipe.yaml").exists() and (folder / "tune.html").exists() and (folder / "tune.md").exists()
     assert (folder / "trials" / f"trial-{result.chosen:03d}" / "adapter").exists() or \
         (folder / "trials" / f"trial-{result.chosen:03d}" / "model").exists()
+    for r in result.trials:  # a pruned trial is never chosen: it keeps no weights (its summary and metrics stay)
+        trial = folder / "trials" / f"trial-{r.number:03d}"
+        if r.state == "pruned":
+            assert (trial / "train_summary.json").exists() and not (trial / "adapter").exists()
+            assert not (trial / "model").exists()
     stored = load_result(folder)
     assert stored.chosen == result.chosen and len(stored.trials) == 3
     for r in result.trials:  # each trial's recipe carries exactly the drawn parameters

@@ -85,7 +85,7 @@ def train_footer(result) -> None:
         table.add_row("gap", f"validation - train loss {gap['gap']:+.3f} at the last evaluation"
                              + (f", trend {trend:+.3f} per epoch" if trend is not None else ""))
     for e in result.events:  # which guard fired, when, and on what numbers
-        colour = {"stop": "red", "warn": "yellow"}.get(e["action"], "dim")
+        colour = {"stop": "red", "abandon": "red", "warn": "yellow"}.get(e["action"], "dim")
         table.add_row(f"[{colour}]{e['guard']}[/{colour}]", f"{e['action']} at step {e['step']}: {e['message']}")
     table.add_row("run", result.run_dir)
     out.print(table)

@@ -195,16 +195,17 @@ def prune_checkpoints(run: RunDir, keep: int) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def drop_checkpoints(run: RunDir, published: bool) -> None:
+def drop_checkpoints(run: RunDir, drop_best: bool) -> None:
     """Remove a finished run's ``--resume`` checkpoints: once its summary is written, ``--resume`` returns the
     summary and trains nothing, so they (weights and optimizer state: three times a full model's size, each) serve
-    nothing more. ``best/`` (the choice as of the last checkpoint) goes too when the run ``published`` its artifact,
-    which holds the chosen weights (a second copy was 540 MB per full fine-tune of the built-in model, in every
-    tuning trial and fold); when nothing was published it holds what selection chose and stays. Until the summary
-    it stays in any case: a run killed before resumes from its last checkpoint, whose choice it may hold."""
+    nothing more. ``best/`` (the choice as of the last checkpoint) goes too with ``drop_best``: when the run published
+    its artifact, which holds the chosen weights (a second copy was 540 MB per full fine-tune of the built-in model,
+    in every tuning trial and fold), or was abandoned (a pruned tuning trial keeps no weights). When nothing was
+    published it holds what selection chose and stays. Until the summary it stays in any case: a run killed before
+    resumes from its last checkpoint, whose choice it may hold."""
     for folder in run.step_checkpoints():
         shutil.rmtree(folder, ignore_errors=True)
-    if published:
+    if drop_best:
         shutil.rmtree(run.best, ignore_errors=True)
 
 

@@ -28,7 +28,7 @@ from .checkpoint import (clean_interrupted, drop_checkpoints, latest_checkpoint,
 from .data import PreparedData, prepare_data
 from .guards import UNSAFE_STOPS, Snapshots, keep_best, restore_best, snapshot_path
 from .loss import batch_logits, causal_lm_loss, dataset_metrics, keeps_logits
-from .plugins import GuardEvent, PluginEnv
+from .plugins import STOPS, GuardEvent, PluginEnv
 from .precision import choose_precision, keep_recorded
 from .ranks import agreed, on_every_rank, over_ranks, set_epoch, shared_output_dir
 from .regularize.sam import PlainStep
@@ -59,12 +59,14 @@ class LoopState:
     base_eval: dict | None = None  # validation metrics of the untrained model: nothing worse is published
     checkpointed_at: float = 0.0  # training seconds when the last --resume checkpoint was written
     protected: list = field(default_factory=list)  # its selector's candidates: their snapshots are kept
+    keeps_weights: bool = True  # False once a plugin abandoned the run (plugins.STOPS)
 
     def note(self, event: GuardEvent) -> None:
-        """Record a guard event; the first 'stop' becomes the run's stop reason."""
+        """Record a guard event; the first that ends the run (plugins.STOPS) becomes its stop reason."""
         self.events.append(event.to_dict())
-        if event.action == "stop" and self.stop_reason is None:
+        if event.action in STOPS and self.stop_reason is None:
             self.stop_reason, self.stop_message = event.guard, event.message
+            self.keeps_weights = STOPS[event.action]
 
 
 def train(recipe, resume: bool = False, progress: bool = True, base: Base | None = None, splits=None,
@@ -271,7 +273,7 @@ def fit(parts: Parts, data: PreparedData, run: RunDir, resume: bool = False, pro
         publish_dir(tmp, run.path / p.method.artifact)
     acc.wait_for_everyone()  # every process has restored the chosen weights before they go
     if main:
-        if not publish:  # best/ keeps what selection chose; a published artifact holds it instead (drop_checkpoints)
+        if not publish and state.keeps_weights:  # best/ keeps the choice; a published artifact holds it instead
             snapshots.persist([selector.best_step], selector)
         snapshots.drop()
     if why_not:
@@ -293,7 +295,8 @@ def fit(parts: Parts, data: PreparedData, run: RunDir, resume: bool = False, pro
         log({"type": "event", "event": "end", "step": state.step, "stopped": stopped})
         result.provenance = provenance(recipe, **data.counts())
         atomic_write_json(run.train_summary, result.to_dict())
-        drop_checkpoints(run, publish)  # after the summary, which ends the run: a kill between leaves them for _finished
+        # after the summary, which ends the run: a kill between leaves them for _finished
+        drop_checkpoints(run, drop_best=publish or not state.keeps_weights)
         if verbose:
             console.train_footer(result)
     # No rank leaves before the main process has written everything: a launcher (torchrun) stops the
@@ -314,7 +317,7 @@ def _finished(run: RunDir, main: bool, verbose: bool) -> TrainResult:
     after the summary would redo the steps after it and could not find the dropped best-model snapshots)."""
     result = TrainResult.from_dict(json.loads(run.train_summary.read_text(encoding="utf-8")), str(run.train_summary))
     if main:
-        drop_checkpoints(run, result.artifact_written)  # left by a run killed after its summary was written
+        drop_checkpoints(run, drop_best=result.artifact_written)  # left by a run killed after its summary was written
     if main and verbose:
         console.info(f"{run.path}: training already finished ({result.stopped} at step {result.steps}); nothing to resume")
     return result
@@ -371,7 +374,10 @@ def _start_ceiling(recipe, base_eval: dict | None, started_from: bool) -> float 
 
 
 def _publishable(p: Parts, snapshots: Snapshots, selector, state: LoopState) -> tuple[bool, str]:
-    """Restore the chosen checkpoint; publish it unless nothing safe was chosen or it is worse than the start."""
+    """Restore the chosen checkpoint; publish it unless the run was abandoned, nothing safe was chosen or it is worse
+    than the start."""
+    if not state.keeps_weights:
+        return False, f"{state.stop_reason} abandoned the run, so no {p.method.artifact}/ was written"
     chosen = restore_best(snapshots, selector)
     if not chosen and state.stop_reason in UNSAFE_STOPS:
         return False, f"no checkpoint passed the guards, so no {p.method.artifact}/ was written"

@@ -29,7 +29,7 @@ from .regularize import REGULARIZERS
 
 PROJECT = "smalltune"  # TensorBoard subfolder, MLflow experiment, trackio/wandb project
 MLFLOW_FILE = "mlflow.json"
-ACTION_CODE = {"note": 0, "warn": 1, "stop": 2}
+ACTION_CODE = {"note": 0, "warn": 1, "stop": 2, "abandon": 3}
 SKIP = {"type", "event", "step", "epoch", "schema_version"}
 INSTALL = {"tensorboard": "tensorboard", "mlflow": "mlflow", "trackio": "trackio", "wandb": "wandb"}
 

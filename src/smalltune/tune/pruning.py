@@ -58,7 +58,7 @@ class HalvingPruner(Plugin):
         if value <= cutoff:
             return None
         self.pruned_at = step
-        return GuardEvent(self.name, "stop", step,
+        return GuardEvent(self.name, "abandon", step,  # a pruned trial keeps no weights
                           f"pruned at evaluation {self.evals}: validation loss {value:.4f} is outside the best "
                           f"1/{self.eta} of {len(earlier)} earlier trials (cutoff {cutoff:.4f})",
                           {"rung": self.evals, "eval_loss": value, "cutoff": cutoff})
