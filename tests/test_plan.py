@@ -115,6 +115,16 @@ def test_trainable_parameter_estimate_equals_the_real_method(tiny_model_dir, met
     assert (est.trainable_params, est.total_params) == (trainable, total)
 
 
+@pytest.mark.parametrize("method", sorted(name for name, _ in METHODS.items()))
+def test_the_snapshot_estimate_equals_what_the_method_keeps(tiny_model_dir, method):
+    from transformers import AutoModelForCausalLM
+
+    cfg, plugin = MethodSection(name=method), METHODS.get(method)()
+    model = plugin.apply(AutoModelForCausalLM.from_pretrained(tiny_model_dir), cfg)
+    kept = sum(t.numel() * t.element_size() for t in plugin.trainable_state(model).values())  # hft: every weight
+    assert estimate(model_shape(str(tiny_model_dir)), method, cfg, 1, 64, device="cpu").snapshots == kept
+
+
 def test_memory_parts_scale_as_they_should(tiny_model_dir):
     s = model_shape(str(tiny_model_dir))
     lora, full = estimate(s, "lora", MethodSection(), 4, 128), estimate(s, "full", MethodSection(), 4, 128)

@@ -14,8 +14,8 @@ a 70B config is planned without a byte of weights. Memory is the sum of
   small models with big vocabularies are a large share (SmolLM2: 49,152 logits per token). On a
   CPU, a measured heap overhead (``CPU_HEAP_OVERHEAD``) is added on top of the counted tensors.
   A 4-bit base trains with gradient checkpointing: each layer keeps only its input.
-* on a CPU, where the host memory is the device's, one best-model snapshot of the trainable weights
-  (``train/guards/snapshots.py`` keeps the weights checkpoint selection may still choose in host memory while
+* on a CPU, where the host memory is the device's, one best-model snapshot of what the method's
+  ``trainable_state`` keeps (its ``state_params``; ``train/guards/snapshots.py`` keeps the weights checkpoint selection may still choose in host memory while
   they take at most a quarter of what is available, else writes them as files; one is the floor),
 * over several processes (``processes``), what ``sharding`` divides among them: nothing for DDP,
   gradients and optimizer states for DeepSpeed ZeRO-2, and also the weights for ZeRO-3 and FSDP,
@@ -230,9 +230,9 @@ def estimate(s: ModelShape, method: str, method_cfg, batch_size: int, seq_len: i
         # The unit being computed and the one prefetched are whole (all-gathered) on every process.
         unit = max(s.layer_params, s.total_params - s.layers * s.layer_params)
         weights = weights // processes + 2 * 4 * unit
-    adapter = 4 * (new if plugin.frozen_base else trainable)  # also one snapshot of the trainable weights
+    adapter = 4 * (new if plugin.frozen_base else trainable)
     # Several processes write their snapshots as files (every rank restores the choice from one).
-    snapshots = adapter if device == "cpu" and processes == 1 else 0
+    snapshots = 4 * plugin.state_params(s, method_cfg) if device == "cpu" and processes == 1 else 0
     total = weights + gradients + optimizer + activations + snapshots
     return MemoryEstimate(
         method=method, batch_size=batch_size, seq_len=seq_len, precision=precision, trainable_params=trainable,

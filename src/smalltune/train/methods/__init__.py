@@ -74,6 +74,10 @@ class Method:
         """Parameters that get AdamW states over the run (default: the trainable ones)."""
         return self.trainable_params(shape, cfg)[0]
 
+    def state_params(self, shape, cfg) -> int:
+        """Parameters :meth:`trainable_state` holds: a best-model snapshot's size (default: the trainable ones)."""
+        return self.trainable_params(shape, cfg)[0]
+
     def layer_activations(self, shape, cfg, device: str) -> float:
         """fp32-equivalent elements per token one decoder layer keeps for backward *beyond* the frozen
         block's own (``plan.memory.layer_activations``). Default, for an adapter inserted in a frozen

@@ -143,6 +143,9 @@ class HalfFineTuning(WholeModelMethod):
         # Every weight is in the optimizer and gets AdamW states once it has been drawn.
         return s.total_params
 
+    def state_params(self, s, cfg) -> int:
+        return s.total_params  # trainable_state keeps every weight
+
     def __init__(self):
         self.fraction = 0.5
 
