@@ -15,8 +15,9 @@ a 70B config is planned without a byte of weights. Memory is the sum of
   CPU, a measured heap overhead (``CPU_HEAP_OVERHEAD``) is added on top of the counted tensors.
   A 4-bit base trains with gradient checkpointing: each layer keeps only its input.
 * on a CPU, where the host memory is the device's, one best-model snapshot of what the method's
-  ``trainable_state`` keeps (its ``state_params``; ``train/guards/snapshots.py`` keeps the weights checkpoint selection may still choose in host memory while
-  they take at most a quarter of what is available, else writes them as files; one is the floor),
+  ``trainable_state`` keeps (its ``state_params``): ``train/guards/snapshots.py`` keeps the weights
+  checkpoint selection may still choose in host memory while they take at most a quarter of what is
+  available, else writes them as files; one is the floor,
 * over several processes (``processes``), what ``sharding`` divides among them: nothing for DDP,
   gradients and optimizer states for DeepSpeed ZeRO-2, and also the weights for ZeRO-3 and FSDP,
   which then hold one all-gathered unit (a decoder layer, or the embeddings) at a time besides.
