@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -51,3 +53,26 @@ def test_cast_once_leaves_trainable_weights_alone_and_restores_flags_after_an_er
         assert all(p.requires_grad for p in model.parameters()) and not torch.is_grad_enabled()
         raise RuntimeError("stop")
     assert [p.requires_grad for p in model.parameters()] == [True, False, False, False]
+
+
+@pytest.mark.parametrize("trainable", [False, True])
+def test_passes_in_one_outer_context_share_each_weights_cast(trainable):
+    """Training evaluates (validation pass, then the guards' passes) inside one autocast + cast_once context
+    (train/loop.py): each pass opens its own nested context, and the casts made by the first serve the second."""
+    model, x = frozen_model(), torch.randn(3, 8)
+    model.requires_grad_(trainable)  # full fine-tuning: every weight requires grad
+
+    def two_passes(shared: bool):
+        counter, outs = CountCasts(), []
+        with counter, (torch.autocast("cpu", dtype=torch.bfloat16) if shared else contextlib.nullcontext()), \
+                (cast_once(model) if shared else contextlib.nullcontext()):
+            for _ in range(2):  # each pass as train/loss.item_token_stats runs it
+                with torch.autocast("cpu", dtype=torch.bfloat16), cast_once(model):
+                    outs.append(model(x))
+        return torch.stack(outs), counter.casts
+
+    separate, separate_casts = two_passes(False)
+    shared, shared_casts = two_passes(True)
+    assert torch.equal(separate, shared)
+    assert separate_casts - shared_casts == 4  # the four weight and bias tensors, cast again by the second pass
+    assert all(p.requires_grad == trainable for p in model.parameters())

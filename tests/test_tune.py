@@ -40,6 +40,42 @@ def test_rungs_and_pruning_decision():
     assert event.action == "abandon" and "cutoff 2.0000" in event.message and cut.pruned_at == 10
 
 
+def test_pruning_margin_treats_a_small_lead_as_a_tie():
+    class Trial:
+        number = 1
+
+        def __init__(self):
+            self.user_attrs = {}
+
+        def set_user_attr(self, k, v):
+            self.user_attrs[k] = v
+
+    class Plan:  # the recipe's own trial: the bar every other trial is compared with
+        number, user_attrs = 0, {"rung_1": 2.0}
+
+    class Study:
+        def get_trials(self, deepcopy=False):
+            return [Plan()]
+
+    def check(value, margin):
+        return HalvingPruner(Trial(), Study(), eta=3, min_trials=1, margin=margin).check({"eval_loss": value}, 10)
+
+    assert check(1.99, 0.0) is None  # any lead continues without a margin
+    tie = check(1.99, 0.02)  # 0.5% ahead of the plan: within two seeds' spread
+    assert tie.action == "abandon" and "a lead under 2.0% counts as a tie" in tie.message
+    assert tie.values["margin"] == 0.02
+    assert check(1.95, 0.02) is None  # 2.5% ahead: continues
+    assert "tie" not in check(2.1, 0.02).message  # behind the plan: pruned as before
+
+
+def test_prune_margin_is_a_checked_recipe_key(make_recipe):
+    from smalltune.errors import SmalltuneError
+
+    assert make_recipe(**{"tune.prune_margin": 0.05}).tune.prune_margin == 0.05
+    with pytest.raises(SmalltuneError, match="tune.prune_margin"):
+        make_recipe(**{"tune.prune_margin": 1.5})
+
+
 def test_tune_runs_trials_chooses_within_budget_and_resumes(make_recipe, tmp_path):
     from smalltune.tune import tune
 

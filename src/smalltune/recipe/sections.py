@@ -231,6 +231,10 @@ class TuneSection:
     halving_rate: int = option(
         3, "successive halving: at each rung a trial continues only within the best 1/rate of earlier trials",
         at_least(2))
+    prune_margin: float = option(
+        0.02, "successive halving: a trial continues past a rung only when its validation loss is below the cutoff by "
+        "more than this share (a smaller lead is within what two seeds of one recipe differ by: benchmarks/README.md, "
+        "'Rung noise'); 0 = any lead", fraction)
     storage: str | None = option(
         None, "Optuna storage URL shared by workers (postgresql://..., mysql://...); empty = SQLite in the tuning folder")
     study: str | None = option(None, "study name in the storage; empty = the recipe's name")

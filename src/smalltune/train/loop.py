@@ -23,6 +23,7 @@ from .. import base_cache, console
 from ..provenance import provenance
 from ..rundir import RunDir, atomic_write_json, open_run_dir, publish_dir
 from ..schema import TrainSummary
+from .autocast import cast_once
 from .checkpoint import (clean_interrupted, drop_checkpoints, latest_checkpoint, load_checkpoint, prune_checkpoints,
                          rng_state, save_checkpoint)
 from .data import PreparedData, prepare_data
@@ -186,9 +187,13 @@ def fit(parts: Parts, data: PreparedData, run: RunDir, resume: bool = False, pro
 
     def evaluate_and_checkpoint() -> None:
         """Validation metrics, plugins measure and check, best checkpoint, periodic checkpoint."""
-        record = validation_metrics()
-        record.update(step=state.step, epoch=round(state.step / p.steps_per_epoch, 3), train_loss=window_loss())
-        for event in plugins.evaluate(record, state.step, env):  # also adds each guard's signal to the record
+        # one autocast context for the validation pass and the guards' passes: each weight is cast to bf16 once
+        # per evaluation, not once per pass (autocast.cast_once; the same casts, so the same numbers)
+        with acc.autocast(), cast_once(model):
+            record = validation_metrics()
+            record.update(step=state.step, epoch=round(state.step / p.steps_per_epoch, 3), train_loss=window_loss())
+            events = plugins.evaluate(record, state.step, env)  # also adds each guard's signal to the record
+        for event in events:
             note(event)
         keep_best(snapshots, selector, record, state.step, protect=state.protected)  # sees the guards' flags
         log({"type": "eval", **record, "best_step": selector.best_step})

@@ -154,7 +154,8 @@ def tune(recipe, resume: bool = False, progress: bool = True, trials: int | None
             raw["guards"] = raw["guards"] | {"enabled": True, "forgetting_budget": budget}
             trial_recipe = recipe_from_dict(raw, overrides)
             # against the plan's trial one earlier trial is a fair bar; against a random one, two are
-            pruner = HalvingPruner(trial, study, recipe.tune.halving_rate, min_trials=1 if anchored else 2)
+            pruner = HalvingPruner(trial, study, recipe.tune.halving_rate, min_trials=1 if anchored else 2,
+                                   margin=recipe.tune.prune_margin)
             result = train(trial_recipe, base=base, splits=splits, progress=False, verbose=False, plugins=[pruner])
             trial.set_user_attr("run_dir", str(out))
             trial.set_constraint(BUDGET_CONSTRAINT, trial_forgetting(result) - budget)
