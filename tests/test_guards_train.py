@@ -82,3 +82,9 @@ def test_a_plugin_that_abandons_the_run_leaves_no_weights(make_recipe):
     assert not result.artifact_written and "abandoner abandoned the run" in result.stop_message
     assert not run.adapter.exists() and not run.best.exists() and not list(run.step_checkpoints())
     assert json.loads(run.train_summary.read_text())["artifact_written"] is False
+    # killed between its summary and the cleanup: a checkpoint and best/ are left; --resume removes both
+    for folder in (run.best, run.checkpoint(4)):
+        folder.mkdir(parents=True)
+        (folder / "left.safetensors").write_bytes(b"x")
+    again = train(recipe, resume=True, progress=False, plugins=[Abandon()])
+    assert again.steps == 4 and not run.best.exists() and not list(run.step_checkpoints())

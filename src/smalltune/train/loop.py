@@ -67,7 +67,13 @@ class LoopState:
         self.events.append(event.to_dict())
         if event.action in STOPS and self.stop_reason is None:
             self.stop_reason, self.stop_message = event.guard, event.message
-            self.keeps_weights = STOPS[event.action]
+            self.keeps_weights = keeps_weights(self.events)
+
+
+def keeps_weights(events: list[dict]) -> bool:
+    """Whether a run with these guard events keeps weights: its first ending event (plugins.STOPS) decides, and a
+    run that none ended keeps them."""
+    return STOPS[next((e["action"] for e in events if e.get("action") in STOPS), "stop")]
 
 
 def train(recipe, resume: bool = False, progress: bool = True, base: Base | None = None, splits=None,
@@ -321,8 +327,8 @@ def _finished(run: RunDir, main: bool, verbose: bool) -> TrainResult:
     """``--resume`` on a run that already finished: its summary, nothing trained again (a checkpoint left by a kill
     after the summary would redo the steps after it and could not find the dropped best-model snapshots)."""
     result = TrainResult.from_dict(json.loads(run.train_summary.read_text(encoding="utf-8")), str(run.train_summary))
-    if main:
-        drop_checkpoints(run, drop_best=result.artifact_written)  # left by a run killed after its summary was written
+    if main:  # left by a run killed after its summary was written (an abandoned run keeps no best/ either)
+        drop_checkpoints(run, drop_best=result.artifact_written or not keeps_weights(result.events))
     if main and verbose:
         console.info(f"{run.path}: training already finished ({result.stopped} at step {result.steps}); nothing to resume")
     return result
