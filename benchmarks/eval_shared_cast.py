@@ -5,9 +5,9 @@ Not a test: a measurement to run by hand on a quiet machine. Autocast keeps a we
 outermost context exits; every pass of ``train/loss.py`` opens its own, so an evaluation cast every weight once for
 the validation pass and again for the guard's pass. The loop now opens one context around both. This times just
 those two passes, as a full fine-tuning evaluation of the demo recipe runs them (the built-in model in training
-mode, every weight trainable, bf16 autocast; the demo's validation file; the guard's own reference windows),
-alternating ``separate`` and ``shared`` for ``--rounds`` rounds, and checks that both give the same numbers (the same
-casts). Result: ``results/eval_shared_cast.json`` with the machine and commit.
+mode, every weight trainable, bf16 autocast with attention in fp32; the demo's validation file; the guard's own
+reference windows), alternating ``separate`` and ``shared`` for ``--rounds`` rounds, and checks that both give the
+same numbers (the same casts). Result: ``results/eval_shared_cast.json`` with the machine and commit.
 
     python benchmarks/eval_shared_cast.py --rounds 8
 """
@@ -29,6 +29,7 @@ def main() -> None:
     from smalltune import load_recipe
     from smalltune.data.tokenize import tokenize_examples
     from smalltune.models import load_model
+    from smalltune.train.attention import fp32_attention
     from smalltune.train.autocast import cast_once
     from smalltune.train.guards.forgetting import reference_items
     from smalltune.train.loss import dataset_metrics
@@ -40,6 +41,7 @@ def main() -> None:
     recipe = load_recipe(RECIPE)
     model, tok = load_model(recipe.model.name)
     model.train()  # as during training: full fine-tuning, every weight requires grad
+    fp32_attention(model)  # as training sets it up on a CPU (train/attention.py)
     d = recipe.data
     val, _ = tokenize_examples(tok, load_splits(recipe).validation, d.max_length, d.system_prompt)
     texts = reference_roles(recipe).take_measure("measure_forgetting_guard", GUARD_PARAGRAPHS)
