@@ -5,13 +5,14 @@ asynchronous form used here).
 
 Rungs are the 1st, eta-th, eta^2-th ... evaluation of a trial. At a rung, a trial continues only
 while its validation loss is within the best 1/eta of what earlier trials scored at that rung, and
-below that cutoff by more than ``margin`` (relative): two seeds of one recipe differ by about that much,
-so a smaller lead shows nothing and only buys the trial more training (benchmarks/README.md, "Rung
-noise"). A weak trial stops there, which is where a search saves most of its time. Optuna's own pruners do not
-support multi-objective studies (``Trial.report`` refuses them), so the rung values live in each
-trial's user attributes (they survive in the study's storage, and so across ``--resume`` and
-machines) and this plugin decides. It is a training plugin like any guard: its ``check`` hook sees
-every evaluation and returns a ``stop`` event to prune.
+below that cutoff by more than ``margin`` (relative): two seeds of one recipe differ by about that
+much, so a smaller lead shows nothing and only buys the trial more training (benchmarks/README.md,
+"Rung noise"). A weak trial stops there, which is where a search saves most of its time.
+
+Optuna's own pruners do not support multi-objective studies (``Trial.report`` refuses them), so the
+rung values live in each trial's user attributes (they survive in the study's storage, and so across
+``--resume`` and machines) and this plugin decides. It is a training plugin like any guard: its
+``check`` hook sees every evaluation and returns an ``abandon`` event to prune.
 """
 
 from __future__ import annotations
