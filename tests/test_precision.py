@@ -161,3 +161,38 @@ def test_fp32_attention_leaves_other_attentions_and_fp32_alone(tiny_model_dir):
     assert torch.equal(model(input_ids=ids).logits, before)  # without autocast: transformers' own SDPA call
     model.set_attn_implementation("eager")
     assert not fp32_attention(model) and model.config._attn_implementation == "eager"
+
+
+def test_right_padded_batches_run_the_causal_kernel_with_the_same_outputs(tiny_model_dir, monkeypatch):
+    """train/attention.py: a right-padded batch gets SDPA's is_causal instead of an explicit mask; every real
+    position's logits stay what they were with the mask. Left padding (generation) and a KV cache keep the mask."""
+    import torch.nn.functional as F
+
+    from smalltune.models import load_model
+    from smalltune.train.attention import fp32_attention, right_padded
+
+    model, _ = load_model(str(tiny_model_dir))
+    model.eval()
+    ids = torch.tensor([[5, 6, 7, 8, 9, 10], [11, 12, 13, 0, 0, 0]])
+    right = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0]])
+    left = right.flip(1)
+    masked = model(input_ids=ids, attention_mask=right).logits  # transformers' own SDPA and mask
+    masked_left = model(input_ids=ids.flip(1), attention_mask=left).logits
+    calls = []
+    sdpa = F.scaled_dot_product_attention
+    monkeypatch.setattr(F, "scaled_dot_product_attention",
+                        lambda *a, **kw: calls.append((kw.get("attn_mask") is None, kw.get("is_causal"))) or sdpa(*a, **kw))
+    assert fp32_attention(model)
+    causal = model(input_ids=ids, attention_mask=right).logits
+    assert calls and all(calls_ == (True, True) for calls_ in calls)  # no mask: the causal kernel
+    real = right.bool()
+    assert torch.allclose(causal[real], masked[real], atol=1e-5)
+    calls.clear()
+    assert torch.allclose(model(input_ids=ids.flip(1), attention_mask=left).logits[left.bool()],
+                          masked_left[left.bool()], atol=1e-5)
+    assert calls and not any(no_mask for no_mask, _ in calls)  # left padding keeps its mask
+    assert right_padded(right) and not right_padded(left) and not right_padded(torch.tensor([[1, 0, 1]]))
+    plain, _ = load_model(str(tiny_model_dir))
+    prompts = {"input_ids": ids.flip(1), "attention_mask": left}  # generation pads on the left, with a KV cache
+    assert torch.equal(model.generate(**prompts, max_new_tokens=4, do_sample=False),
+                       plain.generate(**prompts, max_new_tokens=4, do_sample=False))

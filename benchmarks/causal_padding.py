@@ -1,0 +1,97 @@
+"""Right-padded batches on SDPA's causal kernel (``train/attention.causal_unless_padded_left``), before/after.
+
+Not a test: a measurement to run by hand on a quiet machine. With padding in a batch, transformers passes SDPA an
+explicit mask and the CPU flash kernel computes every query against every key; a right-padded batch (every
+training and loss pass here) may use ``is_causal`` instead, which skips the upper triangle, with the same outputs
+at every real position. Two arms, alternating per round: ``mask`` (transformers' ``sdpa_mask``, as before) and
+``causal`` (now). Measured as training runs them on a CPU under bf16 autocast with attention in fp32 (the demo
+recipe's ``auto`` choice on CPUs with a fast bf16 path): the forgetting guard's reference pass, the validation
+pass, and full fine-tuning steps (forward and backward, no optimizer: the arms differ only in attention) over the
+demo's first training batches, length-grouped as training batches them. Result: ``results/causal_padding.json``
+with the machine and commit.
+
+    python benchmarks/causal_padding.py --rounds 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import _evidence as E
+
+RECIPE = E.DEMO / "recipe.yaml"
+STEPS = 3  # training batches timed per round
+
+
+def main() -> None:
+    import torch
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    from smalltune import load_recipe
+    from smalltune.data.batching import batch_indices, collate
+    from smalltune.data.tokenize import tokenize_examples
+    from smalltune.models import load_model
+    from smalltune.train.attention import NAME, causal_unless_padded_left, fp32_attention
+    from smalltune.train.guards.forgetting import reference_items
+    from smalltune.train.loss import batch_logits, causal_lm_loss, dataset_metrics
+    from smalltune.train.splits import GUARD_PARAGRAPHS, load_splits, reference_roles
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rounds", type=int, default=4)
+    args = p.parse_args()
+    recipe = load_recipe(RECIPE)
+    model, tok = load_model(recipe.model.name)
+    model.train()
+    fp32_attention(model)
+    d, splits = recipe.data, load_splits(recipe)
+    val, _ = tokenize_examples(tok, splits.validation, d.max_length, d.system_prompt)
+    train, _ = tokenize_examples(tok, splits.train, d.max_length, d.system_prompt)
+    ref = reference_items(tok, reference_roles(recipe).take_measure("measure_forgetting_guard", GUARD_PARAGRAPHS),
+                          recipe.guards.reference_tokens)
+    size, bf16 = recipe.eval.batch_size, (lambda: torch.autocast("cpu", dtype=torch.bfloat16))
+    order = batch_indices([len(t) for t in train], recipe.train.batch_size, recipe.train.seed, True)  # as training
+    batches = [collate([train[i] for i in idx], tok.pad_token_id) for idx in order[:STEPS]]
+
+    def guard():
+        return dataset_metrics(model, ref, size, "cpu", tok.pad_token_id, bf16, accuracy=False)["eval_loss"]
+
+    def validation():
+        return dataset_metrics(model, val, size, "cpu", tok.pad_token_id, bf16)["eval_loss"]
+
+    def steps():
+        losses = []
+        for batch in batches:
+            with bf16():
+                loss = causal_lm_loss(*batch_logits(model, batch, True))
+            loss.backward()
+            model.zero_grad(set_to_none=True)
+            losses.append(loss.item())
+        return losses
+
+    masks = {"mask": sdpa_mask, "causal": causal_unless_padded_left}
+    parts = {"guard pass": guard, "validation pass": validation, f"{STEPS} full fine-tuning steps": steps}
+    numbers, seconds = {}, {arm: {part: [] for part in parts} for arm in masks}
+    for r in range(args.rounds + 1):  # round 0 warms up and records each arm's numbers
+        for arm in (list(masks) if r % 2 == 0 else list(masks)[::-1]):
+            AttentionMaskInterface.register(NAME, masks[arm])
+            for part, fn in parts.items():
+                t0 = time.perf_counter()
+                out = fn()
+                if r == 0:
+                    numbers.setdefault(part, {})[arm] = out
+                else:
+                    seconds[arm][part].append(round(time.perf_counter() - t0, 4))
+    AttentionMaskInterface.register(NAME, causal_unless_padded_left)
+    median = {arm: {part: statistics.median(s) for part, s in per.items()} for arm, per in seconds.items()}
+    ratio = {part: round(median["causal"][part] / median["mask"][part], 4) for part in parts}
+    out = {"commit": E.commit(), "rounds": args.rounds, "seconds": seconds, "median": median,
+           "causal_vs_mask_median": ratio, "numbers": numbers,
+           "command": f"python benchmarks/causal_padding.py --rounds {args.rounds}"}
+    print(E.write_result("causal_padding", out))
+    print({"causal_vs_mask_median": ratio, "median": median, "numbers": numbers})
+
+
+if __name__ == "__main__":
+    main()
