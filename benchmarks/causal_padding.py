@@ -7,10 +7,11 @@ at every real position. Two arms, alternating per round: ``mask`` (transformers'
 ``causal`` (now). Measured as training runs them on a CPU under bf16 autocast with attention in fp32 (the demo
 recipe's ``auto`` choice on CPUs with a fast bf16 path): the forgetting guard's reference pass, the validation
 pass, and full fine-tuning steps (forward and backward, no optimizer: the arms differ only in attention) over the
-demo's first training batches, length-grouped as training batches them. Result: ``results/causal_padding.json``
-with the machine and commit.
+demo's first training batches, length-grouped as training batches them. Result:
+``results/causal_padding-<precision>.json`` with the machine and commit.
 
-    python benchmarks/causal_padding.py --rounds 4
+    python benchmarks/causal_padding.py --rounds 4                     # bf16 autocast
+    python benchmarks/causal_padding.py --rounds 4 --precision fp32    # plain fp32
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ def main() -> None:
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=4)
+    p.add_argument("--precision", choices=("bf16", "fp32"), default="bf16", help="bf16 autocast (attention in fp32) "
+                   "or plain fp32")
     args = p.parse_args()
     recipe = load_recipe(RECIPE)
     model, tok = load_model(recipe.model.name)
@@ -50,7 +53,8 @@ def main() -> None:
     train, _ = tokenize_examples(tok, splits.train, d.max_length, d.system_prompt)
     ref = reference_items(tok, reference_roles(recipe).take_measure("measure_forgetting_guard", GUARD_PARAGRAPHS),
                           recipe.guards.reference_tokens)
-    size, bf16 = recipe.eval.batch_size, (lambda: torch.autocast("cpu", dtype=torch.bfloat16))
+    size = recipe.eval.batch_size
+    bf16 = lambda: torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16")  # noqa: E731
     order = batch_indices([len(t) for t in train], recipe.train.batch_size, recipe.train.seed, True)  # as training
     batches = [collate([train[i] for i in idx], tok.pad_token_id) for idx in order[:STEPS]]
 
@@ -86,10 +90,10 @@ def main() -> None:
     AttentionMaskInterface.register(NAME, causal_unless_padded_left)
     median = {arm: {part: statistics.median(s) for part, s in per.items()} for arm, per in seconds.items()}
     ratio = {part: round(median["causal"][part] / median["mask"][part], 4) for part in parts}
-    out = {"commit": E.commit(), "rounds": args.rounds, "seconds": seconds, "median": median,
+    out = {"commit": E.commit(), "rounds": args.rounds, "precision": args.precision, "seconds": seconds, "median": median,
            "causal_vs_mask_median": ratio, "numbers": numbers,
-           "command": f"python benchmarks/causal_padding.py --rounds {args.rounds}"}
-    print(E.write_result("causal_padding", out))
+           "command": f"python benchmarks/causal_padding.py --rounds {args.rounds} --precision {args.precision}"}
+    print(E.write_result(f"causal_padding-{args.precision}", out))
     print({"causal_vs_mask_median": ratio, "median": median, "numbers": numbers})
 
 
