@@ -67,6 +67,58 @@ def alternate_pairs(out: Path, arms: tuple[str, str], pairs: int, measure, same:
             print(json.dumps({k: v for k, v in row.items() if k != "machine"}), flush=True)
 
 
+def alternate_rounds(arms: dict, rounds: int) -> dict[str, list[float]]:
+    """Seconds of each ``arms[name]()`` call over ``rounds`` rounds, the order flipping each round so a machine's
+    drift hits every arm alike (in-process timings; :func:`alternate_pairs` is for whole runs kept as rows)."""
+    seconds: dict[str, list[float]] = {name: [] for name in arms}
+    for r in range(rounds):
+        for name in list(arms) if r % 2 == 0 else list(arms)[::-1]:
+            t0 = time.perf_counter()
+            arms[name]()
+            seconds[name].append(round(time.perf_counter() - t0, 4))
+    return seconds
+
+
+class DemoEvaluation:
+    """A training evaluation of the demo recipe as full fine-tuning runs it on a CPU: the built-in model in training
+    mode (every weight trainable), attention set up as training sets it (``train/attention.py``), the demo's
+    validation file and the forgetting guard's own reference windows, under bf16 autocast or in plain fp32."""
+
+    def __init__(self, precision: str = "bf16"):
+        import torch
+
+        from smalltune import load_recipe
+        from smalltune.data.tokenize import tokenize_examples
+        from smalltune.models import load_model
+        from smalltune.train.attention import fp32_attention
+        from smalltune.train.guards.forgetting import reference_items
+        from smalltune.train.splits import GUARD_PARAGRAPHS, load_splits, reference_roles
+
+        self.recipe = recipe = load_recipe(DEMO / "recipe.yaml")
+        self.model, self.tok = load_model(recipe.model.name)
+        self.model.train()
+        fp32_attention(self.model)
+        d, splits = recipe.data, load_splits(recipe)
+        self.validation, _ = tokenize_examples(self.tok, splits.validation, d.max_length, d.system_prompt)
+        self.train, _ = tokenize_examples(self.tok, splits.train, d.max_length, d.system_prompt)
+        texts = reference_roles(recipe).take_measure("measure_forgetting_guard", GUARD_PARAGRAPHS)
+        self.reference = reference_items(self.tok, texts, recipe.guards.reference_tokens)
+        bf16 = precision == "bf16"
+        self.autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)  # what accelerate enters
+
+    def _metrics(self, items, accuracy: bool) -> dict:
+        from smalltune.train.loss import dataset_metrics
+
+        return dataset_metrics(self.model, items, self.recipe.eval.batch_size, "cpu", self.tok.pad_token_id,
+                               self.autocast, accuracy)
+
+    def validation_pass(self) -> dict:
+        return self._metrics(self.validation, accuracy=True)
+
+    def guard_pass(self) -> dict:
+        return self._metrics(self.reference, accuracy=False)  # perplexity only, as the guard measures
+
+
 def cold_evaluation(run: Path, tag: str, quick: bool = False) -> dict:
     """Evaluate ``run`` cold in this process (no base outputs kept from earlier calls, a new answer-cache folder
     named by ``tag``, so the base model's answers are generated too): its seconds, precision, where eval.json says

@@ -22,52 +22,30 @@ import time
 
 import _evidence as E
 
-RECIPE = E.DEMO / "recipe.yaml"
 STEPS = 3  # training batches timed per round
 
 
 def main() -> None:
-    import torch
     from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-    from smalltune import load_recipe
     from smalltune.data.batching import batch_indices, collate
-    from smalltune.data.tokenize import tokenize_examples
-    from smalltune.models import load_model
-    from smalltune.train.attention import NAME, causal_unless_padded_left, fp32_attention
-    from smalltune.train.guards.forgetting import reference_items
-    from smalltune.train.loss import batch_logits, causal_lm_loss, dataset_metrics
-    from smalltune.train.splits import GUARD_PARAGRAPHS, load_splits, reference_roles
+    from smalltune.train.attention import NAME, causal_unless_padded_left
+    from smalltune.train.loss import batch_logits, causal_lm_loss
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=4)
     p.add_argument("--precision", choices=("bf16", "fp32"), default="bf16", help="bf16 autocast (attention in fp32) "
                    "or plain fp32")
     args = p.parse_args()
-    recipe = load_recipe(RECIPE)
-    model, tok = load_model(recipe.model.name)
-    model.train()
-    fp32_attention(model)
-    d, splits = recipe.data, load_splits(recipe)
-    val, _ = tokenize_examples(tok, splits.validation, d.max_length, d.system_prompt)
-    train, _ = tokenize_examples(tok, splits.train, d.max_length, d.system_prompt)
-    ref = reference_items(tok, reference_roles(recipe).take_measure("measure_forgetting_guard", GUARD_PARAGRAPHS),
-                          recipe.guards.reference_tokens)
-    size = recipe.eval.batch_size
-    bf16 = lambda: torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16")  # noqa: E731
-    order = batch_indices([len(t) for t in train], recipe.train.batch_size, recipe.train.seed, True)  # as training
-    batches = [collate([train[i] for i in idx], tok.pad_token_id) for idx in order[:STEPS]]
-
-    def guard():
-        return dataset_metrics(model, ref, size, "cpu", tok.pad_token_id, bf16, accuracy=False)["eval_loss"]
-
-    def validation():
-        return dataset_metrics(model, val, size, "cpu", tok.pad_token_id, bf16)["eval_loss"]
+    ev = E.DemoEvaluation(args.precision)
+    model, t = ev.model, ev.recipe.train
+    order = batch_indices([len(x) for x in ev.train], t.batch_size, t.seed, True)  # as training batches them
+    batches = [collate([ev.train[i] for i in idx], ev.tok.pad_token_id) for idx in order[:STEPS]]
 
     def steps():
         losses = []
         for batch in batches:
-            with bf16():
+            with ev.autocast():
                 loss = causal_lm_loss(*batch_logits(model, batch, True))
             loss.backward()
             model.zero_grad(set_to_none=True)
@@ -75,7 +53,8 @@ def main() -> None:
         return losses
 
     masks = {"mask": sdpa_mask, "causal": causal_unless_padded_left}
-    parts = {"guard pass": guard, "validation pass": validation, f"{STEPS} full fine-tuning steps": steps}
+    parts = {"guard pass": lambda: ev.guard_pass()["eval_loss"],
+             "validation pass": lambda: ev.validation_pass()["eval_loss"], f"{STEPS} full fine-tuning steps": steps}
     numbers, seconds = {}, {arm: {part: [] for part in parts} for arm in masks}
     for r in range(args.rounds + 1):  # round 0 warms up and records each arm's numbers
         for arm in (list(masks) if r % 2 == 0 else list(masks)[::-1]):
