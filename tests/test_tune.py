@@ -16,49 +16,39 @@ from smalltune.tune.study import TrialRow, TuneResult, _summarise, load_result
 SMALL = {"train.max_steps": 4, "eval.every_steps": 2, "tune.methods": ["lora", "full"], "tune.replay_max": 0.2}
 
 
+class FakeTrial:
+    """The two things the pruner uses of an Optuna trial: its number and its user attributes."""
+
+    def __init__(self, number: int, **attrs):
+        self.number, self.user_attrs = number, attrs
+
+    def set_user_attr(self, k, v):
+        self.user_attrs[k] = v
+
+
+class FakeStudy:
+    def __init__(self, *rung_1: float):  # earlier trials' validation losses at the first rung
+        self.trials = [FakeTrial(n, rung_1=v) for n, v in enumerate(rung_1)]
+
+    def get_trials(self, deepcopy=False):
+        return self.trials
+
+
 def test_rungs_and_pruning_decision():
     assert rungs(3, limit=4) == [1, 3, 9, 27]
-
-    class Trial:
-        number, user_attrs = 5, {}
-
-        def set_user_attr(self, k, v):
-            self.user_attrs[k] = v
-
-    class Done:
-        def __init__(self, n, v):
-            self.number, self.user_attrs = n, {"rung_1": v}
-
-    class Study:
-        def get_trials(self, deepcopy=False):
-            return [Done(0, 1.0), Done(1, 2.0), Done(2, 3.0), Done(3, 4.0)]
-
-    keep = HalvingPruner(Trial(), Study(), eta=2, min_trials=2)
+    study = FakeStudy(1.0, 2.0, 3.0, 4.0)
+    keep = HalvingPruner(FakeTrial(5), study, eta=2, min_trials=2)
     assert keep.check({"eval_loss": 1.5}, 10) is None  # within the best half (cutoff 2.0)
-    cut = HalvingPruner(Trial(), Study(), eta=2, min_trials=2)
+    cut = HalvingPruner(FakeTrial(5), study, eta=2, min_trials=2)
     event = cut.check({"eval_loss": 2.5}, 10)
     assert event.action == "abandon" and "cutoff 2.0000" in event.message and cut.pruned_at == 10
 
 
 def test_pruning_margin_treats_a_small_lead_as_a_tie():
-    class Trial:
-        number = 1
-
-        def __init__(self):
-            self.user_attrs = {}
-
-        def set_user_attr(self, k, v):
-            self.user_attrs[k] = v
-
-    class Plan:  # the recipe's own trial: the bar every other trial is compared with
-        number, user_attrs = 0, {"rung_1": 2.0}
-
-    class Study:
-        def get_trials(self, deepcopy=False):
-            return [Plan()]
+    plan = FakeStudy(2.0)  # the recipe's own trial: the bar every other trial is compared with
 
     def check(value, margin):
-        return HalvingPruner(Trial(), Study(), eta=3, min_trials=1, margin=margin).check({"eval_loss": value}, 10)
+        return HalvingPruner(FakeTrial(1), plan, eta=3, min_trials=1, margin=margin).check({"eval_loss": value}, 10)
 
     assert check(1.99, 0.0) is None  # any lead continues without a margin
     tie = check(1.99, 0.02)  # 0.5% ahead of the plan: within two seeds' spread
