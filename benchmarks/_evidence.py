@@ -81,11 +81,12 @@ def alternate_rounds(arms: dict, rounds: int) -> dict[str, list[float]]:
 
 class DemoEvaluation:
     """A training evaluation of the demo recipe as full fine-tuning runs it on a CPU: the built-in model in training
-    mode (every weight trainable), attention set up as training sets it (``train/attention.py``), the demo's
+    mode (every weight trainable), attention set up as training sets it (``train/attention.py``), prepared by
+    accelerate as training prepares it (under bf16, its forward wrapped in autocast and fp32 outputs), the demo's
     validation file and the forgetting guard's own reference windows, under bf16 autocast or in plain fp32."""
 
     def __init__(self, precision: str = "bf16"):
-        import torch
+        from accelerate import Accelerator
 
         from smalltune import load_recipe
         from smalltune.data.tokenize import tokenize_examples
@@ -98,13 +99,14 @@ class DemoEvaluation:
         self.model, self.tok = load_model(recipe.model.name)
         self.model.train()
         fp32_attention(self.model)
+        acc = Accelerator(mixed_precision="bf16" if precision == "bf16" else "no", cpu=True)
+        self.model = acc.prepare(self.model)
+        self.autocast = acc.autocast  # what training's evaluation enters
         d, splits = recipe.data, load_splits(recipe)
         self.validation, _ = tokenize_examples(self.tok, splits.validation, d.max_length, d.system_prompt)
         self.train, _ = tokenize_examples(self.tok, splits.train, d.max_length, d.system_prompt)
         texts = reference_roles(recipe).take_measure("measure_forgetting_guard", GUARD_PARAGRAPHS)
         self.reference = reference_items(self.tok, texts, recipe.guards.reference_tokens)
-        bf16 = precision == "bf16"
-        self.autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)  # what accelerate enters
 
     def _metrics(self, items, accuracy: bool) -> dict:
         from smalltune.train.loss import dataset_metrics

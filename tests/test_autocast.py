@@ -76,3 +76,32 @@ def test_passes_in_one_outer_context_share_each_weights_cast(trainable):
     assert torch.equal(separate, shared)
     assert separate_casts - shared_casts == 4  # the four weight and bias tensors, cast again by the second pass
     assert all(p.requires_grad == trainable for p in model.parameters())
+
+
+def test_loss_passes_skip_accelerates_fp32_output_copy_with_the_same_metrics(tiny_model_dir, monkeypatch):
+    """accelerate's prepare wraps forward to return fp32 copies of the outputs; a loss pass under its own autocast
+    calls the unwrapped forward (logits stay bf16 until sliced_token_stats), with the same metrics to the bit,
+    and the wrapper is back afterwards (training steps keep it)."""
+    from accelerate import Accelerator
+    from transformers import AutoModelForCausalLM
+
+    from smalltune.data.tokenize import Tokenized
+    from smalltune.train import loss
+
+    acc = Accelerator(mixed_precision="bf16", cpu=True)
+    model = acc.prepare(AutoModelForCausalLM.from_pretrained(tiny_model_dir))
+    wrapped = model.forward
+    torch.manual_seed(0)
+    items = [Tokenized(None, ids, ids) for ids in (torch.randint(5, 500, (n,)).tolist() for n in (9, 14, 6))]
+    seen = []
+    stats = loss.sliced_token_stats
+    monkeypatch.setattr(loss, "sliced_token_stats", lambda logits, *a: (seen.append(logits.dtype), stats(logits, *a))[1])
+    own = loss.own_autocast_forward
+    monkeypatch.setattr(loss, "own_autocast_forward", contextlib.nullcontext)  # the wrapped forward, as before
+    before = loss.dataset_metrics(model, items, 2, "cpu", 0, acc.autocast)
+    assert set(seen) == {torch.float32}
+    seen.clear()
+    monkeypatch.setattr(loss, "own_autocast_forward", own)
+    assert loss.dataset_metrics(model, items, 2, "cpu", 0, acc.autocast) == before
+    assert set(seen) == {torch.bfloat16}
+    assert model.forward == wrapped and model(torch.tensor([[5, 6, 7]])).logits.dtype == torch.float32

@@ -82,3 +82,6 @@ def test_losses_without_a_gradient_are_taken_in_slices_and_equal_the_whole_batch
     assert sliced.dtype == torch.float32 and sliced.shape == whole.shape == (3, 20)
     assert torch.equal(sliced, whole)
     assert (whole[labels[:, 1:] == IGNORE] == 0).all() and (whole[labels[:, 1:] != IGNORE] > 0).all()
+    with torch.no_grad():  # the predictions from the fp32 slices: the bf16 logits' own argmax
+        again, predicted = loss.sliced_token_stats(logits, labels, predict=True)
+    assert torch.equal(again, whole) and torch.equal(predicted, logits[:, :-1].argmax(-1))

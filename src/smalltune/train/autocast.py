@@ -38,3 +38,26 @@ def cast_once(model):
     finally:
         for p in frozen:
             p.requires_grad_(False)
+
+
+@contextlib.contextmanager
+def own_autocast_forward(model):
+    """Inside the caller's own autocast context, call ``model``'s forward without accelerate's mixed-precision wrapper.
+
+    ``Accelerator.prepare`` wraps a model's forward in its autocast and ``convert_outputs_to_fp32``: every output
+    comes back as an fp32 copy. In a loss pass without a gradient that copy is all the logits, a float per
+    vocabulary entry per position (the forgetting guard's 2,061 reference positions x 49k: 400 MB written), which
+    :func:`~.loss.sliced_token_stats` then upcasts again a slice at a time anyway. The conversion is exact, so the losses
+    and argmaxes are the same to the bit; the guard's pass inside a demo training took 0.90 of its time without
+    the wrapper (benchmarks/README.md, "accelerate's fp32 outputs in loss passes"). A model accelerate did not
+    wrap (or a wrapper around it: DDP, FSDP) is called as it is."""
+    wrapped = model.__dict__.get("forward")
+    original = getattr(model, "_original_forward", None)
+    if wrapped is None or original is None:
+        yield model
+        return
+    model.forward = original
+    try:
+        yield model
+    finally:
+        model.forward = wrapped

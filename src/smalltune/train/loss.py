@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from ..data.batching import collate, eval_batches
 from ..data.tokenize import IGNORE
-from .autocast import cast_once
+from .autocast import cast_once, own_autocast_forward
 
 
 # Without a gradient, losses are taken this many positions at a time: one fp32 copy of a whole evaluation batch's
@@ -28,14 +28,28 @@ def token_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         flat = logits[:, :-1].float()
         return F.cross_entropy(flat.reshape(-1, flat.size(-1)), target.reshape(-1), ignore_index=IGNORE,
                                reduction="none").view(target.shape)
-    out = torch.empty(target.shape, dtype=torch.float32, device=logits.device)
+    return sliced_token_stats(logits, labels)[0]
+
+
+def sliced_token_stats(logits: torch.Tensor, labels: torch.Tensor,
+                       predict: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Without a gradient: per-position next-token losses and, with ``predict``, the predicted (argmax) next tokens,
+    both shape (batch, seq-1), from ``EVAL_LOSS_ROWS`` positions upcast to fp32 at a time.
+
+    The argmax is taken on those fp32 slices: over bf16 logits it took 6x as long on a CPU (Zen 5: 80 ms against
+    14 ms for 960 positions of a 49k vocabulary), and the upcast is exact, so the predictions are the same."""
+    target = labels[:, 1:]
+    losses = torch.empty(target.shape, dtype=torch.float32, device=logits.device)
+    predicted = torch.empty(target.shape, dtype=torch.long, device=logits.device) if predict else None
     n = target.shape[1]
     for row in range(target.shape[0]):
         for i in range(0, n, EVAL_LOSS_ROWS):
             end = min(i + EVAL_LOSS_ROWS, n)
-            out[row, i:end] = F.cross_entropy(logits[row, i:end].float(), target[row, i:end], ignore_index=IGNORE,
-                                              reduction="none")
-    return out
+            rows = logits[row, i:end].float()
+            losses[row, i:end] = F.cross_entropy(rows, target[row, i:end], ignore_index=IGNORE, reduction="none")
+            if predict:
+                predicted[row, i:end] = rows.argmax(-1)
+    return losses, predicted
 
 
 def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -102,12 +116,14 @@ def item_token_stats(model, items, batch_size: int, device, pad_id: int, autocas
         if autocast:  # one autocast context for the pass, frozen weights cast once in it too (train/autocast.py)
             precision.enter_context(autocast())
             precision.enter_context(cast_once(model))
+            precision.enter_context(own_autocast_forward(model))  # logits stay bf16 until sliced_token_stats
         for idx in eval_batches(items, batch_size):
             batch = {k: v.to(device) for k, v in collate([items[i] for i in idx], pad_id).items()}
             logits, labels = batch_logits(model, batch, keep)
             mask = labels[:, 1:] != IGNORE
-            losses = token_losses(logits, labels) * mask  # fp32 under autocast too (its CPU and CUDA policies)
-            correct = ((logits[:, :-1].argmax(-1) == labels[:, 1:]) & mask).sum(1) if accuracy else [0] * len(idx)
+            losses, predicted = sliced_token_stats(logits, labels, accuracy)
+            losses = losses * mask
+            correct = ((predicted == labels[:, 1:]) & mask).sum(1) if accuracy else [0] * len(idx)
             for row, i in enumerate(idx):
                 out[i] = (float(losses[row].sum()), int(mask[row].sum()), int(correct[row]))
     if was_training:
