@@ -121,6 +121,19 @@ class DemoEvaluation:
         return self._metrics(self.reference, accuracy=False)  # perplexity only, as the guard measures
 
 
+def demo_evaluation_cli(doc: str, rounds: int, precision: bool = False) -> tuple[argparse.Namespace, DemoEvaluation]:
+    """The command line of an in-process A/B over :class:`DemoEvaluation` (``--rounds N``, with ``precision`` also
+    ``--precision bf16|fp32``): the parsed arguments and the evaluation set up (one per process: accelerate keeps
+    its first precision)."""
+    p = argparse.ArgumentParser(description=doc.splitlines()[0])
+    p.add_argument("--rounds", type=int, default=rounds)
+    if precision:
+        p.add_argument("--precision", choices=("bf16", "fp32"), default="bf16",
+                       help="bf16 autocast (attention in fp32) or plain fp32")
+    args = p.parse_args()
+    return args, DemoEvaluation(getattr(args, "precision", "bf16"))
+
+
 def cold_evaluation(run: Path, tag: str, quick: bool = False) -> dict:
     """Evaluate ``run`` cold in this process (no base outputs kept from earlier calls, a new answer-cache folder
     named by ``tag``, so the base model's answers are generated too): its seconds, precision, where eval.json says

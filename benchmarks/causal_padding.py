@@ -16,7 +16,6 @@ demo's first training batches, length-grouped as training batches them. Result:
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 
@@ -32,12 +31,7 @@ def main() -> None:
     from smalltune.train.attention import NAME, causal_unless_padded_left
     from smalltune.train.loss import batch_logits, causal_lm_loss
 
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--rounds", type=int, default=4)
-    p.add_argument("--precision", choices=("bf16", "fp32"), default="bf16", help="bf16 autocast (attention in fp32) "
-                   "or plain fp32")
-    args = p.parse_args()
-    ev = E.DemoEvaluation(args.precision)
+    args, ev = E.demo_evaluation_cli(__doc__, rounds=4, precision=True)
     model, t = ev.model, ev.recipe.train
     order = batch_indices([len(x) for x in ev.train], t.batch_size, t.seed, True)  # as training batches them
     batches = [collate([ev.train[i] for i in idx], ev.tok.pad_token_id) for idx in order[:STEPS]]

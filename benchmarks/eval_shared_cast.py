@@ -14,7 +14,6 @@ same numbers (the same casts). Result: ``results/eval_shared_cast.json`` with th
 
 from __future__ import annotations
 
-import argparse
 import statistics
 
 import _evidence as E
@@ -22,10 +21,7 @@ import _evidence as E
 def main() -> None:
     from smalltune.train.autocast import cast_once
 
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--rounds", type=int, default=8)
-    args = p.parse_args()
-    ev = E.DemoEvaluation("bf16")
+    args, ev = E.demo_evaluation_cli(__doc__, rounds=8)
 
     def passes() -> tuple[float, float]:  # the evaluation: validation metrics, then the guard's perplexity
         return ev.validation_pass()["eval_loss"], ev.guard_pass()["eval_ppl"]

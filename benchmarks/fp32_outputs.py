@@ -14,7 +14,6 @@ checks both give the same numbers. Result: ``results/fp32_outputs.json`` with th
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import statistics
 
@@ -24,10 +23,7 @@ import _evidence as E
 def main() -> None:
     from smalltune.train import loss
 
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--rounds", type=int, default=8)
-    args = p.parse_args()
-    ev = E.DemoEvaluation("bf16")
+    args, ev = E.demo_evaluation_cli(__doc__, rounds=8)
     forwards = {"wrapped": contextlib.nullcontext, "own": loss.own_autocast_forward}
     parts = {"guard pass": lambda: ev.guard_pass()["eval_ppl"], "validation pass": lambda: ev.validation_pass()}
 
