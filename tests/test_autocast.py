@@ -83,11 +83,13 @@ def test_loss_passes_skip_accelerates_fp32_output_copy_with_the_same_metrics(tin
     calls the unwrapped forward (logits stay bf16 until sliced_token_stats), with the same metrics to the bit,
     and the wrapper is back afterwards (training steps keep it)."""
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
     from transformers import AutoModelForCausalLM
 
     from smalltune.data.tokenize import Tokenized
     from smalltune.train import loss
 
+    AcceleratorState._reset_state()  # one precision per process state; earlier tests may have set another
     acc = Accelerator(mixed_precision="bf16", cpu=True)
     model = acc.prepare(AutoModelForCausalLM.from_pretrained(tiny_model_dir))
     wrapped = model.forward

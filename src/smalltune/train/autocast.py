@@ -46,12 +46,12 @@ def own_autocast_forward(model):
 
     ``Accelerator.prepare`` wraps a model's forward in its autocast and ``convert_outputs_to_fp32``: every output
     comes back as an fp32 copy. In a loss pass without a gradient that copy is all the logits, a float per
-    vocabulary entry per position (the forgetting guard's 2,061 reference positions x 49k: 400 MB written), which
-    :func:`~.loss.sliced_token_stats` then upcasts again a slice at a time anyway. The conversion is exact, so the losses
-    and argmaxes are the same to the bit. Inside the demo's training on a Zen 5 EPYC the guard's pass took 0.73x its
-    time without the wrapper (1.33-1.35 s against 1.77-1.90 s per evaluation; benchmarks/README.md, "accelerate's
-    fp32 outputs in loss passes"). A model accelerate did not
-    wrap (or a wrapper around it: DDP, FSDP) is called as it is."""
+    vocabulary entry per position (the forgetting guard's 2,194 positions x 49k: 430 MB written), which
+    :func:`~.loss.sliced_token_stats` then upcasts again a slice at a time anyway. The conversion is exact, so the
+    losses and argmaxes are the same to the bit. Inside the demo's training on a Zen 5 EPYC the guard's pass took
+    0.73x its time without the wrapper (1.33-1.35 s against 1.77-1.90 s per evaluation; benchmarks/README.md,
+    "accelerate's fp32 outputs in loss passes"). A model accelerate did not wrap, or one with a wrapper around it
+    (DDP: the attributes are on the inner module), is called as it is."""
     wrapped = model.__dict__.get("forward")
     original = getattr(model, "_original_forward", None)
     if wrapped is None or original is None:
