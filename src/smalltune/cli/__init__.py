@@ -12,7 +12,7 @@ import os
 import sys
 import warnings
 
-from .. import __version__
+from .. import __version__, memory
 from ..errors import SmalltuneError
 from . import audit, augment, chat, compare, cv, demo, evaluate, export, models, plan, recipe, report, run, synth, train, tune
 from . import update, versions
@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # transformers' per-load bars; ours say what runs
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")  # peft calling a deprecated alias
+    memory.keep_freed_memory()  # large tensors reuse pages this process has mapped already (smalltune/memory.py)
     try:
         return int(args._run(args) or 0)
     except SmalltuneError as e:
