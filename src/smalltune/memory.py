@@ -8,7 +8,8 @@ and their log-softmax and gradient at every scored position), and so does every 
 38-46 ms against 3.6 ms). :func:`keep_freed_memory` tells glibc to serve large allocations from its heap and keep
 freed memory there, so later steps reuse pages that are already mapped: on a 2-core Zen 5 EPYC full fine-tuning
 steps of the demo took 0.84x their time (5 alternating process pairs, every pair faster), the forgetting guard's pass
-0.91x, the same losses, at 1.08x the peak resident memory (benchmarks/README.md, "Freed memory kept"). The price is
+0.91x, the demo recipe's whole training 0.71-0.78x (the same stop and choice), at 1.08-1.19x the peak resident
+memory (benchmarks/README.md, "Freed memory kept"). The price is
 that resident set: freed memory stays with the process. The command line applies it to its own
 process (``smalltune`` commands); a program that imports smalltune decides for itself.
 """
