@@ -97,7 +97,8 @@ def test_loss_passes_skip_accelerates_fp32_output_copy_with_the_same_metrics(tin
     items = [Tokenized(None, ids, ids) for ids in (torch.randint(5, 500, (n,)).tolist() for n in (9, 14, 6))]
     seen = []
     stats = loss.sliced_token_stats
-    monkeypatch.setattr(loss, "sliced_token_stats", lambda logits, *a: (seen.append(logits.dtype), stats(logits, *a))[1])
+    monkeypatch.setattr(loss, "sliced_token_stats",
+                        lambda logits, *a: (seen.append(logits.dtype), stats(logits, *a))[1])
     own = loss.own_autocast_forward
     monkeypatch.setattr(loss, "own_autocast_forward", contextlib.nullcontext)  # the wrapped forward, as before
     before = loss.dataset_metrics(model, items, 2, "cpu", 0, acc.autocast)
