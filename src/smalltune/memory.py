@@ -9,9 +9,9 @@ and their log-softmax and gradient at every scored position), and so does every 
 freed memory there, so later steps reuse pages that are already mapped: on a 2-core Zen 5 EPYC full fine-tuning
 steps of the demo took 0.84x their time (5 alternating process pairs, every pair faster), the forgetting guard's pass
 0.91x, the demo recipe's whole training 0.71-0.78x (the same stop and choice), at 1.08-1.19x the peak resident
-memory (benchmarks/README.md, "Freed memory kept"). The price is
-that resident set: freed memory stays with the process. The command line applies it to its own
-process (``smalltune`` commands); a program that imports smalltune decides for itself.
+memory (benchmarks/README.md, "Freed memory kept"). That higher resident set is the price: freed memory stays
+with the process. The command line applies it to its own process (``smalltune`` commands); a program that imports
+smalltune decides for itself.
 """
 
 from __future__ import annotations
