@@ -47,24 +47,27 @@ def machine() -> dict:
             "date": time.strftime("%Y-%m-%d")}
 
 
-def alternate_pairs(out: Path, arms: tuple[str, str], pairs: int, measure, same: dict) -> None:
+def alternate_pairs(out: Path, arms: tuple[str, str], pairs: int, measure, same: dict) -> list[dict]:
     """``measure(arm, pair) -> row`` for ``pairs`` pairs of the two ``arms``, the order flipping each pair so a
     machine's drift hits both alike. One row per (arm, pair) is appended to ``out`` with ``same`` (the settings the
     rows must share), the commit and the machine; rows already there for this commit, CPU and settings are not
-    measured again, so an interrupted measurement resumes."""
+    measured again, so an interrupted measurement resumes. Returns every row of the ``pairs`` pairs, kept or new,
+    by pair."""
     where, at = machine(), commit()
     rows = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
-    done = {(r["arm"], r["pair"]) for r in rows if r["commit"] == at and r["machine"]["cpu"] == where["cpu"]
-            and all(r.get(k) == v for k, v in same.items())}
+    done = {(r["arm"], r["pair"]): r for r in rows if r["commit"] == at and r.get("machine", {}).get("cpu") ==
+            where["cpu"] and all(r.get(k) == v for k, v in same.items())}
     for pair in range(pairs):
         for arm in arms if pair % 2 == 0 else arms[::-1]:
             if (arm, pair) in done:
                 continue
             row = {"arm": arm, "pair": pair, **measure(arm, pair), **same, "commit": at, "machine": where}
+            done[arm, pair] = row
             out.parent.mkdir(parents=True, exist_ok=True)
             with out.open("a") as f:
                 f.write(json.dumps(row) + "\n")
             print(json.dumps({k: v for k, v in row.items() if k != "machine"}), flush=True)
+    return [done[arm, pair] for pair in range(pairs) for arm in arms]
 
 
 def alternate_rounds(arms: dict, rounds: int) -> dict[str, list[float]]:

@@ -6,7 +6,8 @@ its own child process (``--child ARM``), the arms alternating for ``--pairs`` pa
 training prepares it (``_evidence.DemoEvaluation``: bf16 autocast, attention in fp32), ``STEPS`` training steps
 (forward, backward, fused AdamW) over the demo's first length-grouped batches, then the guard's pass and the
 validation pass twice each; the first step is a warm-up and not counted. Each child reports its seconds, its losses
-(the arms must compute the same numbers) and its peak resident memory. Rows: ``results/malloc_reuse.jsonl``; summary:
+(the arms must compute the same numbers) and its peak resident memory. Rows: ``results/malloc_reuse.jsonl`` (an
+interrupted measurement resumes: rows of this commit, CPU and mode are kept); summary:
 ``results/malloc_reuse.json`` with the machine and commit.
 
     python benchmarks/malloc_reuse.py --pairs 5
@@ -33,14 +34,12 @@ STEPS = 12
 ARMS = ("default", "kept")
 
 
-def child(arm: str) -> dict:
+def steps() -> dict:
     import torch
 
     from smalltune.data.batching import batch_indices, collate
-    from smalltune.memory import keep_freed_memory
     from smalltune.train.loss import batch_logits, causal_lm_loss
 
-    applied = keep_freed_memory() if arm == "kept" else False
     ev = E.DemoEvaluation("bf16")
     model, t = ev.model, ev.recipe.train
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True)
@@ -64,26 +63,28 @@ def child(arm: str) -> dict:
             numbers[name] = fn()["eval_loss"]
             runs.append(time.perf_counter() - t0)
         timed[name] = round(min(runs), 3)
-    return {"arm": arm, "applied": applied, "steps_seconds": round(sum(seconds[1:]), 2),
-            "step_median": round(statistics.median(seconds[1:]), 3), **timed,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
-            "losses": losses, "numbers": numbers}
+    return {"steps_seconds": round(sum(seconds[1:]), 2), "step_median": round(statistics.median(seconds[1:]), 3),
+            **timed, "losses": losses, "numbers": numbers}
 
 
-def whole(arm: str) -> dict:
+def whole() -> dict:
     import tempfile
 
     from smalltune import load_recipe, train
-    from smalltune.memory import keep_freed_memory
 
-    applied = keep_freed_memory() if arm == "kept" else False
     with tempfile.TemporaryDirectory() as tmp:
         result = train(load_recipe(E.ROOT / "examples" / "dental" / "recipe.yaml", [f"output_dir={tmp}/run"]),
                        progress=False, verbose=False)
-    return {"arm": arm, "applied": applied, "loop_seconds": result.wall_seconds, "steps": result.steps,
-            "stopped": result.stopped, "best_step": result.best_step,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
-            "numbers": {"best_metrics": result.best_metrics}}
+    return {"loop_seconds": result.wall_seconds, "steps": result.steps, "stopped": result.stopped,
+            "best_step": result.best_step, "numbers": {"best_metrics": result.best_metrics}}
+
+
+def child(arm: str, measure) -> dict:
+    """One arm in this process: glibc's setting first, then ``measure()``, and the process's peak memory."""
+    from smalltune.memory import keep_freed_memory
+
+    applied = keep_freed_memory() if arm == "kept" else False
+    return {"applied": applied, **measure(), "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024}
 
 
 def main() -> None:
@@ -93,20 +94,16 @@ def main() -> None:
     p.add_argument("--whole", action="store_true", help="the demo recipe's whole training per arm")
     args = p.parse_args()
     if args.child:
-        print(json.dumps((whole if args.whole else child)(args.child)))
+        print(json.dumps(child(args.child, whole if args.whole else steps)))
         return
     name = "malloc_reuse-whole" if args.whole else "malloc_reuse"
-    out_rows = E.RESULTS / f"{name}.jsonl"
-    rows = []
-    for pair in range(args.pairs):
-        for arm in ARMS if pair % 2 == 0 else ARMS[::-1]:
-            done = subprocess.run([sys.executable, __file__, "--child", arm] + ["--whole"] * args.whole,
-                                  capture_output=True, text=True, check=True)
-            row = {"pair": pair, "commit": E.commit(), **json.loads(done.stdout.strip().splitlines()[-1])}
-            rows.append(row)
-            with out_rows.open("a") as f:
-                f.write(json.dumps(row) + "\n")
-            print({k: v for k, v in row.items() if k not in ("losses", "numbers")}, flush=True)
+
+    def measure(arm: str, pair: int) -> dict:
+        done = subprocess.run([sys.executable, __file__, "--child", arm] + ["--whole"] * args.whole,
+                              capture_output=True, text=True, check=True)
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    rows = E.alternate_pairs(E.RESULTS / f"{name}.jsonl", ARMS, args.pairs, measure, {"whole": args.whole})
     parts = ("loop_seconds", "peak_rss_mb") if args.whole else ("steps_seconds", "guard pass", "validation pass",
                                                                  "peak_rss_mb")
     ratio = {part: [round(k[part] / d[part], 3) for d, k in
