@@ -47,6 +47,21 @@ def machine() -> dict:
             "date": time.strftime("%Y-%m-%d")}
 
 
+def memory_as_the_cli(parser: argparse.ArgumentParser) -> None:
+    """A ``--glibc-default`` flag; :func:`apply_cli_memory` then keeps freed memory in this process as every
+    ``smalltune`` command does (``smalltune.memory``) unless it is given, so an in-process measurement of training
+    sees the allocator a user's run gets."""
+    parser.add_argument("--glibc-default", action="store_true",
+                        help="glibc's default allocator behaviour (the smalltune CLI keeps freed memory)")
+
+
+def apply_cli_memory(args: argparse.Namespace) -> bool:
+    """Keep freed memory unless ``--glibc-default``; True where it applied (recorded in the benchmark's output)."""
+    from smalltune.memory import keep_freed_memory
+
+    return False if args.glibc_default else keep_freed_memory()
+
+
 def alternate_pairs(out: Path, arms: tuple[str, str], pairs: int, measure, same: dict) -> list[dict]:
     """``measure(arm, pair) -> row`` for ``pairs`` pairs of the two ``arms``, the order flipping each pair so a
     machine's drift hits both alike. One row per (arm, pair) is appended to ``out`` with ``same`` (the settings the

@@ -25,6 +25,8 @@ Two numbers come out:
 
     .venv/bin/python benchmarks/guards_overhead.py --max-steps 20 --pairs 2          # idle machine
     .venv/bin/python benchmarks/guards_overhead.py --max-steps 2 --every 2 --pairs 1  # busy machine
+
+The process keeps the memory it frees, as the ``smalltune`` command does (``--glibc-default``: glibc's default).
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+
+from _evidence import apply_cli_memory, memory_as_the_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "examples" / "dental" / "recipe.yaml"  # what `smalltune plan` writes for the demo
@@ -99,7 +103,9 @@ def main() -> None:
     p.add_argument("--first", choices=("off", "on"), default="off", help="which side runs first in the first pair")
     p.add_argument("--evaluations", type=int, default=7, help="evaluations in a whole demo run (the base measurement "
                    "is paid once per run); 7 in the last timed make demo (README Performance)")
+    memory_as_the_cli(p)
     args = p.parse_args()
+    kept = apply_cli_memory(args)
     spent = install_timers()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -124,7 +130,7 @@ def main() -> None:
                 + per_eval("keep_best_seconds", "on") - per_eval("keep_best_seconds", "off"))
 
     later = statistics.mean(setups[1:]) if len(setups) > 1 else None
-    print(json.dumps({"runs_mean_off_s": round(mean("call_seconds", "off"), 2),
+    print(json.dumps({"freed_memory_kept": kept, "runs_mean_off_s": round(mean("call_seconds", "off"), 2),
                       "runs_mean_on_s": round(mean("call_seconds", "on"), 2),
                       "runs_overhead": round(mean("call_seconds", "on") / mean("call_seconds", "off") - 1, 4),
                       "cadence_steps": cadence, "evaluations": args.evaluations, "step_s": round(step_s, 2),

@@ -10,6 +10,10 @@ peak memory, and prints it next to ``smalltune.plan.memory.estimate`` for the sa
   process's Python/torch baseline is thus excluded, as the estimate excludes it.
 * CUDA: ``torch.cuda.max_memory_allocated`` (weights included), after a reset.
 
+On a CPU the process keeps the memory it frees, as every ``smalltune`` command does
+(:func:`smalltune.memory.keep_freed_memory`: freed buffers stay in the heap and are reused, which raises
+the peak); ``--glibc-default`` measures with glibc's default of returning big buffers to the system.
+
 It also reports the bytes of the tensors autograd saves for backward (``saved_tensors_hooks``),
 which checks the estimate's per-layer activation count independently of the allocator.
 
@@ -23,6 +27,8 @@ import argparse
 import json
 import threading
 import time
+
+from _evidence import apply_cli_memory, memory_as_the_cli
 
 
 class PeakRSS:
@@ -73,7 +79,9 @@ def main() -> None:
     ap.add_argument("--dropout", type=float, default=0.1)
     ap.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step (gradients are kept "
                     "between them)")
+    memory_as_the_cli(ap)
     args = ap.parse_args()
+    kept = apply_cli_memory(args)
 
     import torch
 
@@ -145,6 +153,7 @@ def main() -> None:
     result = {
         "model": args.model, "method": args.method, "device": args.device, "precision": args.precision,
         "batch_size": args.batch_size, "seq_len": args.seq_len, "steps": args.steps, "grad_accum": args.grad_accum,
+        "freed_memory_kept": kept,
         "trainable_params": trainable, "estimated_trainable_params": est.trainable_params, "total_params": total,
         "measured_gib": round(measured / GIB, 3), "estimated_gib": round(est.total / GIB, 3),
         "estimate_parts_gib": {k: round(getattr(est, k) / GIB, 3) for k in
