@@ -14,8 +14,8 @@ Two numbers come out:
   once per real run, is then over-counted). On a slow or busy CPU use fewer steps and a denser
   ``--every``: the ratio is then an upper bound (more evaluations per step than by default).
 * ``projected_overhead_default_cadence``: the guards' own measured seconds per evaluation (plus
-  the base measurement spread over ``--evaluations``, what a whole demo run does: 7 in the last
-  timed `make demo`) over what one period of the recipe's cadence (``eval.every_steps``) costs
+  the base measurement spread over ``--evaluations``, what a whole demo run does: 9 where it trains
+  under bf16 autocast (an evaluation every 10 steps, the budget stops it at step 90), 7 in fp32 (stopped at 70)) over what one period of the recipe's cadence (``eval.every_steps``) costs
   without them (that many steps at the measured step time + one validation pass), all timed in
   the same runs. The runs share one new folder for the base model's outputs on disk
   (``eval.cache_base_answers``): the first "on" run measures the base perplexity, as a first run
@@ -101,8 +101,8 @@ def main() -> None:
     p.add_argument("--every", type=int, default=None, help="eval.every_steps; default = the recipe's cadence")
     p.add_argument("--pairs", type=int, default=2)
     p.add_argument("--first", choices=("off", "on"), default="off", help="which side runs first in the first pair")
-    p.add_argument("--evaluations", type=int, default=7, help="evaluations in a whole demo run (the base measurement "
-                   "is paid once per run); 7 in the last timed make demo (README Performance)")
+    p.add_argument("--evaluations", type=int, default=9, help="evaluations in a whole demo run (the base measurement "
+                   "is paid once per run); 9 in the demo's training under bf16 (stopped at step 90), 7 in fp32 (at 70)")
     memory_as_the_cli(p)
     args = p.parse_args()
     kept = apply_cli_memory(args)
