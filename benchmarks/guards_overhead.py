@@ -15,7 +15,8 @@ Two numbers come out:
   ``--every``: the ratio is then an upper bound (more evaluations per step than by default).
 * ``projected_overhead_default_cadence``: the guards' own measured seconds per evaluation (plus
   the base measurement spread over ``--evaluations``, what a whole demo run does: 9 where it trains
-  under bf16 autocast (an evaluation every 10 steps, the budget stops it at step 90), 7 in fp32 (stopped at 70)) over what one period of the recipe's cadence (``eval.every_steps``) costs
+  under bf16 autocast (an evaluation every 10 steps, the budget stops it at step 90), 7 in fp32
+  (stopped at 70)) over what one period of the recipe's cadence (``eval.every_steps``) costs
   without them (that many steps at the measured step time + one validation pass), all timed in
   the same runs. The runs share one new folder for the base model's outputs on disk
   (``eval.cache_base_answers``): the first "on" run measures the base perplexity, as a first run
