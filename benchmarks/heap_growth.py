@@ -88,7 +88,7 @@ def main() -> None:
         "resident_mb_after_first_step": rows[0]["resident_mb"], "resident_mb_end": rows[-1]["resident_mb"],
         "seconds_after_first": round(sum(r["seconds"] for r in timed), 2),
     }
-    tag = "-hugetlb" if args.hugetlb else ("" if kept else "-glibc-default")
+    tag = "-hugetlb" * args.hugetlb + "-glibc-default" * (not kept)  # one result file per setting, none overwritten
     write_result(f"heap_growth{tag}", {"command": " ".join(["python benchmarks/heap_growth.py", *sys.argv[1:]]),
                                        "summary": summary, "steps": rows})
     print(summary)
