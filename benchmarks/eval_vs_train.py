@@ -3,7 +3,9 @@
 Not a test: a measurement to run by hand on a quiet machine and record in benchmarks/README.md. For each training
 precision arm (``auto``: what the demo recipe does; ``fp32``) it trains the demo recipe, then evaluates the run cold
 (a new answer-cache folder, so the base model's answers and losses are computed as on a first run) in each asked
-evaluation precision (``auto`` = the training's, the default; ``fp32``). Each is its own ``smalltune`` process, timed
+evaluation precision (``auto`` = the training's, the default; ``fp32``), then warm (``--warm``: the same evaluation
+again with that folder, the base model's outputs read from disk as every later evaluation of a run on the same data
+and base model reads them). Each is its own ``smalltune`` process, timed
 whole, as a user runs them; one row per (training arm, evaluation precision) goes to
 ``results/eval_vs_train.jsonl`` with the machine and commit, so an interrupted measurement resumes where it stopped
 (rows of this commit on this CPU are kept) and another machine's rows sit beside this one's.
@@ -11,6 +13,7 @@ whole, as a user runs them; one row per (training arm, evaluation precision) goe
     python benchmarks/eval_vs_train.py                                   # auto and fp32 training, auto evaluation
     python benchmarks/eval_vs_train.py --train auto --eval auto fp32     # the default run, evaluated both ways
     python benchmarks/eval_vs_train.py --method lora --train auto        # the demo's vanilla arm (a tutorial's LoRA)
+    python benchmarks/eval_vs_train.py --warm                            # each evaluation cold, then warm
 """
 
 from __future__ import annotations
@@ -58,15 +61,20 @@ def train(arm: str, method: str) -> tuple[Path, dict]:
                  "train_precision": precision.get("precision"), "precision_reason": precision.get("reason")}
 
 
-def evaluate(run: Path, precision: str) -> dict:
-    """A cold full evaluation of ``run`` in ``precision``: process seconds and where eval.json says the time went."""
+def evaluate(run: Path, precision: str, warm: bool) -> dict:
+    """A cold full evaluation of ``run`` in ``precision`` (and with ``warm`` the same again, reading the base model's
+    outputs the cold one left on disk): process seconds and where eval.json says the time went."""
     cache = WORK / "eval-vs-train" / f"answers-{run.name}-{precision}"
     shutil.rmtree(cache, ignore_errors=True)
-    seconds = timed([*SMALLTUNE, "evaluate", str(run), "--no-progress", "--precision", precision],
-                    {"SMALLTUNE_ANSWER_CACHE": str(cache)})
-    settings = json.loads((run / "eval.json").read_text())["settings"]
-    return {"eval_seconds": seconds, "eval_precision": settings["generation"]["precision"],
-            "phase_seconds": settings["phase_seconds"]}
+    row = {}
+    for kind in ("cold", "warm") if warm else ("cold",):
+        seconds = timed([*SMALLTUNE, "evaluate", str(run), "--no-progress", "--precision", precision],
+                        {"SMALLTUNE_ANSWER_CACHE": str(cache)})
+        settings = json.loads((run / "eval.json").read_text())["settings"]
+        prefix = "" if kind == "cold" else "warm_"
+        row |= {f"{prefix}eval_seconds": seconds, "eval_precision": settings["generation"]["precision"],
+                f"{prefix}phase_seconds": settings["phase_seconds"]}
+    return row
 
 
 def main() -> None:
@@ -74,11 +82,12 @@ def main() -> None:
     p.add_argument("--train", nargs="+", default=["auto", "fp32"], choices=["auto", "fp32", "bf16"])
     p.add_argument("--eval", nargs="+", default=["auto"], choices=["auto", "fp32", "bf16"], dest="evals")
     p.add_argument("--method", default="full", choices=["full", "lora"])
+    p.add_argument("--warm", action="store_true", help="after each cold evaluation, time it again warm")
     args = p.parse_args()
     where, at = machine(), commit()
     rows = [json.loads(line) for line in OUT.read_text().splitlines()] if OUT.exists() else []
     done = {(r["arm"], r["eval"]) for r in rows if r["commit"] == at and r["machine"]["cpu"] == where["cpu"]
-            and r.get("method", "full") == args.method}
+            and r.get("method", "full") == args.method and (not args.warm or "warm_eval_seconds" in r)}
     for arm in args.train:
         wanted = [e for e in args.evals if (arm, e) not in done]
         if not wanted:
@@ -89,13 +98,15 @@ def main() -> None:
             if precision in measured:
                 continue
             row = {"arm": arm, "method": args.method, "eval": precision, "commit": at, "machine": where, **trained,
-                   **evaluate(run, precision)}
+                   **evaluate(run, precision, args.warm)}
             measured.add(row["eval_precision"])
-            row["eval_over_train"] = round(row["eval_seconds"] / row["train_seconds"], 3)
+            for prefix in ("", "warm_") if args.warm else ("",):
+                row[f"{prefix}eval_over_train"] = round(row[f"{prefix}eval_seconds"] / row["train_seconds"], 3)
             OUT.parent.mkdir(parents=True, exist_ok=True)
             with OUT.open("a") as f:
                 f.write(json.dumps(row) + "\n")
-            print(json.dumps({k: v for k, v in row.items() if k not in ("machine", "phase_seconds")}), flush=True)
+            print(json.dumps({k: v for k, v in row.items() if k not in ("machine", "phase_seconds", "warm_phase_seconds")}),
+                  flush=True)
 
 
 if __name__ == "__main__":
