@@ -267,6 +267,9 @@ def test_a_later_process_reads_the_base_models_answers_from_disk(lora_run, monke
     assert [s["base"] for s in second["samples"]] == [s["base"] for s in first["samples"]]
     assert first["settings"]["generation"]["base_answers_reused"] == 0
     assert second["settings"]["generation"]["base_answers_reused"] == len(second["samples"])
+    assert first["settings"]["generation"]["base_answers_generated"] == len(first["samples"])
+    assert second["settings"]["generation"]["base_answers_generated"] == 0
+    assert first["settings"]["generation"]["base_answers_kept"]
 
     for f in files:  # damaged cache files (answers and losses) are a miss, not an error
         f.write_text("{not json")
@@ -406,3 +409,22 @@ def test_evaluate_precision_flag_overrides_the_recipe_and_a_bad_value_is_one_lin
     assert main(["evaluate", str(lora_run), "--precision", "bf32", "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "eval.precision" in err and "fp32" in err
+
+
+def test_the_summary_says_what_a_first_evaluation_spent_on_the_base_model():
+    """The terminal summary's last line: a first evaluation also generates the base model's answers (kept for later
+    evaluations); a later one reads them."""
+    from smalltune.evaluate.summary import cost_line
+    from smalltune.schema.evaluation import EvalSettings
+
+    def line(made, reused, kept=True, wall=120.4):
+        return cost_line(EvalSettings(generation={"base_answers_generated": made, "base_answers_reused": reused,
+                                                  "base_answers_kept": kept}, wall_seconds=wall,
+                                      phase_seconds={"answers (base)": 61.2}))
+
+    first = line(40, 0)
+    assert first.startswith("evaluated in 120 s") and "40 answers generated in 61 s" in first and "kept on disk" in first
+    assert "kept" not in line(40, 0, kept=False)
+    later = line(0, 40)
+    assert "40 base answers read from an earlier evaluation" in later and "generated" not in later
+    assert line(0, 0) == "evaluated in 120 s" and line(40, 0, wall=None) == ""

@@ -201,6 +201,16 @@ class EvalContext:
         """Base answers this evaluation took from an earlier one (in this process, or on disk)."""
         return len(self._base_reused)
 
+    @property
+    def base_answers_generated(self) -> int:
+        """Base answers this evaluation generated itself (kept for later ones where :attr:`base_answers_kept`)."""
+        return len(self._base_generated)
+
+    @property
+    def base_answers_kept(self) -> bool:
+        """Whether the base model's outputs outlive this process (``eval.cache_base_answers``, the recipe's base)."""
+        return self.BASE_IS_BASE_MODEL and self.recipe.eval.cache_base_answers
+
     def _shared(self, which: str) -> bool:
         """Whether ``which``'s outputs are the recipe's base model's, shared across evaluations and kept on disk."""
         return which == "base" and self.BASE_IS_BASE_MODEL

@@ -90,7 +90,9 @@ def evaluate(run_dir, test=None, reference=None, quick: bool = False, probes=Non
     settings = EvalSettings(
         generation={**ctx.settings().to_dict(), "greedy": True, "precision": ctx.precision,
                     "precision_reason": ctx.precision_reason,
-                    "base_answers_reused": ctx.base_answers_reused},
+                    "base_answers_reused": ctx.base_answers_reused,
+                    "base_answers_generated": ctx.base_answers_generated,
+                    "base_answers_kept": ctx.base_answers_kept},
         quick=quick, caps=dict(caps.__dict__), seed=seed, heldout=source,
         reference=ref_source, skipped=skipped, wall_seconds=round(time.perf_counter() - started, 1),
         phase_seconds=ctx.phase_seconds,

@@ -59,3 +59,24 @@ def print_summary(result: EvalResult) -> None:
         console.out.print(line)
     for name, reason in (result.settings.skipped or {}).items():
         console.warn(f"probe {name} skipped: {reason}")
+    if line := cost_line(result.settings):
+        console.out.print(f"[dim]{line}[/dim]")
+
+
+def cost_line(settings) -> str:
+    """Where an evaluation's time went, as far as a user can act on it: a first evaluation on a base model also
+    generates the base's answers (about half its time on the demo, benchmarks/README.md "Cold and warm
+    evaluations"), which later evaluations on the same base and data read from disk."""
+    if settings.wall_seconds is None:
+        return ""
+    gen = settings.generation or {}
+    made, reused = gen.get("base_answers_generated") or 0, gen.get("base_answers_reused") or 0
+    line = f"evaluated in {settings.wall_seconds:.0f} s"
+    if made:
+        spent = (settings.phase_seconds or {}).get("answers (base)")
+        line += f"; the base model's {made} answers generated" + (f" in {spent:.0f} s" if spent is not None else "")
+        if gen.get("base_answers_kept"):
+            line += " and kept on disk: later evaluations on this base model read them (eval.cache_base_answers)"
+    if reused:
+        line += f"; {reused} base answers read from an earlier evaluation"
+    return line
