@@ -134,3 +134,12 @@ def test_recentred_bootstrap_brackets_a_corpus_level_statistic():
     point = stat(np.array(rows))
     assert plain[1] < point  # resamples repeat answers: every resampled distinct-2 is lower
     assert fixed[0] <= point <= fixed[1]
+
+
+def test_distinct_of_pre_split_texts_is_distinct_n_with_repeats():
+    """The diversity probe's bootstrap splits each answer once and resamples the splits (repeats included)."""
+    texts = ["We open at 9.30 on Mondays.", "we OPEN at 9.30", "", "Call us, call us, call us."]
+    for n in (1, 2):
+        grams = [M.ngrams(M.words(t), n) for t in texts]
+        for pick in ([0, 1, 2, 3], [3, 3, 0], [2], []):
+            assert M.distinct_of([grams[i] for i in pick]) == M.distinct_n([texts[i] for i in pick], n)

@@ -23,7 +23,8 @@ def run(ctx) -> dict:
     texts = out["base"] + out["finetuned"]
     res = {}
     for k in (1, 2):
-        stat = lambda rows, k=k: M.distinct_n([texts[int(i)] for i in rows[:, 0]], k)  # noqa: E731
+        grams = [M.ngrams(M.words(t), k) for t in texts]  # split once, not once per resample
+        stat = lambda rows, grams=grams: M.distinct_of([grams[int(i)] for i in rows[:, 0]])  # noqa: E731
         res[f"distinct_{k}"] = metric(list(range(n)), list(range(n, 2 * n)), stat, ctx.seed, recenter=True)
     res["repetition_rate"] = metric([M.repetition_rate(t) for t in out["base"]],
                                     [M.repetition_rate(t) for t in out["finetuned"]], seed=ctx.seed)
