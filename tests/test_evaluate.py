@@ -350,8 +350,8 @@ def test_auto_precision_evaluates_in_the_arithmetic_the_run_trained_in(lora_run,
 
 
 def test_generation_takes_fewer_places_where_their_kv_cache_would_not_fit(lora_run, monkeypatch, capsys):
-    """GENERATION_BATCH_FACTOR x eval.batch_size places, unless their KV cache would not fit beside the weights in the usable memory: then
-    fewer, said once, and the same answers (each prompt's own, whatever shares its batch)."""
+    """GENERATION_BATCH_FACTOR x eval.batch_size places, unless their KV cache would not fit beside the weights in
+    the usable memory: then fewer, said once, and the same answers (each prompt's own, whatever shares its batch)."""
     import dataclasses
 
     from smalltune.evaluate import context
