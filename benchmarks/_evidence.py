@@ -62,6 +62,19 @@ def apply_cli_memory(args: argparse.Namespace) -> bool:
     return False if args.glibc_default else keep_freed_memory()
 
 
+def timer(spent: dict, name: str, fn):
+    """``fn`` that adds its wall time to ``spent[name]`` (a ``defaultdict(float)``): a ``perf_counter`` around each
+    call, not a profiler, whose per-call cost would inflate the Python being measured."""
+    def timed(*args, **kwargs):
+        t0 = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            spent[name] += time.perf_counter() - t0
+
+    return timed
+
+
 def alternate_pairs(out: Path, arms: tuple[str, str], pairs: int, measure, same: dict) -> list[dict]:
     """``measure(arm, pair) -> row`` for ``pairs`` pairs of the two ``arms``, the order flipping each pair so a
     machine's drift hits both alike. One row per (arm, pair) is appended to ``out`` with ``same`` (the settings the

@@ -40,21 +40,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from _evidence import apply_cli_memory, memory_as_the_cli
+from _evidence import apply_cli_memory, memory_as_the_cli, timer
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "examples" / "dental" / "recipe.yaml"  # what `smalltune plan` writes for the demo
-
-
-def _timer(spent: dict, name: str, fn):
-    def wrapper(*args, **kwargs):
-        t0 = time.perf_counter()
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            spent[name] += time.perf_counter() - t0
-
-    return wrapper
 
 
 def install_timers() -> dict:
@@ -63,12 +52,12 @@ def install_timers() -> dict:
     from smalltune.train.guards import ForgettingBudget
 
     spent = {"setup": 0.0, "measure": 0.0, "validation": 0.0, "base_validation": 0.0, "keep_best": 0.0}
-    ForgettingBudget.setup = _timer(spent, "setup", ForgettingBudget.setup)
+    ForgettingBudget.setup = timer(spent, "setup", ForgettingBudget.setup)
     # the untrained model's validation pass, paid once per run by both sides (or read from disk): not an evaluation's
-    loop._untrained_metrics = _timer(spent, "base_validation", loop._untrained_metrics)
-    ForgettingBudget.measure = _timer(spent, "measure", ForgettingBudget.measure)
-    loop.dataset_metrics = _timer(spent, "validation", loop.dataset_metrics)  # the loop's validation pass
-    loop.keep_best = _timer(spent, "keep_best", loop.keep_best)
+    loop._untrained_metrics = timer(spent, "base_validation", loop._untrained_metrics)
+    ForgettingBudget.measure = timer(spent, "measure", ForgettingBudget.measure)
+    loop.dataset_metrics = timer(spent, "validation", loop.dataset_metrics)  # the loop's validation pass
+    loop.keep_best = timer(spent, "keep_best", loop.keep_best)
     return spent
 
 

@@ -22,25 +22,11 @@ import time
 from collections import defaultdict
 from contextlib import contextmanager
 
-from _evidence import DEMO, WORK, apply_cli_memory, memory_as_the_cli, write_result
+from _evidence import DEMO, WORK, apply_cli_memory, memory_as_the_cli, timer, write_result
 
 PARTS = ("forward+backward", "clip", "optimizer", "guards", "record", "bar")
 SPENT: dict[str, float] = defaultdict(float)  # seconds per part since the process started
 MARKS: list[tuple[float, dict]] = []  # (time, SPENT so far) at the start of each training record
-
-
-def timing(owner, name: str, part: str) -> None:
-    """``owner.name`` (a function on a class or module) adds its wall time to ``SPENT[part]``."""
-    inner = getattr(owner, name)
-
-    def timed(*args, **kwargs):
-        t0 = time.perf_counter()
-        try:
-            return inner(*args, **kwargs)
-        finally:
-            SPENT[part] += time.perf_counter() - t0
-
-    setattr(owner, name, timed)
 
 
 @contextmanager
@@ -60,7 +46,7 @@ def instrumented():
                (tqdm, "update", "bar"), (tqdm, "set_postfix_str", "bar")]
     saved = [(owner, name, owner.__dict__[name]) for owner, name, _ in patched]
     for owner, name, part in patched:
-        timing(owner, name, part)
+        setattr(owner, name, timer(SPENT, part, getattr(owner, name)))
     log = RunDir.log
 
     def marked(self, record):
