@@ -69,14 +69,14 @@ QUICK = Caps(test=16, memorization=16, reference_paragraphs=8, probe_questions=2
 # for backward, and reading the weights dominates small batches on a CPU (192 general questions, 24 new tokens, the
 # 135M model, 2 cores: batch 16 took 26-28 s, batch 64 18 s; a cold evaluation's 1,224 base answers with
 # continuous batching joining at 1/8 free, greedy.py: 64 places 152 s, 128 places 135 s, 256 places 127 s, fp32).
-# 16 (256 places) since 2026-12-06: a cold full bf16 evaluation of the demo's default run took 0.91x the time of
-# 128 places in 5 alternating pairs on a Zen 5 EPYC, the base model's long answers 0.85x, peak memory 4.8 GB against
-# 3.2 GB (benchmarks/README.md, "256 places").
-GENERATION_BATCH_FACTOR = 16
+# 16 (256 places) made a cold full bf16 evaluation of the demo's default run 0.91x as long (5 alternating pairs, Zen 5
+# EPYC) but the demo's quick evaluation 1.14x (2 pairs: ~270 prompts a model, nearly all in the first chunk, so
+# little is left to refill the places answers free); not kept (benchmarks/README.md, "256 places").
+GENERATION_BATCH_FACTOR = 8
 # Fewer places where their KV cache would not fit: it may take this share of the memory the weights leave (the rest
 # is for a chunk's prefill activations, the logits, the process and the OS). The built-in model at 288 positions
-# needs 26 MB a place (fp32, room for doubling); a 1.7B model without grouped KV heads needs 226 MB, so 256 places
-# would want 58 GB.
+# needs 26 MB a place (fp32, room for doubling); a 1.7B model without grouped KV heads needs 226 MB, so 128 places
+# would want 29 GB.
 KV_SHARE = 0.5
 
 
