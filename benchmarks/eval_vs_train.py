@@ -100,8 +100,9 @@ def main() -> None:
             row = {"arm": arm, "method": args.method, "eval": precision, "commit": at, "machine": where, **trained,
                    **evaluate(run, precision, args.warm)}
             measured.add(row["eval_precision"])
-            for prefix in ("", "warm_") if args.warm else ("",):
-                row[f"{prefix}eval_over_train"] = round(row[f"{prefix}eval_seconds"] / row["train_seconds"], 3)
+            for prefix in ("", "warm_"):  # the cold evaluation's ratio, and the warm one's where it was timed
+                if f"{prefix}eval_seconds" in row:
+                    row[f"{prefix}eval_over_train"] = round(row[f"{prefix}eval_seconds"] / row["train_seconds"], 3)
             OUT.parent.mkdir(parents=True, exist_ok=True)
             with OUT.open("a") as f:
                 f.write(json.dumps(row) + "\n")

@@ -44,25 +44,20 @@ def instrumented():
                (AcceleratedOptimizer, "step", "optimizer"), (AcceleratedOptimizer, "zero_grad", "optimizer"),
                (PluginSet, "check_step", "guards"), (PluginSet, "metrics", "guards"),
                (tqdm, "update", "bar"), (tqdm, "set_postfix_str", "bar")]
-    saved = [(owner, name, owner.__dict__[name]) for owner, name, _ in patched]
+    saved = [(owner, name, owner.__dict__[name]) for owner, name, _ in [*patched, (RunDir, "log", "record")]]
     for owner, name, part in patched:
         setattr(owner, name, timer(SPENT, part, getattr(owner, name)))
-    log = RunDir.log
+    log = timer(SPENT, "record", RunDir.log)
 
     def marked(self, record):
         if (record.get("type") if isinstance(record, dict) else None) == "train":
             MARKS.append((time.perf_counter(), dict(SPENT)))
-        t0 = time.perf_counter()
-        try:
-            return log(self, record)
-        finally:
-            SPENT["record"] += time.perf_counter() - t0
+        return log(self, record)
 
     RunDir.log = marked
     try:
         yield
     finally:
-        RunDir.log = log
         for owner, name, fn in saved:
             setattr(owner, name, fn)
 
