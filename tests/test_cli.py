@@ -69,3 +69,17 @@ def test_offline_hub_id_fails_clearly(tmp_path, toy_data):
 def test_recipe_verb_documents_every_key():
     res = smalltune("recipe")
     assert res.returncode == 0 and "train.lr" in res.stdout and "peak learning rate" in res.stdout
+
+
+def test_a_finished_verb_leaves_the_process_group_a_failed_one_does_not(tmp_path):
+    """torch asks every rank to destroy its process group at exit (gloo's threads may otherwise abort a finished run at
+    teardown); after a failure another rank may be inside a collective, so the group is left alone."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        assert main(["recipe", "--check", str(tmp_path / "missing.yaml")]) == 2 and dist.is_initialized()
+        assert main(["models"]) == 0 and not dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()

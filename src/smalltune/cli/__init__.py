@@ -54,7 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")  # peft calling a deprecated alias
     memory.keep_freed_memory()  # large tensors reuse pages this process has mapped already (smalltune/memory.py)
     try:
-        return int(args._run(args) or 0)
+        code = int(args._run(args) or 0)
+        _leave_process_group()
+        return code
     except SmalltuneError as e:
         _report(f"error: {e}", shared=getattr(e, "reported_by_main", False) or not _process_group_started())
         return e.exit_code
@@ -91,6 +93,14 @@ def _report(line: str, shared: bool) -> None:
 def _process_group_started() -> bool:
     dist = sys.modules.get("torch.distributed")  # never import torch just to answer this
     return bool(dist and dist.is_available() and dist.is_initialized())
+
+
+def _leave_process_group() -> None:
+    """Destroy the process group of a multi-process run that finished on every rank (torch asks for it at exit:
+    otherwise gloo's worker threads can outlive the interpreter and abort the process, rc -6, after a good run).
+    Only on success: after a failure the other ranks may still be inside a collective, and waiting on them hangs."""
+    if _process_group_started():
+        sys.modules["torch.distributed"].destroy_process_group()
 
 
 def _lost_peer(e: Exception) -> bool:
