@@ -73,6 +73,7 @@ def evaluate(run: Path, precision: str, warm: bool) -> dict:
         settings = json.loads((run / "eval.json").read_text())["settings"]
         prefix = "" if kind == "cold" else "warm_"
         row |= {f"{prefix}eval_seconds": seconds, "eval_precision": settings["generation"]["precision"],
+                "places": settings["generation"]["batch_size"],
                 f"{prefix}phase_seconds": settings["phase_seconds"]}
     return row
 

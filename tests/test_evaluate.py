@@ -376,6 +376,26 @@ def test_generation_takes_fewer_places_where_their_kv_cache_would_not_fit(lora_r
     assert [(s["base"], s["finetuned"]) for s in tight["samples"]] == [(s["base"], s["finetuned"]) for s in roomy["samples"]]
 
 
+def test_a_wide_pass_takes_twice_the_places_and_they_are_part_of_the_base_answers_key(lora_run, monkeypatch):
+    """Places double where the pass has at least WIDE_PASS_SHARE x as many distinct prompts as the doubled places;
+    the base answers of narrower places are not reused for them (batch composition can change bf16 answers)."""
+    from smalltune.evaluate import context
+    from smalltune.train import load_trained
+
+    monkeypatch.setattr(context, "_BASE_RESULTS", {})
+    _, _, recipe = load_trained(lora_run)
+    narrow = evaluate(lora_run, quick=True, probes=["task"], progress=False).to_dict()["settings"]["generation"]
+    prompts = narrow["base_answers_generated"]
+    assert narrow["batch_size"] == context.GENERATION_BATCH_FACTOR * recipe.eval.batch_size
+    monkeypatch.setattr(context, "WIDE_PASS_SHARE", prompts / (2 * narrow["batch_size"]))  # this pass is just wide
+    wide = evaluate(lora_run, quick=True, probes=["task"], progress=False).to_dict()
+    assert wide["settings"]["generation"]["batch_size"] == 2 * narrow["batch_size"]
+    assert wide["settings"]["generation"]["base_answers_reused"] == 0
+    monkeypatch.setattr(context, "WIDE_PASS_SHARE", (prompts + 1) / (2 * narrow["batch_size"]))  # one prompt short
+    again = evaluate(lora_run, quick=True, probes=["task"], progress=False).to_dict()["settings"]["generation"]
+    assert again["batch_size"] == narrow["batch_size"] and again["base_answers_reused"] == prompts
+
+
 def test_bf16_generation_places_leave_room_for_the_weights_bf16_copies(lora_run, monkeypatch):
     """A bf16 pass keeps a bf16 copy of every fp32 weight (train/autocast.py): the places are sized beside them."""
     import dataclasses

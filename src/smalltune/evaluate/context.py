@@ -69,10 +69,12 @@ QUICK = Caps(test=16, memorization=16, reference_paragraphs=8, probe_questions=2
 # for backward, and reading the weights dominates small batches on a CPU (192 general questions, 24 new tokens, the
 # 135M model, 2 cores: batch 16 took 26-28 s, batch 64 18 s; a cold evaluation's 1,224 base answers with
 # continuous batching joining at 1/8 free, greedy.py: 64 places 152 s, 128 places 135 s, 256 places 127 s, fp32).
-# 16 (256 places) made a cold full bf16 evaluation of the demo's default run 0.91x as long (5 alternating pairs, Zen 5
-# EPYC) but the demo's quick evaluation 1.14x (2 pairs: ~270 prompts a model, nearly all in the first chunk, so
-# little is left to refill the places answers free); not kept (benchmarks/README.md, "256 places").
 GENERATION_BATCH_FACTOR = 8
+# A pass of many prompts takes twice the places, as long as they stay at most half of its prompts: 256 places made
+# a cold full bf16 evaluation of the demo's default run (1,224 prompts a model) 0.91x as long (5 alternating pairs,
+# Zen 5 EPYC), but the demo's quick evaluation (~270 prompts a model, nearly all in the first chunk, so little left to
+# refill the places short answers free) 1.14x (2 pairs); benchmarks/README.md, "256 places".
+WIDE_PASS_SHARE = 2
 # Fewer places where their KV cache would not fit: it may take this share of the memory the weights leave (the rest
 # is for a chunk's prefill activations, the logits, the process and the OS). The built-in model at 288 positions
 # needs 26 MB a place (fp32, room for doubling); a 1.7B model without grouped KV heads needs 226 MB, so 128 places
@@ -117,6 +119,7 @@ class EvalContext:
     _base_reused: set = field(default_factory=set)
     phase_seconds: dict = field(default_factory=dict)  # phase -> wall seconds (EvalSettings.phase_seconds)
     _files: dict = field(default_factory=dict)  # kind -> the file keeping the base model's outputs (_file)
+    _pass_prompts: int = field(default=0, init=False, repr=False)  # distinct prompts of the pass per model (prefetch)
     _models: ModelPair = field(init=False, repr=False)
     # "base" is the recipe's base model (False where a subclass puts another model there: the update gate's parent)
     BASE_IS_BASE_MODEL: ClassVar[bool] = True
@@ -165,13 +168,17 @@ class EvalContext:
 
     @cached_property
     def places(self) -> int:
-        """Prompts generated at once: :data:`GENERATION_BATCH_FACTOR` x the evaluation batch, fewer (said once)
-        where their KV cache would not fit beside both models' weights in the device's usable memory."""
+        """Prompts generated at once: :data:`GENERATION_BATCH_FACTOR` x the evaluation batch, twice that where the
+        pass has at least :data:`WIDE_PASS_SHARE` x as many prompts, fewer (said once) where their KV cache would not
+        fit beside both models' weights in the device's usable memory. Fixed at first use (the base answers' cache
+        key holds it): :meth:`prefetch` tells the pass's size before anything generates."""
         from .. import console
         from ..kv_cache import bytes_per_position
         from ..plan.hardware import GIB, detect_device
 
         wanted = GENERATION_BATCH_FACTOR * self.batch_size
+        if self._pass_prompts >= WIDE_PASS_SHARE * 2 * wanted:
+            wanted *= 2
         weights = self.weight_bytes() + self.cast_bytes()
         usable = detect_device().usable
         positions = self.recipe.data.max_length + self.caps.max_new_tokens  # a prompt and its longest answer
@@ -282,6 +289,8 @@ class EvalContext:
         for asked, new in requests:
             prompts += asked
             limits += self._limits(new, len(asked))
+        if "places" not in self.__dict__:  # not fixed yet: sized for this pass
+            self._pass_prompts = len(set(zip(limits, prompts)))
         for which in MODELS:
             with self.timed(f"answers ({which})"):
                 self.generate(prompts, which, limits, "answers")
