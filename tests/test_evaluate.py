@@ -385,7 +385,8 @@ def test_a_wide_pass_takes_twice_the_places_and_they_are_part_of_the_base_answer
     monkeypatch.setattr(context, "_BASE_RESULTS", {})
     _, _, recipe = load_trained(lora_run)
     narrow = evaluate(lora_run, quick=True, probes=["task"], progress=False).to_dict()["settings"]["generation"]
-    prompts = narrow["base_answers_generated"]
+    prompts = narrow["base_answers_generated"]  # distinct prompts of the pass: this test's cache folder is new
+    assert prompts > 0
     assert narrow["batch_size"] == context.GENERATION_BATCH_FACTOR * recipe.eval.batch_size
     monkeypatch.setattr(context, "WIDE_PASS_SHARE", prompts / (2 * narrow["batch_size"]))  # this pass is just wide
     wide = evaluate(lora_run, quick=True, probes=["task"], progress=False).to_dict()
